@@ -1,0 +1,522 @@
+"""The plan: the one contract between planner and executor.
+
+A plan is a frozen dataclass tree with ``to_json``/``from_json``. Integer keys are written as decimal
+strings, because keys reach ±2^63 and 2^64−1 and most JSON readers (jq, JavaScript) silently round
+numbers above 2^53. ``format_version`` is ``MAJOR.MINOR``: an unknown major is refused, unknown keys are
+ignored (so a newer minor stays readable), and ``sha256`` over the canonical JSON detects hand edits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from sparsesync.errors import PlanError
+
+FORMAT_VERSION = "1.0"
+SUPPORTED_MAJOR = 1
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "plans" / "schema.json"
+
+RANGE_LABELS = ("dense", "sparse", "gap", "tail")
+
+
+def _key_out(value: int | None) -> str | None:
+    return None if value is None else str(int(value))
+
+
+def _key_in(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("a key must be an integer, not a boolean")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the rows come from; never holds a password or token."""
+
+    dialect: str
+    table: str
+    key: str
+    key_signed: bool = True
+    host: str | None = None
+    port: int | None = None
+    database: str | None = None
+    schema: str | None = None
+    username: str | None = None
+
+    @property
+    def qualified_table(self) -> str:
+        return f"{self.schema}.{self.table}" if self.schema else self.table
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """What the source looked like at planning: drift is measured against this."""
+
+    schema_hash: str
+    min_key: int | None
+    max_key: int | None
+    row_estimate: int
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column with its declared type and the types it maps to.
+
+    ``conversion`` names a value transformation the reader must apply (e.g. ``time_us``, ``bit_int``,
+    ``zero_date``); ``None`` means the value passes through as the Arrow type.
+    """
+
+    name: str
+    source_type: str
+    arrow_type: str
+    redshift_type: str
+    nullable: bool = True
+    conversion: str | None = None
+
+    @property
+    def pa_type(self) -> pa.DataType:
+        return arrow_type_from_string(self.arrow_type)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """How the plan was made and with which parameters."""
+
+    density: str  # exact | sampled
+    density_requested: str  # exact | sampled | auto
+    density_reason: str
+    rows_per_query: int
+    file_size: int  # bytes
+    bytes_per_row: float
+    bytes_per_row_source: str
+    bucket_width: int | None = None
+    prescan_queries: int = 0
+    sparse_threshold: float = 0.10
+    from_cache: bool = False
+
+
+@dataclass(frozen=True)
+class Region:
+    """A stretch of key space ``[lo, hi)`` with the rows it holds."""
+
+    lo: int
+    hi: int
+    rows: int
+
+
+@dataclass(frozen=True)
+class HistogramSummary:
+    """A compact picture of the density pre-scan, enough for ``show`` without a database."""
+
+    method: str
+    exact: bool
+    buckets: int
+    total_rows: int
+    bins: tuple[Region, ...] = ()
+    sparse_regions: tuple[Region, ...] = ()
+    gaps: tuple[Region, ...] = ()
+    outliers: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class KeyRange:
+    """Half-open key range ``[lo, hi)``; ``hi is None`` is the open tail ``[lo, ∞)``."""
+
+    index: int
+    lo: int
+    hi: int | None
+    est_rows: int
+    label: str
+    exact: bool = False
+
+    def contains(self, key: int) -> bool:
+        return key >= self.lo and (self.hi is None or key < self.hi)
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    """One output file: consecutive whole ranges ``ranges[0]..ranges[1]`` inclusive."""
+
+    index: int
+    name: str
+    first_range: int
+    last_range: int
+    est_rows: int
+    est_bytes: int
+
+    @property
+    def range_indexes(self) -> range:
+        return range(self.first_range, self.last_range + 1)
+
+
+@dataclass(frozen=True)
+class Estimates:
+    queries: int
+    rows: int
+    bytes: int
+    files: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A reviewable, hash-protected description of one table export."""
+
+    plan_id: str
+    created_at: str
+    tool_version: str
+    source: SourceInfo
+    fingerprint: Fingerprint
+    columns: tuple[ColumnSpec, ...]
+    strategy: Strategy
+    histogram: HistogramSummary
+    ranges: tuple[KeyRange, ...]
+    files: tuple[FileGroup, ...]
+    estimates: Estimates
+    warnings: tuple[str, ...] = ()
+    format_version: str = FORMAT_VERSION
+    sha256: str = field(default="", compare=False)
+
+    # ---- derived -------------------------------------------------------------------------------
+    def arrow_schema(self) -> pa.Schema:
+        """The Arrow schema every output file of this plan has, derived from the declared types."""
+        return pa.schema([pa.field(c.name, c.pa_type, nullable=c.nullable) for c in self.columns])
+
+    def ranges_of(self, group: FileGroup) -> tuple[KeyRange, ...]:
+        return self.ranges[group.first_range : group.last_range + 1]
+
+    @property
+    def planned_max(self) -> int | None:
+        return self.fingerprint.max_key
+
+    def default_filename(self) -> str:
+        return f"{self.source.table}-{self.plan_id}.json"
+
+    # ---- serialisation -----------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready dict, including ``sha256`` computed over everything else."""
+        body = self._body()
+        body["sha256"] = content_hash(body)
+        return body
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
+
+    def sealed(self) -> "Plan":
+        """A copy whose ``sha256`` field holds the hash of its content."""
+        return replace(self, sha256=content_hash(self._body()))
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically: a half-written plan is never visible under its name."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.to_json())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def _body(self) -> dict[str, Any]:
+        src = asdict(self.source)
+        fp = asdict(self.fingerprint)
+        fp["min_key"] = _key_out(self.fingerprint.min_key)
+        fp["max_key"] = _key_out(self.fingerprint.max_key)
+        hist = {
+            "method": self.histogram.method,
+            "exact": self.histogram.exact,
+            "buckets": self.histogram.buckets,
+            "total_rows": self.histogram.total_rows,
+            "bins": [_region_out(r) for r in self.histogram.bins],
+            "sparse_regions": [_region_out(r) for r in self.histogram.sparse_regions],
+            "gaps": [_region_out(r) for r in self.histogram.gaps],
+            "outliers": [str(k) for k in self.histogram.outliers],
+        }
+        return {
+            "format_version": self.format_version,
+            "plan_id": self.plan_id,
+            "created_at": self.created_at,
+            "tool_version": self.tool_version,
+            "source": src,
+            "fingerprint": fp,
+            "columns": [asdict(c) for c in self.columns],
+            "strategy": asdict(self.strategy),
+            "histogram": hist,
+            "ranges": [
+                {
+                    "index": r.index,
+                    "lo": _key_out(r.lo),
+                    "hi": _key_out(r.hi),
+                    "est_rows": r.est_rows,
+                    "label": r.label,
+                    "exact": r.exact,
+                }
+                for r in self.ranges
+            ],
+            "files": [
+                {
+                    "index": f.index,
+                    "name": f.name,
+                    "ranges": [f.first_range, f.last_range],
+                    "est_rows": f.est_rows,
+                    "est_bytes": f.est_bytes,
+                }
+                for f in self.files
+            ],
+            "estimates": asdict(self.estimates),
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, origin: str = "plan") -> "Plan":
+        """Check version, hash and schema, then build the plan; every failure is a :class:`PlanError`."""
+        if not isinstance(data, dict):
+            raise PlanError(f"{origin} is not a JSON object", hint="pass a file written by `sparsesync plan`")
+        version = data.get("format_version")
+        major = _major(version)
+        if major is None:
+            raise PlanError(
+                f"{origin} has no valid format_version (found {version!r})",
+                hint="pass a file written by `sparsesync plan`",
+            )
+        if major != SUPPORTED_MAJOR:
+            raise PlanError(
+                f"{origin} has format_version {version}, this sparsesync reads {SUPPORTED_MAJOR}.x only",
+                hint="upgrade sparsesync, or re-plan with this version",
+            )
+        stored = data.get("sha256")
+        if not isinstance(stored, str):
+            raise PlanError(f"{origin} has no sha256", hint="re-create it with `sparsesync plan`")
+        body = {k: v for k, v in data.items() if k != "sha256"}
+        actual = content_hash(body)
+        if actual != stored:
+            raise PlanError(
+                f"{origin} was edited after it was made (sha256 mismatch)",
+                hint="plans are not to be edited by hand; re-plan with `sparsesync plan` and other options",
+            )
+        validate_against_schema(data, origin=origin)
+        try:
+            return cls._build(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"{origin} is inconsistent: {exc}", hint="re-create it with `sparsesync plan`") from exc
+
+    @classmethod
+    def from_json(cls, text: str, *, origin: str = "plan") -> "Plan":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"{origin} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                hint="pass a file written by `sparsesync plan`",
+            ) from exc
+        return cls.from_dict(data, origin=origin)
+
+    @classmethod
+    def _build(cls, d: dict[str, Any]) -> "Plan":
+        src = _pick(SourceInfo, d["source"])
+        fp = d["fingerprint"]
+        fingerprint = Fingerprint(
+            schema_hash=fp["schema_hash"],
+            min_key=_key_in(fp.get("min_key")),
+            max_key=_key_in(fp.get("max_key")),
+            row_estimate=int(fp["row_estimate"]),
+        )
+        h = d["histogram"]
+        histogram = HistogramSummary(
+            method=h["method"],
+            exact=bool(h["exact"]),
+            buckets=int(h["buckets"]),
+            total_rows=int(h["total_rows"]),
+            bins=tuple(_region_in(r) for r in h.get("bins", ())),
+            sparse_regions=tuple(_region_in(r) for r in h.get("sparse_regions", ())),
+            gaps=tuple(_region_in(r) for r in h.get("gaps", ())),
+            outliers=tuple(int(k) for k in h.get("outliers", ())),
+        )
+        ranges = tuple(
+            KeyRange(
+                index=int(r["index"]),
+                lo=_key_in(r["lo"]),
+                hi=_key_in(r.get("hi")),
+                est_rows=int(r["est_rows"]),
+                label=r["label"],
+                exact=bool(r.get("exact", False)),
+            )
+            for r in d["ranges"]
+        )
+        files = tuple(
+            FileGroup(
+                index=int(f["index"]),
+                name=f["name"],
+                first_range=int(f["ranges"][0]),
+                last_range=int(f["ranges"][1]),
+                est_rows=int(f["est_rows"]),
+                est_bytes=int(f["est_bytes"]),
+            )
+            for f in d["files"]
+        )
+        plan = cls(
+            plan_id=d["plan_id"],
+            created_at=d["created_at"],
+            tool_version=d["tool_version"],
+            source=src,
+            fingerprint=fingerprint,
+            columns=tuple(_pick(ColumnSpec, c) for c in d["columns"]),
+            strategy=_pick(Strategy, d["strategy"]),
+            histogram=histogram,
+            ranges=ranges,
+            files=files,
+            estimates=_pick(Estimates, d["estimates"]),
+            warnings=tuple(d.get("warnings", ())),
+            format_version=d["format_version"],
+            sha256=d["sha256"],
+        )
+        check_structure(plan)
+        return plan
+
+
+def load_plan(path: str | os.PathLike) -> Plan:
+    """Read and check a plan file; a missing, malformed, edited or foreign file is a :class:`PlanError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise PlanError(f"plan file {p} does not exist", hint="make one with `sparsesync plan`") from exc
+    except IsADirectoryError as exc:
+        raise PlanError(f"plan path {p} is a directory", hint="pass the plan's .json file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read plan file {p}: {exc}") from exc
+    return Plan.from_json(text, origin=f"plan {p}")
+
+
+def check_structure(plan: Plan) -> None:
+    """Invariants the executor relies on: ranges contiguous and ordered, files cover ranges once."""
+    rs = plan.ranges
+    if not rs:
+        raise ValueError("a plan needs at least the tail range")
+    for i, r in enumerate(rs):
+        if r.index != i:
+            raise ValueError(f"range {i} has index {r.index}")
+        if r.hi is not None and r.hi <= r.lo:
+            raise ValueError(f"range {i} is empty or reversed: [{r.lo}, {r.hi})")
+        if i + 1 < len(rs) and r.hi != rs[i + 1].lo:
+            raise ValueError(f"ranges {i} and {i + 1} are not contiguous")
+    if rs[-1].hi is not None:
+        raise ValueError("the last range must be the open tail (hi = null)")
+    expected = 0
+    for j, f in enumerate(plan.files):
+        if f.index != j or f.first_range != expected or f.last_range < f.first_range:
+            raise ValueError(f"file group {j} does not continue the ranges in order")
+        expected = f.last_range + 1
+    if expected != len(rs):
+        raise ValueError("the file groups do not cover every range exactly once")
+    names = [c.name for c in plan.columns]
+    if plan.source.key not in names:
+        raise ValueError(f"key column {plan.source.key!r} is not among the columns")
+    for c in plan.columns:
+        arrow_type_from_string(c.arrow_type)
+
+
+def canonical_json(obj: Any) -> str:
+    """The byte-stable form hashed into ``sha256``: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def content_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def plan_schema() -> dict[str, Any]:
+    """The JSON Schema in ``plans/schema.json``."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def validate_against_schema(data: dict[str, Any], *, origin: str = "plan") -> None:
+    """Validate against ``plans/schema.json``; the first violation becomes one line with its JSON path."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(plan_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise PlanError(
+            f"{origin} does not match plans/schema.json at {where}: {error.message}",
+            hint="re-create it with `sparsesync plan`",
+        )
+
+
+# ---- Arrow type strings ---------------------------------------------------------------------------
+_SIMPLE_TYPES = {
+    "bool": pa.bool_(),
+    "int8": pa.int8(),
+    "int16": pa.int16(),
+    "int32": pa.int32(),
+    "int64": pa.int64(),
+    "uint8": pa.uint8(),
+    "uint16": pa.uint16(),
+    "uint32": pa.uint32(),
+    "uint64": pa.uint64(),
+    "float": pa.float32(),
+    "double": pa.float64(),
+    "string": pa.string(),
+    "large_string": pa.large_string(),
+    "binary": pa.binary(),
+    "large_binary": pa.large_binary(),
+    "date32[day]": pa.date32(),
+}
+_DECIMAL = re.compile(r"^decimal(128|256)\((\d+), ?(-?\d+)\)$")
+_TEMPORAL = re.compile(r"^(timestamp|duration|time64)\[(s|ms|us|ns)(?:, tz=([^\]]+))?\]$")
+
+
+def arrow_type_from_string(text: str) -> pa.DataType:
+    """Parse the ``str(pa.DataType)`` spellings used in plans back into Arrow types."""
+    if text in _SIMPLE_TYPES:
+        return _SIMPLE_TYPES[text]
+    m = _DECIMAL.match(text)
+    if m:
+        ctor = pa.decimal128 if m.group(1) == "128" else pa.decimal256
+        return ctor(int(m.group(2)), int(m.group(3)))
+    m = _TEMPORAL.match(text)
+    if m:
+        kind, unit, tz = m.groups()
+        if kind == "timestamp":
+            return pa.timestamp(unit, tz=tz)
+        if tz:
+            raise ValueError(f"unsupported Arrow type string {text!r}")
+        return pa.duration(unit) if kind == "duration" else pa.time64(unit)
+    raise ValueError(f"unsupported Arrow type string {text!r}")
+
+
+def _major(version: Any) -> int | None:
+    if not isinstance(version, str):
+        return None
+    m = re.fullmatch(r"(\d+)\.(\d+)", version)
+    return int(m.group(1)) if m else None
+
+
+def _region_out(r: Region) -> list:
+    return [str(r.lo), str(r.hi), r.rows]
+
+
+def _region_in(v: list) -> Region:
+    return Region(lo=int(v[0]), hi=int(v[1]), rows=int(v[2]))
+
+
+def _pick(cls, data: dict[str, Any]):
+    """Build a dataclass from the keys it knows; unknown keys (a newer minor version) are ignored."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,56 @@
+"""The ``sparsesync`` command: thin typer wrappers around the library.
+
+Each command parses its options, calls one library function, renders the result, and maps
+:class:`SparsesyncError` to a one-line message and its exit code. Only this package imports typer
+or renders for a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from sparsesync.errors import SparsesyncError
+
+app = typer.Typer(
+    name="sparsesync",
+    help="Plan and execute exactly-once exports of sparse-keyed MySQL tables into consolidated Parquet "
+    "for one Redshift COPY per table.\n\nExample: sparsesync plan mysql+pymysql://user@db:3306/shop orders",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Plan and execute exactly-once exports of sparse-keyed tables into consolidated Parquet."""
+
+
+def fail(exc: SparsesyncError) -> "typer.Exit":
+    """Print one line to stderr and return the Exit to raise."""
+    typer.echo(f"sparsesync: error: {exc.one_line()}", err=True)
+    return typer.Exit(exc.exit_code)
+
+
+def _register() -> None:
+    # Command modules attach themselves to ``app``; import order is the order in --help.
+    from . import plan_cmd  # noqa: F401
+    from . import show_cmd  # noqa: F401
+    from . import execute_cmd  # noqa: F401
+    from . import bench_cmd  # noqa: F401
+
+
+def main() -> None:
+    """Console entry point."""
+    _register()
+    try:
+        app()
+    except SparsesyncError as exc:  # a library error escaping a command: still one line
+        typer.echo(f"sparsesync: error: {exc.one_line()}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("sparsesync: interrupted", err=True)
+        sys.exit(130)

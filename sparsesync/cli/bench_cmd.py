@@ -1,0 +1,3 @@
+"""Commands registered by this module are added by their owners."""
+
+from . import app  # noqa: F401
