@@ -1,0 +1,60 @@
+"""Source URL handling: secrets never leave sparsesync.source."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparsesync.errors import SourceError, UsageError
+from sparsesync.source import create_engine, identity_of, redact, resolve_url, url_for_identity
+
+
+def test_redact_masks_password():
+    text = redact("mysql+pymysql://etl:s3cr3t@db.example:3306/shop")
+    assert "s3cr3t" not in text
+    assert "etl" in text and "db.example" in text
+
+
+def test_identity_has_no_password():
+    ident = identity_of("mysql+pymysql://etl:s3cr3t@db.example/shop")
+    assert "s3cr3t" not in repr(ident)
+    assert ident.port == 3306 and ident.database == "shop" and ident.dialect == "mysql"
+    assert "s3cr3t" not in ident.cache_key()
+
+
+def test_resolve_url_prefers_argument_then_env(monkeypatch):
+    monkeypatch.setenv("SPARSESYNC_SOURCE_URL", "sqlite:///env.db")
+    assert resolve_url("sqlite:///arg.db") == "sqlite:///arg.db"
+    assert resolve_url(None) == "sqlite:///env.db"
+    monkeypatch.delenv("SPARSESYNC_SOURCE_URL")
+    with pytest.raises(UsageError, match="no source URL"):
+        resolve_url(None)
+
+
+def test_bad_url_is_one_line_without_password():
+    with pytest.raises(UsageError) as info:
+        create_engine("not a url at all")
+    assert "\n" not in info.value.one_line()
+
+
+def test_unknown_dialect():
+    with pytest.raises(UsageError, match="unknown database dialect"):
+        create_engine("nosuchdb://u:pw@h/db")
+
+
+def test_wrong_password_is_source_error_without_password(mysql_url):
+    from sqlalchemy.engine import make_url
+
+    url = make_url(mysql_url).set(password="definitely-wrong-pw")
+    with pytest.raises(SourceError) as info:
+        create_engine(url)
+    line = info.value.one_line()
+    assert "definitely-wrong-pw" not in line
+    assert "cannot connect" in line
+
+
+def test_url_for_identity_takes_password_from_env(monkeypatch):
+    ident = identity_of("mysql+pymysql://etl@db/shop")
+    monkeypatch.setenv("SPARSESYNC_SOURCE_PASSWORD", "pw1")
+    url = url_for_identity(ident)
+    assert url.password == "pw1" and url.host == "db" and url.drivername == "mysql+pymysql"
+    assert url_for_identity(identity_of("sqlite:///x.db")).database == "x.db"
