@@ -1,0 +1,35 @@
+"""Turn ``--dest DIR|s3://bucket/prefix`` into a :class:`~executor.sink.Sink`."""
+
+from __future__ import annotations
+
+from sparsesync.errors import DestinationError, UsageError
+
+from .sink import LocalSink, Sink
+
+
+def open_sink(dest) -> Sink:
+    """A sink for ``dest``: a Sink object is returned as is, ``s3://bucket[/prefix]`` an S3 sink, else a directory."""
+    if not isinstance(dest, str):
+        return dest
+    text = dest.strip()
+    if not text:
+        raise UsageError("--dest is empty", hint="pass a directory or s3://bucket/prefix")
+    if text.lower().startswith("s3://"):
+        rest = text[5:]
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise UsageError(f"--dest {dest!r} names no bucket", hint="use s3://bucket/prefix")
+        try:
+            from .s3 import S3Sink  # lazy: boto3 is only needed for S3 destinations
+        except ImportError as exc:
+            raise DestinationError(f"S3 destinations are unavailable: {exc}", hint="install boto3") from exc
+        return S3Sink(bucket, prefix.strip("/"))
+    if "://" in text:
+        scheme = text.split("://", 1)[0]
+        raise UsageError(f"unsupported destination scheme {scheme}://", hint="pass a directory or s3://bucket/prefix")
+    return LocalSink(text)
+
+
+def is_local(sink) -> bool:
+    """True when the sink is a local directory (parts can be read in place)."""
+    return isinstance(sink, LocalSink)
