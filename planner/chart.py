@@ -1,0 +1,119 @@
+"""A PNG picture of a plan: key density (rows per key, log y) with range boundaries and sparse regions.
+
+Uses matplotlib's Agg backend (no display needed) and writes atomically: temp file + rename, so a
+half-written PNG is never visible under its name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from sparsesync.errors import DestinationError
+
+from .plan import Plan
+from .show import cell_edges, choose_scale, without_gaps, _log_anchor, _rows_in_cells
+
+DEFAULT_CELLS = 400
+
+
+def render_png(plan: Plan, path: str | os.PathLike, *, cells: int = DEFAULT_CELLS) -> Path:
+    """Draw ``plan``'s density over its key span to ``path``; returns the path written.
+
+    The x axis is the key (linear, or the distance from the bulk's end on a log axis when outliers
+    stretch the span, as in the text strip); y is rows per key on a log axis.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    target = Path(path)
+    bins = without_gaps(plan.histogram.bins, plan.histogram.gaps)
+    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=100)
+    try:
+        title = f"{plan.source.qualified_table} — plan {plan.plan_id}: {len(plan.ranges)} ranges, {plan.estimates.files} files"
+        ax.set_title(title, fontsize=9)
+        if not bins:
+            ax.text(0.5, 0.5, "no rows at planning", ha="center", va="center", transform=ax.transAxes)
+            ax.set_axis_off()
+        else:
+            _draw(ax, plan, bins, cells)
+        fig.tight_layout()
+        _save_atomically(fig, target)
+    finally:
+        plt.close(fig)
+    return target
+
+
+def _draw(ax, plan: Plan, bins, cells: int) -> None:
+    lo, hi = min(b.lo for b in bins), max(b.hi for b in bins)
+    scale = choose_scale(bins, lo, hi)
+    anchor = _log_anchor(bins, lo, hi) if scale == "log" else "min"
+    edges = cell_edges(lo, hi, cells, scale, anchor)
+    rows = _rows_in_cells(bins, edges)
+
+    # Positions are floats for plotting only; on the log axis they are distances from the anchor + 1,
+    # so a span of 2^64 plots fine while the keys themselves stay exact ints elsewhere.
+    def pos(k: int) -> float:
+        if scale == "linear":
+            return float(k - lo)
+        return float(k - lo + 1) if anchor == "min" else float(hi - k + 1)
+
+    xs, ys = [], []
+    for (a, b), r in zip(edges, rows):
+        d = r / (b - a)
+        xs += [pos(a), pos(b)]
+        ys += [d, d]
+    positive = [y for y in ys if y > 0]
+    floor = min(positive) / 10 if positive else 1e-12
+    ys = [max(y, floor) for y in ys]
+    ax.fill_between(xs, ys, floor, step=None, color="#3b75af", alpha=0.8, linewidth=0.6, label="rows per key")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=floor)
+    if scale == "log":
+        ax.set_xscale("log")
+        ax.set_xlabel(f"key distance from the {'min' if anchor == 'min' else 'max'} key {lo if anchor == 'min' else hi - 1} (+1), log scale")
+    else:
+        ax.set_xlabel(f"key − {lo}")
+    ax.set_ylabel("rows per key")
+
+    for reg in plan.histogram.sparse_regions:
+        a, b = max(reg.lo, lo), min(reg.hi, hi)
+        if b > a:
+            x0, x1 = sorted((pos(a), pos(b)))
+            ax.axvspan(x0, x1, color="#f0a030", alpha=0.15, linewidth=0)
+    boundaries = [r.lo for r in plan.ranges[1:] if lo < r.lo < hi]
+    for k in boundaries:
+        ax.axvline(pos(k), color="#c03030", linewidth=0.6, alpha=0.7)
+    from matplotlib.patches import Patch
+    from matplotlib.lines import Line2D
+
+    ax.legend(
+        handles=[
+            Patch(color="#3b75af", alpha=0.8, label="rows per key"),
+            Line2D([0], [0], color="#c03030", linewidth=0.8, label=f"range boundary ({len(boundaries)})"),
+            Patch(color="#f0a030", alpha=0.3, label="sparse region"),
+        ],
+        fontsize=7,
+        loc="upper right",
+    )
+
+
+def _save_atomically(fig, target: Path) -> None:
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise DestinationError(f"cannot write PNG {target}: {exc.strerror or exc}", file=str(target)) from exc
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png")
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DestinationError(f"cannot write PNG {target}: {exc.strerror or exc}", file=str(target)) from exc
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
