@@ -15,15 +15,12 @@ def open_sink(dest) -> Sink:
     if not text:
         raise UsageError("--dest is empty", hint="pass a directory or s3://bucket/prefix")
     if text.lower().startswith("s3://"):
-        rest = text[5:]
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise UsageError(f"--dest {dest!r} names no bucket", hint="use s3://bucket/prefix")
         try:
-            from .s3 import S3Sink  # lazy: boto3 is only needed for S3 destinations
+            from .s3 import S3Sink, parse_s3_url  # lazy: boto3 is only needed for S3 destinations
         except ImportError as exc:
             raise DestinationError(f"S3 destinations are unavailable: {exc}", hint="install boto3") from exc
-        return S3Sink(bucket, prefix.strip("/"))
+        bucket, prefix = parse_s3_url(text)
+        return S3Sink(bucket, prefix)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise UsageError(f"unsupported destination scheme {scheme}://", hint="pass a directory or s3://bucket/prefix")

@@ -1,3 +1,158 @@
-"""Commands registered by this module are added by their owners."""
+"""``sparsesync execute``, ``sparsesync verify`` and ``sparsesync run``."""
 
-from . import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from sparsesync.errors import SparsesyncError
+
+from . import app, fail
+
+
+def _progress_renderer():
+    """A progress callback and a closer: a rich bar on a terminal, plain log lines otherwise."""
+    if sys.stderr.isatty():
+        from rich.progress import (
+            BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+        )
+
+        bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
+            DownloadColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+        )
+        state = {"task": None}
+
+        def callback(ev) -> None:
+            if ev.kind == "start":
+                bar.start()
+                state["task"] = bar.add_task("export", total=ev.rows_total, completed=ev.rows_done)
+            elif state["task"] is not None:
+                bar.update(state["task"], completed=ev.rows_done, total=ev.rows_total)
+            if ev.kind == "finish":
+                bar.stop()
+
+        return callback, bar.stop
+
+    last = {"t": 0.0}
+
+    def plain(ev) -> None:
+        now = time.monotonic()
+        # One line per finished file group, and at most one every 5 s for batches: readable in CI logs.
+        if ev.kind in ("start", "group", "finish") or (ev.kind == "batch" and now - last["t"] >= 5):
+            last["t"] = now
+            what = f"file group {ev.group} done" if ev.kind == "group" else ev.kind
+            typer.echo(f"sparsesync: {what}: {ev.rows_done:,}/{ev.rows_total:,} rows", err=True)
+
+    return plain, lambda: None
+
+
+def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
+             no_verify, iam_role) -> None:
+    from executor.run import execute_plan
+
+    callback, close = (None, lambda: None) if dry_run else _progress_renderer()
+    try:
+        report = execute_plan(
+            plan, dest, source_url=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
+            overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=not no_verify,
+            iam_role=iam_role, progress=callback,
+        )
+    except SparsesyncError as exc:
+        close()
+        raise fail(exc)
+    close()
+    if dry_run:
+        for sql in report.queries_sql:
+            typer.echo(sql + ";")
+    for line in report.summary_lines():
+        typer.echo(line)
+
+
+@app.command("execute")
+def execute_command(
+    plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan file written by `sparsesync plan`."),
+    dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix; files go to <dest>/<table>/<plan_id>/."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source URL (default SPARSESYNC_SOURCE_URL, else the plan's host with SPARSESYNC_SOURCE_PASSWORD). Must be the plan's source."),
+    reader: str = typer.Option("auto", "--reader", help="auto, pymysql or connectorx."),
+    workers: int = typer.Option(1, "--workers", help="File groups read in parallel (1 = one consistent snapshot)."),
+    compression: str = typer.Option("zstd", "--compression", help="zstd, snappy, gzip or none."),
+    ledger: Optional[str] = typer.Option(None, "--ledger", help="Ledger file (default: _ledger.json beside the output)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo a finished run from scratch."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check drift and print the range queries; read and write nothing."),
+    strict_dates: bool = typer.Option(False, "--strict-dates", help="Fail on zero dates instead of writing NULL."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
+    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
+) -> None:
+    """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
+
+    Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --iam-role arn:aws:iam::123:role/load
+    """
+    from planner.plan import load_plan
+
+    try:
+        plan = load_plan(plan_file)
+    except SparsesyncError as exc:
+        raise fail(exc)
+    _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
+             overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role)
+
+
+@app.command("verify")
+def verify_command(
+    plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan file of the finished run."),
+    dest: str = typer.Option(..., "--dest", help="The --dest given to execute."),
+    source: Optional[str] = typer.Option(None, "--source", help="Source URL (default as for execute)."),
+    all_columns: bool = typer.Option(False, "--all-columns", help="Compare every value, not only keys and counts."),
+) -> None:
+    """Compare the output with the source, per key range: row counts and an order-independent checksum.
+
+    Example: sparsesync verify plans/orders-20250101T000000Z-abc123.json --dest ./out --all-columns
+    """
+    from executor.verify import verify_output
+    from planner.plan import load_plan
+
+    try:
+        plan = load_plan(plan_file)
+        report = verify_output(plan, dest, source_url=source, all_columns=all_columns)
+    except SparsesyncError as exc:
+        raise fail(exc)
+    typer.echo(report.summary())
+
+
+@app.command("run")
+def run_command(
+    source_url: str = typer.Argument(..., metavar="SOURCE_URL", help="SQLAlchemy URL of the source (never written anywhere)."),
+    table: str = typer.Argument(..., metavar="TABLE", help="Table to export."),
+    dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix."),
+    key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
+    rows_per_query: int = typer.Option(100_000, "--rows-per-query", help="Upper bound of estimated rows per range query."),
+    file_size: int = typer.Option(256, "--file-size", help="Target Parquet file size in MB."),
+    density: str = typer.Option("auto", "--density", help="Pre-scan: exact, sampled or auto."),
+    plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Where the plan is saved."),
+    reader: str = typer.Option("auto", "--reader", help="auto, pymysql or connectorx."),
+    workers: int = typer.Option(1, "--workers", help="File groups read in parallel."),
+    compression: str = typer.Option("zstd", "--compression", help="zstd, snappy, gzip or none."),
+    strict_dates: bool = typer.Option(False, "--strict-dates", help="Fail on zero dates instead of writing NULL."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
+    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
+) -> None:
+    """Plan and execute in one go (the plan is saved under plans/ for review and resume).
+
+    Example: sparsesync run mysql+pymysql://etl@db:3306/shop orders --dest ./out --rows-per-query 200000
+    """
+    from planner.api import make_plan
+
+    try:
+        plan = make_plan(source_url, table, key=key, rows_per_query=rows_per_query,
+                         file_size=file_size * 1024 * 1024, density=density)
+        path = plan.save(plans_dir / plan.default_filename())
+    except SparsesyncError as exc:
+        raise fail(exc)
+    typer.echo(f"plan written to {path}")
+    _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
+             overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role)

@@ -1,0 +1,109 @@
+"""The run report: what ``execute`` did, as ``_report.json`` beside the output and a short summary.
+
+It carries identities, counts and timings only; never a URL with a password (the source is described
+by the plan's secret-free identity).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class RangeCount:
+    """Planned (estimated) versus actual rows of one range."""
+
+    index: int
+    lo: int
+    hi: int | None
+    planned: int
+    actual: int
+
+
+@dataclass
+class RunReport:
+    """Everything a run measured; ``to_dict`` is what ``_report.json`` holds."""
+
+    plan_id: str
+    table: str
+    source: str
+    dest: str
+    status: str = "running"  # done | already-complete | dry-run
+    reader: str | None = None
+    consistency: str | None = None
+    workers: int = 1
+    compression: str = "zstd"
+    queries: int = 0
+    rows: int = 0
+    bytes: int = 0
+    files: int = 0
+    duration_s: float = 0.0
+    planned_rows: int = 0
+    zero_dates: dict[str, int] = field(default_factory=dict)
+    groups_total: int = 0
+    groups_skipped: int = 0  # already done in an earlier (interrupted) run
+    groups_redone: int = 0  # found running/pending or damaged, redone
+    overwrite: bool = False
+    tail_rows: int = 0
+    drift: dict[str, Any] = field(default_factory=dict)
+    ranges: list[RangeCount] = field(default_factory=list)
+    deviations: list[RangeCount] = field(default_factory=list)
+    snapshot_count: int | None = None
+    verified: str = "skipped"  # counts | skipped
+    manifest: str | None = None
+    copy_sql: str | None = None
+    create_table_sql: str | None = None
+    ledger: str | None = None
+    queries_sql: list[str] = field(default_factory=list)  # dry-run only: the rendered range queries
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.duration_s if self.duration_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rows_per_s"] = round(self.rows_per_s, 1)
+        # Compact per-range form: [index, lo, hi, planned, actual]; keys as decimal strings (may exceed 2^53).
+        d["ranges"] = [[r.index, str(r.lo), None if r.hi is None else str(r.hi), r.planned, r.actual] for r in self.ranges]
+        d["deviations"] = [
+            [r.index, str(r.lo), None if r.hi is None else str(r.hi), r.planned, r.actual] for r in self.deviations
+        ]
+        return d
+
+    def to_json(self) -> bytes:
+        return (json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+    def summary_lines(self) -> list[str]:
+        """A short human summary for the terminal."""
+        if self.status == "dry-run":
+            return [
+                f"dry run of plan {self.plan_id} ({self.table}): drift check passed, {len(self.queries_sql)} queries, nothing read or written"
+            ]
+        if self.status == "already-complete":
+            return [f"plan {self.plan_id} already completed into {self.dest} (manifest exists); pass --overwrite to redo it"]
+        lines = [
+            f"{self.table}: {self.rows:,} rows in {self.files} file(s), {self.bytes / 1e6:,.1f} MB, "
+            f"{self.queries} queries, {self.duration_s:.1f} s ({self.rows_per_s:,.0f} rows/s)",
+            f"reader {self.reader}, consistency {self.consistency}, workers {self.workers}; "
+            f"planned ~{self.planned_rows:,} rows, verified: {self.verified}",
+        ]
+        if self.groups_skipped or self.groups_redone:
+            lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
+        if self.tail_rows:
+            lines.append(
+                f"drift: {self.tail_rows:,} row(s) above the planned max {self.drift.get('planned_max_key')} "
+                f"read by the tail range (max key now {self.drift.get('max_key_now')})"
+            )
+        if self.deviations:
+            shown = ", ".join(f"#{r.index} {r.planned}→{r.actual}" for r in self.deviations[:5])
+            more = f" (+{len(self.deviations) - 5} more)" if len(self.deviations) > 5 else ""
+            lines.append(f"{len(self.deviations)} range(s) differ from the plan's estimate: {shown}{more}")
+        if self.zero_dates:
+            lines.append("zero dates → NULL: " + ", ".join(f"{k} {v:,}" for k, v in self.zero_dates.items()))
+        if self.manifest:
+            lines.append(f"manifest: {self.manifest}")
+        if self.copy_sql:
+            lines.append(f"load with: {self.copy_sql}")
+        return lines

@@ -1,0 +1,420 @@
+"""``execute_plan``: replay a plan into Parquet parts, resumably, then write the Redshift load files.
+
+Order of events, chosen so a crash at any instant leaves a state a re-run repairs:
+
+1. drift check (re-introspect; schema change → refuse) — nothing written yet;
+2. ledger loaded or created (the first write); leftovers of crashed runs removed: staging files, parts
+   of groups that never reached ``done``, damaged parts of ``done`` groups;
+3. each remaining file group: ledger ``running`` → parts staged and committed → ledger ``done``;
+4. counts checked; ``create_table.sql``, ``copy.sql``, ``_report.json``; ``manifest.json`` LAST.
+
+The manifest is the commit marker: a folder with a manifest is a finished run.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Callable
+
+from sqlalchemy.engine import Engine
+
+from planner.plan import FileGroup, KeyRange, Plan
+from sparsesync.errors import DestinationError, SparsesyncError, UsageError, VerifyError
+from sparsesync.source import (
+    SOURCE_URL_ENV,
+    SourceIdentity,
+    create_engine,
+    identity_of,
+    url_for_identity,
+)
+
+from . import redshift
+from .dest import open_sink
+from .drift import DriftReport, check_drift
+from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
+from .report import RangeCount, RunReport
+
+REPORT, LEDGER = "_report.json", "_ledger.json"
+ARTIFACTS = (redshift.MANIFEST, redshift.COPY_SQL, redshift.CREATE_TABLE_SQL, REPORT, LEDGER)
+COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Passed to the ``progress`` callback: ``kind`` is start | batch | range | group | finish."""
+
+    kind: str
+    rows_done: int
+    rows_total: int
+    bytes_done: int = 0
+    group: int | None = None
+    range_index: int | None = None
+    rows: int = 0  # rows of this batch / range / group
+
+
+def output_folder(plan: Plan) -> str:
+    """``<table>/<plan_id>``: the one folder a plan writes into."""
+    return f"{plan.source.table}/{plan.plan_id}"
+
+
+# ---- source -------------------------------------------------------------------------------------------
+def _same_host(a: str | None, b: str | None) -> bool:
+    local = {"localhost", "127.0.0.1", "::1"}
+    return (a or "").lower() == (b or "").lower() or ((a or "").lower() in local and (b or "").lower() in local)
+
+
+def _family(dialect: str) -> str:
+    return "mysql" if dialect in ("mysql", "mariadb") else dialect
+
+
+def plan_identity(plan: Plan) -> SourceIdentity:
+    """The secret-free identity the plan was made on."""
+    s = plan.source
+    return SourceIdentity(dialect=s.dialect, host=s.host, port=s.port, database=s.database, username=s.username)
+
+
+def check_source_matches(plan: Plan, ident: SourceIdentity) -> None:
+    """Refuse a source URL that points at another server or database than the plan's."""
+    want = plan_identity(plan)
+    same = _family(ident.dialect) == _family(want.dialect)
+    if same and want.dialect == "sqlite":
+        same = os.path.realpath(ident.database or "") == os.path.realpath(want.database or "")
+    elif same:
+        same = _same_host(ident.host, want.host) and (ident.port or None) == (want.port or None) and ident.database == want.database
+    if not same:
+        raise UsageError(
+            f"the source URL points at {ident.describe()} but plan {plan.plan_id} was made on {want.describe()}",
+            hint="pass the plan's source with --source (or SPARSESYNC_SOURCE_URL), or re-plan on this source",
+            table=plan.source.table,
+        )
+
+
+def connect_source(plan: Plan, source_url: str | None = None) -> Engine:
+    """An Engine for the plan's source: ``source_url``, else ``$SPARSESYNC_SOURCE_URL``, else the plan's identity."""
+    url = source_url or os.environ.get(SOURCE_URL_ENV)
+    if url:
+        check_source_matches(plan, identity_of(url))
+        return create_engine(url)
+    return create_engine(url_for_identity(plan_identity(plan)))
+
+
+# ---- SQL shown by --dry-run -----------------------------------------------------------------------------
+def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
+    """The range query as the readers issue it (keys inlined), for review."""
+    prep = engine.dialect.identifier_preparer
+    src = plan.source
+    table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+    key = prep.quote(src.key)
+    cols = ", ".join(prep.quote(c.name) for c in plan.columns)
+    cond = f"{key} >= {r.lo}" + ("" if r.hi is None else f" AND {key} < {r.hi}")
+    return f"SELECT {cols} FROM {table} WHERE {cond} ORDER BY {key}"
+
+
+# ---- the run -------------------------------------------------------------------------------------------------
+class _Cancelled(Exception):
+    """Raised inside a worker when another worker failed: stop reading, discard staging."""
+
+
+def execute_plan(
+    plan: Plan,
+    dest,
+    *,
+    source_url: str | None = None,
+    reader: str = "auto",
+    workers: int = 1,
+    compression: str = "zstd",
+    ledger: str | None = None,
+    overwrite: bool = False,
+    dry_run: bool = False,
+    strict_dates: bool = False,
+    verify: bool = True,
+    iam_role: str | None = None,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    batch_rows: int = 65536,
+    engine: Engine | None = None,
+) -> RunReport:
+    """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
+
+    Resumes from the ledger when a previous run was interrupted; returns the :class:`RunReport`
+    (also written as ``_report.json``). Every failure is a :class:`SparsesyncError` subclass.
+    """
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    t0 = time.monotonic()
+    sink = open_sink(dest)
+    folder = output_folder(plan)
+    own_engine = engine is None
+    engine = engine or connect_source(plan, source_url)
+    try:
+        return _execute(
+            plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
+            ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
+            iam_role=iam_role, progress=progress, batch_rows=batch_rows,
+        )
+    finally:
+        if own_engine:
+            engine.dispose()
+
+
+def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows) -> RunReport:
+    from .readers import make_reader  # the readers engineer's module; imported here to keep import light
+
+    drift = check_drift(engine, plan)
+    rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
+                      snapshot=(workers == 1))
+    report = RunReport(
+        plan_id=plan.plan_id, table=plan.source.table, source=plan_identity(plan).describe(),
+        dest=sink.url(folder), reader=rdr.name, workers=workers, compression=compression,
+        planned_rows=plan.estimates.rows, groups_total=len(plan.files), overwrite=overwrite, drift=drift.to_dict(),
+    )
+    report.consistency = "snapshot" if (rdr.consistency == "snapshot" and workers == 1) else "per-range"
+    if dry_run:
+        report.status = "dry-run"
+        report.queries_sql = [render_range_sql(engine, plan, r) for r in plan.ranges]
+        report.duration_s = time.monotonic() - t0
+        return report
+
+    store = LedgerStore(path=ledger_path) if ledger_path else LedgerStore(sink=sink, relpath=f"{folder}/{LEDGER}")
+    report.ledger = store.describe()
+    manifest_rel = f"{folder}/{redshift.MANIFEST}"
+    existing = store.load()
+    if existing is not None and (existing.plan_sha256 != plan.sha256 or existing.plan_id != plan.plan_id):
+        raise DestinationError(
+            f"{store.describe()} belongs to another plan (sha256 {existing.plan_sha256[:12]}…, this plan {plan.sha256[:12]}…)",
+            hint="a plan never writes into another plan's folder; use another --dest or --ledger",
+            table=plan.source.table,
+        )
+    if sink.exists(manifest_rel) and not overwrite:
+        report.status = "already-complete"
+        report.manifest = sink.url(manifest_rel)
+        report.duration_s = time.monotonic() - t0
+        return report
+
+    if overwrite or existing is None:
+        book = Ledger.fresh(plan)
+        if ledger_path:
+            store.delete()
+    else:
+        book = existing
+    skipped = _prepare_folder(sink, folder, book, store, plan)
+    book.runs += 1
+    store.save(book)  # first write of this run: an unwritable destination fails here, before any reading
+    report.groups_skipped = len(skipped)
+    report.groups_redone = sum(1 for g in book.groups if g.attempts > 0 and g.state != DONE)
+
+    todo = [g for g in plan.files if book.groups[g.index].state != DONE]
+    counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
+    counter.emit("start")
+    snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
+                                 want_count=verify and not skipped)
+    _finish_report(report, plan, book, rdr, drift, snapshot_count)
+    if verify:
+        _check_counts(plan, sink, book, report)
+        report.verified = "counts"
+    _write_load_files(report, plan, sink, folder, book, iam_role, t0)
+    counter.emit("finish")
+    return report
+
+
+def _prepare_folder(sink, folder: str, book: Ledger, store: LedgerStore, plan: Plan) -> list[int]:
+    """Remove crash leftovers; return the indexes of groups that are done and intact (to skip)."""
+    sink.cleanup_staging(folder)
+    skipped = []
+    keep = set()
+    for g in book.groups:
+        if g.state == DONE:
+            intact = bool(g.parts) or g.rows == 0
+            intact = intact and all(sink.size(p.name) == p.size for p in g.parts)
+            if intact:
+                skipped.append(g.index)
+                keep.update(p.name for p in g.parts)
+                continue
+        if g.state != PENDING or g.parts:  # interrupted or damaged: redo from scratch
+            g.state, g.parts, g.rows, g.bytes, g.range_rows = PENDING, [], 0, 0, {}
+            g.attempts = max(g.attempts, 1)
+    if store.sink is sink and store.relpath:
+        keep.add(store.relpath)
+    for rel in sink.list(folder):
+        if rel not in keep:  # parts of unfinished groups, stale reports/manifest of an overwritten run
+            sink.delete(rel)
+    return skipped
+
+
+class _Counter:
+    """Thread-safe running totals feeding the progress callback."""
+
+    def __init__(self, rows_done: int, rows_total: int, callback) -> None:
+        self.rows_done, self.rows_total, self.bytes_done = rows_done, rows_total, 0
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def emit(self, kind: str, *, rows: int = 0, nbytes: int = 0, group: int | None = None, range_index: int | None = None):
+        with self.lock:
+            if kind == "batch":
+                self.rows_done += rows
+                self.bytes_done += nbytes
+            event = ProgressEvent(kind, self.rows_done, max(self.rows_total, self.rows_done), self.bytes_done,
+                                  group, range_index, rows)
+        if self.callback is not None:
+            self.callback(event)
+
+
+def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count) -> int | None:
+    """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
+    if not todo:
+        return None
+    stop = threading.Event()
+    if workers == 1:
+        with rdr.session() as s:
+            for g in todo:
+                _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop)
+            return _snapshot_count(s, plan) if want_count else None
+
+    def work(g: FileGroup) -> None:
+        if stop.is_set():
+            raise _Cancelled()
+        with rdr.session() as s:
+            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
+        futures = [pool.submit(work, g) for g in todo]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() for f in done if f.done()):
+            stop.set()  # let the other workers stop at their next batch; their groups stay pending
+            for f in futures:
+                f.cancel()
+        wait(futures)
+    errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
+    real = [e for e in errors if not isinstance(e, _Cancelled)]
+    if real:
+        raise real[0]
+    return None
+
+
+def _snapshot_count(session, plan) -> int | None:
+    """``COUNT(*)`` inside the reader's snapshot, when its session offers one."""
+    count = getattr(session, "count_rows", None)
+    return None if count is None else int(count())
+
+
+def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop) -> None:
+    from .writer import PartWriter
+
+    store.transition(book, g.index, RUNNING)
+    relpath = f"{folder}/{g.name}"
+    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression)
+    range_rows: dict[str, int] = {}
+    try:
+        for r in plan.ranges_of(g):
+            n = 0
+            for batch in session.read_range(r):
+                if stop.is_set():
+                    raise _Cancelled()
+                if batch.num_rows:
+                    writer.write(batch)
+                    n += batch.num_rows
+                    counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
+            range_rows[str(r.index)] = n
+            counter.emit("range", rows=n, group=g.index, range_index=r.index)
+        parts = writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
+    store.transition(
+        book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
+        range_rows=range_rows,
+    )
+    counter.emit("group", rows=sum(range_rows.values()), group=g.index)
+
+
+def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: DriftReport, snapshot_count) -> None:
+    """Totals over all groups (this run's and skipped ones), planned vs actual per range, drift."""
+    actual: dict[int, int] = {}
+    for g in book.groups:
+        for k, v in g.range_rows.items():
+            actual[int(k)] = v
+    report.ranges = [RangeCount(r.index, r.lo, r.hi, r.est_rows, actual.get(r.index, 0)) for r in plan.ranges]
+    report.deviations = [rc for rc in report.ranges if rc.planned != rc.actual]
+    report.rows = sum(g.rows for g in book.groups)
+    report.bytes = sum(g.bytes for g in book.groups)
+    report.files = sum(len(g.parts) for g in book.groups)
+    stats = rdr.stats
+    report.queries = int(getattr(stats, "queries", 0)) + (1 if snapshot_count is not None else 0)
+    report.zero_dates = {k: int(v) for k, v in dict(getattr(stats, "zero_dates", {}) or {}).items() if v}
+    report.tail_rows = actual.get(plan.ranges[-1].index, 0)
+    drift.tail_rows = report.tail_rows
+    report.drift = drift.to_dict()
+    report.snapshot_count = snapshot_count
+
+
+def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport) -> None:
+    """Rows streamed == rows in the parts (writer count, Parquet footers where local); snapshot COUNT(*)."""
+    for g in book.groups:
+        streamed = sum(g.range_rows.values())
+        written = sum(p.rows for p in g.parts)
+        if streamed != written:
+            raise VerifyError(
+                f"file group {g.index} streamed {streamed} rows but its parts hold {written}",
+                hint="re-run with --overwrite", table=plan.source.table, file=g.name,
+            )
+        for p in g.parts:
+            size = sink.size(p.name)
+            if size != p.size:
+                raise VerifyError(f"part has {size} bytes, {p.size} were written", hint="re-run with --overwrite",
+                                  table=plan.source.table, file=p.url)
+            footer_rows = _footer_rows(sink, p.name)
+            if footer_rows is not None and footer_rows != p.rows:
+                raise VerifyError(f"part holds {footer_rows} rows, {p.rows} were written", hint="re-run with --overwrite",
+                                  table=plan.source.table, file=p.url)
+    if report.snapshot_count is not None and report.snapshot_count != report.rows:
+        raise VerifyError(
+            f"COUNT(*) in the read snapshot is {report.snapshot_count} but {report.rows} rows were streamed",
+            hint="rows outside every range? check the plan's ranges; re-run with --overwrite",
+            table=plan.source.table,
+        )
+
+
+def _footer_rows(sink, relpath: str) -> int | None:
+    """Row count from the Parquet footer of a local part (remote parts are trusted by size)."""
+    from .dest import is_local
+
+    if not is_local(sink):
+        return None
+    import pyarrow.parquet as pq
+
+    return pq.read_metadata(sink.url(relpath)).num_rows
+
+
+def _write_load_files(report: RunReport, plan: Plan, sink, folder: str, book: Ledger, iam_role, t0) -> None:
+    """create_table.sql, copy.sql, _report.json, then manifest.json — the commit marker — last."""
+    parts = [p for g in book.groups for p in g.parts]
+    manifest_rel = f"{folder}/{redshift.MANIFEST}"
+    manifest_url = sink.url(manifest_rel)
+    sink.put_bytes(f"{folder}/{redshift.CREATE_TABLE_SQL}", redshift.create_table_sql(plan).encode())
+    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}", redshift.copy_sql(plan, manifest_url, iam_role).encode())
+    report.create_table_sql = sink.url(f"{folder}/{redshift.CREATE_TABLE_SQL}")
+    report.copy_sql = sink.url(f"{folder}/{redshift.COPY_SQL}")
+    report.manifest = manifest_url
+    report.status = "done"
+    report.duration_s = round(time.monotonic() - t0, 3)
+    sink.put_bytes(f"{folder}/{REPORT}", report.to_json())
+    sink.put_bytes(manifest_rel, redshift.manifest_json(parts))
+
+
+def load_report(sink, plan: Plan) -> dict | None:
+    """The ``_report.json`` of a finished run, if any."""
+    import json
+
+    data = sink.get_bytes(f"{output_folder(plan)}/{REPORT}")
+    return None if data is None else json.loads(data)
+
+
+__all__ = ["execute_plan", "ProgressEvent", "output_folder", "connect_source", "render_range_sql", "SparsesyncError"]
