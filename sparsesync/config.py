@@ -158,11 +158,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise ConfigError(f"config file {p} does not exist", hint=f"check the path (or ${CONFIG_ENV})", file=str(p)) from exc
+        raise ConfigError(f"config file {p} does not exist", hint=f"check the path (or ${CONFIG_ENV})") from exc
     except IsADirectoryError as exc:
-        raise ConfigError(f"config path {p} is a directory", hint="pass a .yaml file", file=str(p)) from exc
+        raise ConfigError(f"config path {p} is a directory", hint="pass a .yaml file") from exc
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config file {p}: {exc}", file=str(p)) from exc
+        raise ConfigError(f"cannot read config file {p}: {exc}") from exc
     return parse_config(text, origin=str(p))
 
 
@@ -176,11 +176,11 @@ def parse_config(text: str, *, origin: str = "<config>") -> Config:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).split("\n", 1)[0]
-        raise ConfigError(f"config {origin} is not valid YAML{where}: {problem}", file=origin) from exc
+        raise ConfigError(f"config {origin} is not valid YAML{where}: {problem}") from exc
     if data is None:
         return Config(source=origin)
     if not isinstance(data, dict):
-        raise ConfigError(f"config {origin}: the top level must be a mapping of sections, got {_tname(data)}", file=origin)
+        raise ConfigError(f"config {origin}: the top level must be a mapping of sections, got {_tname(data)}")
     built: dict[str, Any] = {}
     for section, values in data.items():
         if section not in SECTIONS:
