@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import time
+from dataclasses import replace
 from datetime import datetime, timezone
 
 from sqlalchemy.engine import Engine
@@ -12,7 +14,8 @@ from sparsesync.errors import UsageError
 from sparsesync.source import create_engine, identity_of
 
 from . import partition as part
-from .histogram import Histogram, KeyTable, exact_histogram
+from .cache import CacheKey, CacheUnavailable, HistogramCache
+from .histogram import Histogram, KeyTable, exact_histogram, min_max_count, resolve_outliers, tail_histogram
 from .introspect import TableInfo, introspect
 from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy
 from .typemap import TypeOptions
@@ -20,6 +23,7 @@ from .typemap import TypeOptions
 DEFAULT_ROWS_PER_QUERY = 100_000
 DEFAULT_FILE_SIZE_MB = 256
 AUTO_EXACT_MAX_ROWS = 5_000_000
+CACHE_WARN_AGE_HOURS = 24
 
 # Rough Parquet bytes per value when the engine gives no row length (SQLite): compressed ints are small,
 # strings are whatever they are; this only sizes files, it never decides correctness.
@@ -43,28 +47,121 @@ def make_plan(
     type_options: TypeOptions = TypeOptions(),
     cache_path: str | None = None,
     refresh: bool = False,
+    use_cache: bool = True,
 ) -> Plan:
-    """Plan the export of ``table``: reads statistics and key aggregates only, never row data."""
+    """Plan the export of ``table``: reads statistics and key aggregates only, never row data.
+
+    The density histogram comes from the DuckDB cache (:mod:`planner.cache`, ``cache_path`` or the
+    default location) when one exists for this source, table, key and schema hash and the table's
+    MIN/MAX key still match; when only the max key grew, only the new tail is scanned. ``refresh``
+    rescans; ``use_cache=False`` neither reads nor writes the cache. A locked or unreadable cache adds a
+    warning to the plan and the plan is made without it.
+    """
     if rows_per_query < 1:
         raise UsageError(f"--rows-per-query must be a positive integer, got {rows_per_query}")
     if file_size < 1:
         raise UsageError(f"--file-size must be positive, got {file_size}")
     if density not in ("auto", "exact", "sampled"):
         raise UsageError(f"--density must be exact, sampled or auto, got {density!r}")
+    if not 0 < sparse_threshold <= 1:
+        raise UsageError(f"--sparse-threshold must be in (0, 1] rows per key, got {sparse_threshold}")
     engine = source if isinstance(source, Engine) else create_engine(source)
     try:
         info = introspect(engine, table, key=key, schema=schema, options=type_options)
         chosen, reason = choose_density(density, info)
         kt = KeyTable(table=table, key=info.key, schema=schema, signed=info.key_signed)
+        warnings: list[str] = []
+        cache = HistogramCache(cache_path) if use_cache else None
+        ck = CacheKey(
+            source=identity_of(engine.url).cache_key(),
+            table=f"{schema}.{table}" if schema else table,
+            key=info.key,
+            schema_hash=info.schema_hash,
+        )
         with engine.connect() as conn:
-            hist = exact_histogram(conn, kt, rows_per_query=rows_per_query, row_estimate=info.row_estimate)
+            hist, from_cache, note = _histogram(
+                conn, kt, info, chosen, rows_per_query=rows_per_query, cache=cache, ck=ck,
+                refresh=refresh, warnings=warnings,
+            )
+        if note:
+            reason = f"{reason}; {note}"
         return build_plan(
-            engine, info, kt, hist, chosen=chosen, requested=density, reason=reason,
+            engine, info, kt, hist, chosen=hist.method, requested=density, reason=reason,
             rows_per_query=rows_per_query, file_size=file_size, sparse_threshold=sparse_threshold,
+            from_cache=from_cache, warnings=warnings,
         )
     finally:
         if not isinstance(source, Engine):
             engine.dispose()
+
+
+def scan_histogram(conn, kt: KeyTable, info: TableInfo, method: str, *, rows_per_query: int, min_key=None, max_key=None) -> Histogram:
+    """Run the ``exact`` or ``sampled`` pre-scan and list outlier keys."""
+    from .sampled import sampled_histogram
+
+    if method == "sampled":
+        hist = sampled_histogram(
+            conn, kt, rows_per_query=rows_per_query, row_estimate=info.row_estimate, unique_key=info.key_unique,
+            min_key=min_key, max_key=max_key,
+        )
+    else:
+        hist = exact_histogram(
+            conn, kt, rows_per_query=rows_per_query, row_estimate=info.row_estimate, min_key=min_key, max_key=max_key,
+        )
+        hist.unique_key = info.key_unique
+    return resolve_outliers(conn, kt, hist)
+
+
+def _histogram(conn, kt, info, chosen, *, rows_per_query, cache, ck, refresh, warnings) -> tuple[Histogram, bool, str]:
+    """The histogram from the cache (checked with one MIN/MAX probe) or from a scan; stores scans."""
+    cached = None
+    if cache is not None and not refresh:
+        try:
+            cached = cache.load(ck)
+        except CacheUnavailable as exc:
+            warnings.append(f"{exc}; planned without the cache")
+            cache = None
+    if cached is not None and not (cached.histogram.method == chosen or cached.histogram.exact):
+        cached = None  # a sampled histogram does not answer a request for an exact one
+    min_key = max_key = None
+    hist: Histogram | None = None
+    note = ""
+    if cached is not None:
+        old = cached.histogram
+        min_key, max_key, _ = min_max_count(conn, kt, count=False)
+        if min_key is not None and min_key == old.min_key and max_key == old.max_key:
+            hist = replace(old, queries=1, notes=list(old.notes))
+            note = f"histogram from cache ({cache.path}), measured {cached.measured_at.isoformat(timespec='seconds')}"
+            if cached.age_hours() > CACHE_WARN_AGE_HOURS:
+                warnings.append(
+                    f"histogram cache entry is {cached.age_hours():.0f} h old (measured "
+                    f"{cached.measured_at.isoformat(timespec='seconds')}); pass --refresh to rescan"
+                )
+            hist = resolve_outliers(conn, kt, hist)
+            return hist, True, note
+        if min_key is not None and old.min_key == min_key and old.max_key is not None and max_key > old.max_key:
+            t0 = time.perf_counter()
+            hist = tail_histogram(conn, kt, old, max_key, rows_per_query=rows_per_query)
+            hist = resolve_outliers(conn, kt, hist)
+            hist.queries += 1
+            note = f"cached histogram extended: only keys [{old.max_key + 1}, {max_key}] were scanned"
+            _store(cache, ck, hist, time.perf_counter() - t0, warnings)
+            return hist, True, note
+        note = "cached histogram discarded: the minimum key changed or the maximum shrank, full rescan"
+    t0 = time.perf_counter()
+    hist = scan_histogram(conn, kt, info, chosen, rows_per_query=rows_per_query, min_key=min_key, max_key=max_key)
+    if min_key is not None:
+        hist.queries += 1
+    if cache is not None:
+        _store(cache, ck, hist, time.perf_counter() - t0, warnings)
+    return hist, False, note
+
+
+def _store(cache, ck, hist, seconds, warnings) -> None:
+    try:
+        cache.store(ck, hist, seconds=seconds)
+    except CacheUnavailable as exc:
+        warnings.append(f"{exc}; the plan is complete, the next one will rescan")
 
 
 def choose_density(requested: str, info: TableInfo) -> tuple[str, str]:
@@ -96,6 +193,7 @@ def build_plan(
     file_size: int,
     sparse_threshold: float,
     from_cache: bool = False,
+    warnings: list[str] | None = None,
 ) -> Plan:
     """Assemble the Plan from a histogram; pure apart from reading the clock."""
     now = datetime.now(timezone.utc)
@@ -105,7 +203,10 @@ def build_plan(
     files = part.group_files(ranges, bpr, file_size)
     total = sum(r.est_rows for r in ranges)
     ident = identity_of(engine.url)
-    warnings = []
+    warnings = list(warnings or [])
+    if hist.outliers:
+        shown = ", ".join(str(k) for k in hist.outliers[:5]) + (" …" if len(hist.outliers) > 5 else "")
+        warnings.append(f"{len(hist.outliers)} outlier key(s) far beyond the bulk of the keys: {shown}")
     if not info.key_unique:
         warnings.append(f"key {info.key!r} is not unique: a range may hold more than rows_per_query rows")
     summary = HistogramSummary(
@@ -116,6 +217,7 @@ def build_plan(
         bins=part.summary_bins(hist),
         sparse_regions=part.sparse_regions(hist, sparse_threshold),
         gaps=part.gaps(hist, max(rows_per_query, 10 * (hist.width or 1))),
+        outliers=tuple(hist.outliers),
     )
     plan = Plan(
         plan_id=new_plan_id(now),

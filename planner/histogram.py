@@ -41,6 +41,16 @@ class Bucket:
     def width(self) -> int:
         return self.hi - self.lo
 
+    @property
+    def core(self) -> int:
+        """Keys from the first to the last real key, inclusive."""
+        return self.max_key - self.min_key + 1
+
+    @property
+    def full(self) -> bool:
+        """Every key between min and max holds a row (for a unique key): any key is a real boundary."""
+        return self.count >= self.core
+
 
 @dataclass
 class Histogram:
@@ -55,6 +65,8 @@ class Histogram:
     queries: int = 0
     exact: bool = True
     notes: list[str] = field(default_factory=list)
+    unique_key: bool = True
+    outliers: list[int] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
@@ -150,10 +162,11 @@ def exact_histogram(
 ) -> Histogram:
     """Exact counts: one GROUP BY over the key span, then refine buckets too heavy to cut between.
 
-    A bucket is heavy when it holds more than a quarter of ``rows_per_query``: a range is then assembled
-    from several buckets, so ranges come out at least ~75 % full. Refinement narrows only the heavy
-    buckets' real ``[min, max]``, in one query per round, so a handful of outliers near 2^63 costs a
-    few rows of result, never billions of buckets.
+    A bucket is heavy when it holds more than an eighth of ``rows_per_query`` and is not fully dense
+    (a fully dense bucket can be cut at any key, see :mod:`planner.partition`): a range is then
+    assembled from several buckets, so ranges come out at least ~87 % full. Refinement narrows only the
+    heavy buckets' real ``[min, max]``, in one query per round, so a handful of outliers near 2^63
+    costs a few rows of result, never billions of buckets.
     """
     queries = 0
     if min_key is None or max_key is None:
@@ -167,9 +180,9 @@ def exact_histogram(
     width = choose_width(span, target)
     buckets = group_by_buckets(conn, kt, width, [(min_key, max_key)])
     queries += 1
-    heavy_limit = max(1, rows_per_query // 4)
+    heavy_limit = max(1, rows_per_query // 8)
     for _ in range(max_rounds):
-        heavy = [bk for bk in buckets if bk.count > heavy_limit and bk.max_key > bk.min_key]
+        heavy = [bk for bk in buckets if bk.count > heavy_limit and bk.max_key > bk.min_key and not bk.full]
         if not heavy:
             break
         need = max(bk.count for bk in heavy)
@@ -186,6 +199,70 @@ def exact_histogram(
         buckets = sorted([bk for bk in buckets if id(bk) not in heavy_ids] + finer, key=lambda bk: bk.min_key)
     total = sum(bk.count for bk in buckets)
     return Histogram("exact", buckets, min_key, max_key, total, width=width, queries=queries, exact=True)
+
+
+def resolve_outliers(conn: Connection, kt: KeyTable, hist: Histogram, *, cap: int = 1000) -> Histogram:
+    """List the outlier keys (see :func:`planner.partition.outlier_buckets`) in ``hist.outliers``.
+
+    When every outlier bucket holds at most two rows its keys are its min and max; otherwise one query
+    reads the (few, by definition) outlier keys with their counts and replaces those buckets with
+    one exact bucket per key, so a cached histogram yields its outliers without touching the table.
+    """
+    from .partition import outlier_buckets  # partition imports this module
+
+    idx = outlier_buckets(hist.buckets)
+    if not idx:
+        hist.outliers = []
+        return hist
+    chosen = [hist.buckets[i] for i in idx]
+    if all(bk.exact and (bk.count <= 2 or bk.min_key == bk.max_key) for bk in chosen):
+        keys = sorted({k for bk in chosen for k in (bk.min_key, bk.max_key)})
+        hist.outliers = keys[:cap]
+        return hist
+    t = kt.sa_table()
+    k = t.c[kt.key]
+    cond = sa.or_(*[k.between(sa.literal(bk.min_key, sa.BigInteger), sa.literal(bk.max_key, sa.BigInteger)) for bk in chosen])
+    q = sa.select(k, sa.func.count()).select_from(t).where(cond).group_by(k).order_by(k).limit(cap + 1)
+    rows = [(int(a), int(n)) for a, n in _execute(conn, q, kt)]
+    hist.queries += 1
+    if len(rows) > cap:  # not really a handful: leave the buckets as they are
+        hist.outliers = [a for a, _ in rows[:cap]]
+        return hist
+    keep = [bk for i, bk in enumerate(hist.buckets) if i not in set(idx)]
+    keep += [Bucket(a, a + 1, n, a, a, True) for a, n in rows]
+    keep.sort(key=lambda bk: bk.min_key)
+    hist.buckets = keep
+    hist.total_rows = sum(bk.count for bk in keep)
+    hist.outliers = [a for a, _ in rows]
+    return hist
+
+
+def tail_histogram(
+    conn: Connection, kt: KeyTable, old: Histogram, new_max: int, *, rows_per_query: int
+) -> Histogram:
+    """``old`` plus an exact scan of only ``[old.max_key + 1, new_max]`` (the max key grew, min did not)."""
+    assert old.max_key is not None and new_max > old.max_key
+    tail = exact_histogram(
+        conn, kt, rows_per_query=rows_per_query, min_key=old.max_key + 1, max_key=new_max, known_count=None,
+        row_estimate=max(1, old.total_rows * (new_max - old.max_key) // max(1, old.max_key - old.min_key + 1)),
+    )
+    head = list(old.buckets)
+    if head and head[-1].hi > old.max_key + 1:  # grid cell reaching into the new tail: cut it at the old max
+        last = head[-1]
+        head[-1] = Bucket(last.lo, old.max_key + 1, last.count, last.min_key, last.max_key, last.exact)
+    buckets = head + [bk for bk in tail.buckets if bk.min_key > old.max_key]
+    return Histogram(
+        method=old.method,
+        buckets=buckets,
+        min_key=old.min_key,
+        max_key=new_max,
+        total_rows=sum(bk.count for bk in buckets),
+        width=old.width,
+        queries=tail.queries,
+        exact=old.exact,
+        notes=old.notes + [f"tail [{old.max_key + 1}, {new_max}] scanned and appended to the cached histogram"],
+        unique_key=old.unique_key,
+    )
 
 
 def _execute(conn: Connection, stmt, kt: KeyTable):

@@ -8,6 +8,7 @@ planned minimum after planning is still read) and the last range is the open tai
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .histogram import Bucket, Histogram
@@ -29,34 +30,81 @@ def partition_ranges(
     domain_min: int,
     sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD,
 ) -> tuple[KeyRange, ...]:
-    """Greedy: add buckets to the current range while its rows stay ≤ ``rows_per_query``."""
+    """Greedy: add buckets to the current range while its rows stay ≤ ``rows_per_query``.
+
+    A fully dense bucket (every key between its min and max present) is cut inside: any key in it is a
+    real key, and for an exact bucket of a unique key the rows on each side are exact. Other buckets are
+    indivisible (a boundary inside one would be a guess), which is why the exact pre-scan refines
+    heavy buckets until they are small or fully dense.
+    """
     if rows_per_query < 1:
         raise ValueError("rows_per_query must be at least 1")
     if hist.empty:
         return (KeyRange(0, domain_min, None, 0, "tail", hist.exact),)
-    groups: list[list[Bucket]] = [[]]
+    groups: list[list[_Piece]] = [[]]
     rows = 0
     for bk in hist.buckets:
-        if groups[-1] and rows + bk.count > rows_per_query:
-            groups.append([])
-            rows = 0
-        groups[-1].append(bk)
-        rows += bk.count
+        piece = _Piece(bk.min_key, bk.max_key, bk.count, bk.exact)
+        while piece is not None:
+            room = rows_per_query - rows
+            if piece.count <= room:
+                groups[-1].append(piece)
+                rows += piece.count
+                piece = None
+                continue
+            head, piece = _cut(piece, room, hist.unique_key) if room > 0 and piece.full else (None, piece)
+            if head is not None:
+                groups[-1].append(head)
+                rows += head.count
+            if groups[-1]:
+                groups.append([])
+                rows = 0
+            elif head is None:  # an indivisible bucket larger than a whole range: it gets one of its own
+                groups[-1].append(piece)
+                groups.append([])
+                piece = None
+    if not groups[-1]:
+        groups.pop()
     ranges: list[KeyRange] = []
     for i, g in enumerate(groups):
-        lo = domain_min if i == 0 else g[0].min_key
-        hi = groups[i + 1][0].min_key if i + 1 < len(groups) else g[-1].max_key + 1
+        lo = domain_min if i == 0 else g[0].lo
+        hi = groups[i + 1][0].lo if i + 1 < len(groups) else g[-1].hi + 1
         ranges.append(_labelled(i, lo, hi, g, sparse_threshold))
     tail_lo = max(hist.max_key + 1, ranges[-1].hi)
     ranges.append(KeyRange(len(ranges), tail_lo, None, 0, "tail", False))
     return tuple(ranges)
 
 
-def _labelled(i: int, lo: int, hi: int, group: list[Bucket], threshold: float) -> KeyRange:
+@dataclass(frozen=True)
+class _Piece:
+    """A bucket, or the part of a fully dense bucket, as ``[lo, hi]`` inclusive real keys."""
+
+    lo: int
+    hi: int
+    count: int
+    exact: bool
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.hi - self.lo + 1
+
+
+def _cut(p: _Piece, rows: int, unique_key: bool) -> tuple[_Piece | None, _Piece]:
+    """Split a fully dense piece after about ``rows`` rows; returns (head or None, rest)."""
+    span = p.hi - p.lo + 1
+    keys = rows * span // p.count  # == rows when count == span
+    if keys < 1 or keys >= span:
+        return None, p
+    head_rows = keys if p.count == span else round(p.count * keys / span)
+    exact = p.exact and unique_key and p.count == span
+    return _Piece(p.lo, p.lo + keys - 1, head_rows, exact), _Piece(p.lo + keys, p.hi, p.count - head_rows, exact)
+
+
+def _labelled(i: int, lo: int, hi: int, group: list[_Piece], threshold: float) -> KeyRange:
     rows = sum(b.count for b in group)
     # Density over the stretch that holds rows, so extending range 0 to the type minimum does not
     # make it look empty.
-    span = group[-1].max_key - group[0].min_key + 1
+    span = group[-1].hi - group[0].lo + 1
     label = "sparse" if rows / span < threshold else "dense"
     return KeyRange(i, lo, hi, rows, label, all(b.exact for b in group))
 
@@ -89,26 +137,90 @@ def group_files(ranges: tuple[KeyRange, ...], bytes_per_row: float, file_size: i
 
 
 def sparse_regions(hist: Histogram, threshold: float = DEFAULT_SPARSE_THRESHOLD) -> tuple[Region, ...]:
-    """Maximal stretches between real keys whose density is below ``threshold`` (rows per key)."""
+    """Maximal stretches of ``[min_key, max_key]`` whose density is below ``threshold`` rows per key.
+
+    Density is judged at a scale of ``L = 20 / threshold`` keys: bucket cores closer than ``L`` are one
+    block (so a stride-20 region reads as 0.05 rows/key, not as isolated dense keys), empty stretches of
+    at least ``L`` keys are density 0, and a block narrower than ``L`` counts as ``rows / L`` (a lone key
+    in a sparse stretch does not break it). A region is a run of sparse blocks and empty stretches,
+    bounded by dense blocks, at least ``L`` keys long.
+    """
+    scale = max(2, math.ceil(20 / threshold)) if threshold > 0 else 0
+    if not hist.buckets or scale == 0:
+        return ()
+    blocks = _blocks(hist.buckets, scale)
     regions: list[Region] = []
-    cur: list[Bucket] = []
+    run: list[tuple[int, int, int]] = []  # (lo, hi_exclusive, rows) of sparse blocks and gaps
+    prev_hi: int | None = None
 
     def flush() -> None:
-        if len(cur) >= 1:
-            lo, hi = cur[0].min_key, cur[-1].max_key + 1
-            rows = sum(b.count for b in cur)
-            if hi - lo > 1 and rows / (hi - lo) < threshold:
+        if run:
+            lo, hi, rows = run[0][0], run[-1][1], sum(r for _, _, r in run)
+            if hi - lo >= scale and rows / (hi - lo) < threshold:
                 regions.append(Region(lo, hi, rows))
-        cur.clear()
+        run.clear()
 
-    for bk in hist.buckets:
-        density = bk.count / max(1, bk.width)
-        if density < threshold:
-            cur.append(bk)
+    for lo, hi, rows in blocks:
+        if prev_hi is not None:  # blocks are at least ``scale`` apart: the stretch between is empty
+            run.append((prev_hi, lo, 0))
+        span = hi - lo
+        if rows / max(span, scale) < threshold:
+            run.append((lo, hi, rows))
         else:
             flush()
+        prev_hi = hi
     flush()
     return tuple(regions)
+
+
+def _blocks(buckets: list[Bucket], scale: int) -> list[tuple[int, int, int]]:
+    """Coalesce bucket cores separated by fewer than ``scale`` keys: (lo, hi exclusive, rows)."""
+    out: list[list[int]] = []
+    for bk in buckets:
+        if out and bk.min_key - out[-1][1] < scale:
+            out[-1][1] = max(out[-1][1], bk.max_key + 1)
+            out[-1][2] += bk.count
+        else:
+            out.append([bk.min_key, bk.max_key + 1, bk.count])
+    return [tuple(b) for b in out]
+
+
+def outlier_buckets(buckets: list[Bucket], *, factor: int = 10) -> list[int]:
+    """Indexes of buckets holding isolated keys far beyond the bulk of the keys.
+
+    Beyond some gap on either side lie at most ``max(16, rows/1000)`` rows, and the gap is more than
+    ``factor`` times the span of everything on the bulk's side of it (e.g. 3 ids near 4·10^18 after
+    a million dense ids). The gap nearest the bulk that qualifies wins, so all such keys are listed.
+    """
+    n = len(buckets)
+    if n < 2:
+        return []
+    total = sum(b.count for b in buckets)
+    limit = max(16, total // 1000)
+    out: set[int] = set()
+    # right side: prefix = buckets[0..i], suffix = buckets[i+1..]
+    suffix_rows = total
+    prefix_rows = 0
+    for i in range(n - 1):
+        prefix_rows += buckets[i].count
+        suffix_rows -= buckets[i].count
+        if suffix_rows > limit or prefix_rows <= suffix_rows:
+            continue
+        gap = buckets[i + 1].min_key - buckets[i].max_key - 1
+        if gap > factor * (buckets[i].max_key - buckets[0].min_key + 1):
+            out.update(range(i + 1, n))
+            break
+    prefix_rows = 0
+    for i in range(n - 1, 0, -1):
+        prefix_rows += buckets[i].count  # rows at and after i (the bulk side)
+        left_rows = total - prefix_rows
+        if left_rows > limit or prefix_rows <= left_rows:
+            continue
+        gap = buckets[i].min_key - buckets[i - 1].max_key - 1
+        if gap > factor * (buckets[-1].max_key - buckets[i].min_key + 1):
+            out.update(range(0, i))
+            break
+    return sorted(out)
 
 
 def gaps(hist: Histogram, min_gap: int) -> tuple[Region, ...]:
