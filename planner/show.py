@@ -219,7 +219,8 @@ def findings(plan: Plan) -> list[Finding]:
         )
     for g in h.gaps:
         out.append(Finding("gap", f"gap [{g.lo}, {g.hi}): no rows over {g.hi - g.lo:,} keys (inside a range, costs no query)"))
-    if h.outliers:
+    # The planner may already warn about outliers in plan.warnings; say it once.
+    if h.outliers and not any("outlier" in w for w in plan.warnings):
         shown = ", ".join(str(k) for k in h.outliers[:5])
         more = f" … {len(h.outliers) - 5} more" if len(h.outliers) > 5 else ""
         out.append(Finding("outlier", f"{len(h.outliers)} outlier key(s) far from the bulk: {shown}{more}"))
