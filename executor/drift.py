@@ -33,6 +33,14 @@ class DriftReport:
     min_key_now: int | None = None
     max_key_now: int | None = None
     tail_rows: int | None = None
+    tail_rows_after: int | None = None  # rows in the tail range once the run finished (outside its snapshot)
+
+    @property
+    def late_rows(self) -> int:
+        """Rows that reached the tail range after the read snapshot began: not in this export."""
+        if self.tail_rows_after is None or self.tail_rows is None:
+            return 0
+        return max(self.tail_rows_after - self.tail_rows, 0)
 
     @property
     def grew(self) -> bool:
@@ -43,6 +51,7 @@ class DriftReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        d["late_rows"] = self.late_rows
         for k in ("planned_min_key", "planned_max_key", "min_key_now", "max_key_now"):
             d[k] = None if d[k] is None else str(d[k])  # keys may exceed 2^53: decimal strings, as in plans
         return d
@@ -122,3 +131,16 @@ def key_bounds(engine: Engine, plan: Plan) -> tuple[int | None, int | None]:
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"cannot read the key bounds: {short_db_error(exc)}", table=src.table) from exc
     return (None if lo is None else int(lo)), (None if hi is None else int(hi))
+
+
+def count_tail(engine: Engine, plan: Plan) -> int:
+    """Rows in the plan's open tail range right now (one index range count)."""
+    src = plan.source
+    prep = engine.dialect.identifier_preparer
+    table = prep.quote(src.table) if not src.schema else f"{prep.quote(src.schema)}.{prep.quote(src.table)}"
+    key = prep.quote(src.key)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE {key} >= {int(plan.ranges[-1].lo)}")).scalar())
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceError(f"cannot count the tail range: {short_db_error(exc)}", table=src.table) from exc

@@ -47,6 +47,7 @@ class RunReport:
     groups_redone: int = 0  # found running/pending or damaged, redone
     overwrite: bool = False
     tail_rows: int = 0
+    late_rows: int = 0  # rows above the planned max that appeared after the read snapshot (not exported)
     drift: dict[str, Any] = field(default_factory=dict)
     ranges: list[RangeCount] = field(default_factory=list)
     deviations: list[RangeCount] = field(default_factory=list)
@@ -95,6 +96,11 @@ class RunReport:
             lines.append(
                 f"drift: {self.tail_rows:,} row(s) above the planned max {self.drift.get('planned_max_key')} "
                 f"read by the tail range (max key now {self.drift.get('max_key_now')})"
+            )
+        if self.late_rows:
+            lines.append(
+                f"drift: {self.late_rows:,} row(s) reached the tail after the read snapshot began; "
+                "they are not in this export (re-plan or run again to pick them up)"
             )
         if self.deviations:
             shown = ", ".join(f"#{r.index} {r.planned}→{r.actual}" for r in self.deviations[:5])

@@ -34,7 +34,7 @@ from sparsesync.source import (
 
 from . import redshift
 from .dest import open_sink
-from .drift import DriftReport, check_drift
+from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
 
@@ -214,6 +214,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter.emit("start")
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
                                  want_count=verify and not skipped)
+    drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
     if verify:
         _check_counts(plan, sink, book, report)
@@ -351,6 +352,7 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     report.zero_dates = {k: int(v) for k, v in dict(getattr(stats, "zero_dates", {}) or {}).items() if v}
     report.tail_rows = actual.get(plan.ranges[-1].index, 0)
     drift.tail_rows = report.tail_rows
+    report.late_rows = drift.late_rows
     report.drift = drift.to_dict()
     report.snapshot_count = snapshot_count
 
