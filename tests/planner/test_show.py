@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sqlite3
@@ -182,14 +183,17 @@ def test_summary_dict_is_stable_and_json_ready(prealert_plan):
     assert short["ranges_omitted"] == max(0, len(prealert_plan.ranges) - 20)
 
 
-def test_sampled_estimates_are_flagged(tmp_path):
-    url = make_db(tmp_path / "s.db", HEAD + TAIL)
-    plan = make_plan(url, "prealert", rows_per_query=500, density="sampled")
-    est = [f for f in summarize(plan).findings if f.kind == "estimate"]
-    if plan.histogram.exact:  # the sampler may measure exactly when a table is tiny
-        assert "exact" in est[0].message
-    else:
-        assert "sampled" in est[0].message and "(density sampled" in summarize(plan).line
+def test_sampled_estimates_are_flagged(prealert_plan):
+    # A sampled histogram (estimates, not counts) must say so; built by replacing the flag because the
+    # sampler counts tiny tables exactly.
+    sampled = dataclasses.replace(
+        prealert_plan, histogram=dataclasses.replace(prealert_plan.histogram, exact=False, method="sampled")
+    )
+    s = summarize(sampled)
+    est = [f for f in s.findings if f.kind == "estimate"]
+    assert len(est) == 1 and "sampled estimates" in est[0].message
+    assert "(density sampled" in s.line
+    assert "exact" in [f for f in summarize(prealert_plan).findings if f.kind == "estimate"][0].message
 
 
 def test_empty_table_has_no_strip(tmp_path):
