@@ -101,7 +101,7 @@ def scan_histogram(conn, kt: KeyTable, info: TableInfo, method: str, *, rows_per
 
     if method == "sampled":
         hist = sampled_histogram(
-            conn, kt, rows_per_query=rows_per_query, row_estimate=info.row_estimate, unique_key=info.key_unique,
+            conn, kt, rows_per_query=rows_per_query, unique_key=info.key_unique,
             min_key=min_key, max_key=max_key,
         )
     else:

@@ -139,10 +139,10 @@ def group_files(ranges: tuple[KeyRange, ...], bytes_per_row: float, file_size: i
 def sparse_regions(hist: Histogram, threshold: float = DEFAULT_SPARSE_THRESHOLD) -> tuple[Region, ...]:
     """Maximal stretches of ``[min_key, max_key]`` whose density is below ``threshold`` rows per key.
 
-    Density is judged at a scale of ``L = 20 / threshold`` keys: bucket cores closer than ``L`` are one
-    block (so a stride-20 region reads as 0.05 rows/key, not as isolated dense keys), empty stretches of
-    at least ``L`` keys are density 0, and a block narrower than ``L`` counts as ``rows / L`` (a lone key
-    in a sparse stretch does not break it). A region is a run of sparse blocks and empty stretches,
+    Density is judged per bucket core (first to last real key) at a scale of ``L = 20 / threshold``
+    keys: runs of narrow nearby cores are one block (see :func:`_blocks`), the empty stretch between
+    blocks is density 0, and a block narrower than ``L`` counts as ``rows / L`` (a lone key in a sparse
+    stretch does not break it). A region is a run of sparse blocks and empty stretches,
     bounded by dense blocks, at least ``L`` keys long.
     """
     scale = max(2, math.ceil(20 / threshold)) if threshold > 0 else 0
@@ -174,14 +174,22 @@ def sparse_regions(hist: Histogram, threshold: float = DEFAULT_SPARSE_THRESHOLD)
 
 
 def _blocks(buckets: list[Bucket], scale: int) -> list[tuple[int, int, int]]:
-    """Coalesce bucket cores separated by fewer than ``scale`` keys: (lo, hi exclusive, rows)."""
+    """(lo, hi exclusive, rows) per bucket core, runs of narrow nearby cores coalesced.
+
+    Only cores narrower than ``scale`` that lie fewer than ``scale`` keys apart are merged (a stride-20
+    stretch cut into 3-key buckets is one 0.05-density block); a wide core stands alone, so a dense
+    block never swallows the sparse bucket next to it.
+    """
     out: list[list[int]] = []
+    small_run = False
     for bk in buckets:
-        if out and bk.min_key - out[-1][1] < scale:
+        small = bk.core < scale
+        if out and small and small_run and bk.min_key - out[-1][1] < scale:
             out[-1][1] = max(out[-1][1], bk.max_key + 1)
             out[-1][2] += bk.count
         else:
             out.append([bk.min_key, bk.max_key + 1, bk.count])
+            small_run = small
     return [tuple(b) for b in out]
 
 

@@ -1,22 +1,27 @@
 """The ``sampled`` density pre-scan: cost grows with the number of ranges, not with the table's rows.
 
-The key span is cut into segments, level by level. Each level costs two statements, whatever the
-number of segments (up to a batch limit per statement):
+The key span is cut into segments, level by level; each level is ONE statement (split into a few
+when it would hold more than :data:`MAX_SUBS_PER_STATEMENT` sub-intervals), whatever the number of
+segments. Every pending segment ``[a, b]`` (ends are real keys) is cut into ``fanout`` equal
+sub-intervals, and for each sub-interval ``[lo, hi]`` the statement reads, as scalar subqueries:
 
-1. **count** — one ``SELECT SUM(CASE WHEN key BETWEEN a AND b THEN 1 ELSE 0 END), … FROM t WHERE
-   key BETWEEN a AND b OR …`` counts rows in a few small windows per segment (an index range scan over
-   the windows only). Densities measured in the windows give each segment an estimated row count.
-   A segment whose estimate is at most a quarter of ``rows_per_query`` — or whose windows are all
-   full (every key present; it can then be cut anywhere) — becomes a bucket of the histogram.
-2. **probe** — the other segments are cut at their window sub-intervals, adjacent light pieces are
-   merged (so a piece holds about one leaf's worth of estimated rows), and every piece is snapped to
-   its real first and last key with next-key probes ``(SELECT MIN(key) … WHERE key BETWEEN x AND y)``,
-   ``(SELECT MAX(key) …)``, all as scalar subqueries of ONE ``SELECT``. A piece with no rows vanishes,
-   so an empty stretch of any length costs one probe: gaps are jumped in O(log n) levels.
+* ``(SELECT MIN(key) … WHERE key BETWEEN lo AND hi)`` and ``(SELECT MAX(key) …)`` — next-key probes that
+  snap the sub-interval to its real first and last key; NULL means empty, so an empty stretch of any
+  length costs one probe and gaps are jumped in O(log n) levels;
+* ``(SELECT COUNT(*) FROM (SELECT key … WHERE key BETWEEN lo AND hi ORDER BY key LIMIT m))`` and the
+  m-th key ``(… ORDER BY key LIMIT 1 OFFSET m-1)`` — a count over a small sub-window that adapts to any
+  density at a cost of at most ``m`` index entries: fewer than ``m`` rows means the sub-interval's count
+  is exact; otherwise ``m`` keys over ``(m-th − first + 1)`` keys is its local density.
 
-EXPLAIN row estimates are never used: a window's count is real, and emptiness is only ever concluded
-from a probe returning NULL. SQL is rendered with integer literals (``str(int)``) and identifiers
-quoted by the dialect, so hundreds of windows never hit a bind-parameter limit.
+Sub-intervals become children (adjacent light ones merged up to a quarter of ``rows_per_query``
+estimated rows — a split at estimated row quantiles, snapped to real keys). A child with an exact
+count, or a segment whose every sample shows every key present (dense: it can be cut at any key
+later), becomes buckets at once; a child light enough gets one last level whose sub-intervals become
+the histogram's buckets (so every estimate rests on ``fanout`` samples); heavier children recurse.
+
+EXPLAIN row estimates are never used: every count is real, and emptiness is only concluded from a
+probe returning NULL. SQL is rendered with integer literals (``str(int)``) and identifiers quoted by the
+dialect, so hundreds of sub-intervals never hit a bind-parameter limit.
 """
 
 from __future__ import annotations
@@ -32,23 +37,33 @@ from sparsesync.source import short_db_error
 from .histogram import Bucket, Histogram, KeyTable, min_max_count
 
 DEFAULT_FANOUT = 16
-DEFAULT_WINDOW_ROWS = 64
-MAX_WINDOWS_PER_STATEMENT = 400
-MAX_PROBES_PER_STATEMENT = 200
+FINAL_FANOUT = 8
+DEFAULT_SAMPLE_KEYS = 64
+MAX_SUBS_PER_STATEMENT = 128
 
 
 @dataclass
 class _Seg:
-    """A stretch ``[a, b]`` whose ends are real keys, with a prior density (rows per key) if known."""
+    """A stretch ``[a, b]`` whose ends are real keys; ``final``: its sub-intervals become buckets."""
 
     a: int
     b: int
-    prior: float | None
-    retries: int = 0
+    final: bool = False
+
+
+@dataclass(frozen=True)
+class _Sub:
+    """What one statement learnt about a sub-interval: real ends and an estimated row count."""
+
+    first: int
+    last: int
+    est: float
+    exact: bool
+    looks_full: bool
 
     @property
     def span(self) -> int:
-        return self.b - self.a + 1
+        return self.last - self.first + 1
 
 
 def sampled_histogram(
@@ -56,19 +71,17 @@ def sampled_histogram(
     kt: KeyTable,
     *,
     rows_per_query: int,
-    row_estimate: int = 0,
     unique_key: bool = True,
     min_key: int | None = None,
     max_key: int | None = None,
     fanout: int = DEFAULT_FANOUT,
-    window_rows: int = DEFAULT_WINDOW_ROWS,
+    sample_keys: int = DEFAULT_SAMPLE_KEYS,
     max_levels: int = 40,
 ) -> Histogram:
-    """Estimate the key histogram with windowed counts and next-key probes (see module docstring).
+    """Estimate the key histogram with bounded sub-window counts and next-key probes (module docstring).
 
-    ``row_estimate`` (engine statistics, may be 0) only sizes the first windows; every count in the
-    result comes from real window counts. Buckets are the leaf segments, ``exact`` only where a whole
-    segment was counted.
+    Buckets carry real first/last keys; ``exact`` only where a sub-interval held fewer than
+    ``sample_keys`` rows and was therefore counted whole.
     """
     queries = 0
     if min_key is None or max_key is None:
@@ -77,125 +90,105 @@ def sampled_histogram(
     if min_key is None:
         return Histogram("sampled", [], None, None, 0, queries=queries, exact=False, unique_key=unique_key)
     leaf_target = max(1, rows_per_query // 4)
-    span0 = max_key - min_key + 1
-    prior0 = (row_estimate / span0) if row_estimate > 0 else None
-    pending = [_Seg(min_key, max_key, prior0)]
-    leaves: list[Bucket] = []
+    pending = [_Seg(min_key, max_key)]
+    buckets: list[Bucket] = []
     level = 0
-    sql = _Sql(conn, kt)
+    sql = _Sql(conn, kt, sample_keys)
     while pending:
         level += 1
-        last_level = level >= max_levels
-        # ---- count: windows for every pending segment, in as few statements as possible ----
-        layouts = [_layout(seg, fanout, window_rows) for seg in pending]
-        windows = [w for lay in layouts for (_, _, w) in lay]
-        counts, n = sql.window_counts([(lo, hi) for lo, hi in windows])
+        if level >= max_levels:
+            for seg in pending:
+                seg.final = True
+        layouts = [_split(seg, FINAL_FANOUT if seg.final else fanout) for seg in pending]
+        measured, n = sql.measure([iv for lay in layouts for iv in lay], unique_key)
         queries += n
-        pieces: list[tuple[int, int, float]] = []  # (lo, hi, est) to probe
-        retry: list[_Seg] = []
+        nxt: list[_Seg] = []
         pos = 0
         for seg, lay in zip(pending, layouts):
-            c = counts[pos : pos + len(lay)]
+            subs = [s for s in measured[pos : pos + len(lay)] if s is not None]
             pos += len(lay)
-            if len(lay) == 1 and lay[0][2] == (seg.a, seg.b):  # the whole segment was counted
-                total = c[0]
-                if total <= leaf_target or seg.span <= 1 or last_level:
-                    leaves.append(Bucket(seg.a, seg.b + 1, total, seg.a, seg.b, True))
-                else:  # heavier than the prior said: split it with what we now know
-                    pieces += _pieces(seg, lay, c, leaf_target)
+            if seg.final or _all_full(subs):
+                buckets += [_bucket(s, full=not seg.final or s.looks_full) for s in subs]
                 continue
-            hits = sum(c)
-            covered = sum(w[1] - w[0] + 1 for _, _, w in lay)
-            if hits < len(lay) and covered < seg.span and seg.retries < 3 and not last_level:
-                # Too few rows in the windows to say anything: widen them to the density they suggest.
-                retry.append(_Seg(seg.a, seg.b, max(hits, 0.5) / covered, seg.retries + 1))
-                continue
-            est, full = _estimate(seg, lay, c, unique_key)
-            if est <= leaf_target or full or last_level or seg.span <= fanout:
-                leaves.append(Bucket(seg.a, seg.b + 1, max(1, round(est)), seg.a, seg.b, False))
-            else:
-                pieces += _pieces(seg, lay, c, leaf_target)
-        # ---- probe: snap every piece to its real first/last key; empty pieces vanish ----
-        snapped, n = sql.snap([(lo, hi) for lo, hi, _ in pieces])
-        queries += n
-        pending = retry
-        for (lo, hi, est), ends in zip(pieces, snapped):
-            if ends is None:
-                continue
-            a, b = ends
-            pending.append(_Seg(a, b, (est / (hi - lo + 1)) if est > 0 else None))
-    leaves.sort(key=lambda bk: bk.min_key)
-    total = sum(bk.count for bk in leaves)
+            for group in _merge(subs, leaf_target):
+                if all(s.exact for s in group):
+                    buckets += [_bucket(s) for s in group]
+                    continue
+                est = sum(s.est for s in group)
+                a, b = group[0].first, group[-1].last
+                if b - a + 1 <= fanout:  # too narrow to split further: keep the samples as buckets
+                    buckets += [_bucket(s) for s in group]
+                else:
+                    nxt.append(_Seg(a, b, final=est <= leaf_target))
+        pending = nxt
+    buckets.sort(key=lambda bk: bk.min_key)
     return Histogram(
         method="sampled",
-        buckets=leaves,
+        buckets=buckets,
         min_key=min_key,
         max_key=max_key,
-        total_rows=total,
+        total_rows=sum(bk.count for bk in buckets),
         width=None,
         queries=queries,
-        exact=all(bk.exact for bk in leaves),
-        notes=[f"sampled: {level} level(s), fanout {fanout}, ~{window_rows} rows per window"],
+        exact=all(bk.exact for bk in buckets),
+        notes=[f"sampled: {level} level(s), fanout {fanout}, {sample_keys}-key samples"],
         unique_key=unique_key,
     )
 
 
-def _layout(seg: _Seg, fanout: int, window_rows: int) -> list[tuple[int, int, tuple[int, int]]]:
-    """Sub-intervals ``(lo, hi)`` of ``seg`` with one centred window each, or one window = the segment."""
-    density = seg.prior if seg.prior and seg.prior > 0 else 1.0
-    if seg.span * density <= fanout * window_rows or seg.span <= fanout:
-        return [(seg.a, seg.b, (seg.a, seg.b))]
-    width = max(1, int(window_rows / density))
+def _split(seg: _Seg, fanout: int) -> list[tuple[int, int]]:
+    """``seg`` cut into at most ``fanout`` equal inclusive sub-intervals."""
+    span = seg.b - seg.a + 1
     out = []
     for i in range(fanout):
-        lo = seg.a + seg.span * i // fanout
-        hi = seg.a + seg.span * (i + 1) // fanout - 1
-        sub = hi - lo + 1
-        w = min(width, sub)
-        start = lo + (sub - w) // 2
-        out.append((lo, hi, (start, start + w - 1)))
+        lo = seg.a + span * i // fanout
+        hi = seg.a + span * (i + 1) // fanout - 1
+        if hi >= lo:
+            out.append((lo, hi))
     return out
 
 
-def _estimate(seg: _Seg, lay, counts: list[int], unique_key: bool) -> tuple[float, bool]:
-    """Rows in ``seg`` from window densities; ``full`` when every window had every key."""
-    est = 0.0
-    full = unique_key
-    for (lo, hi, (wlo, whi)), c in zip(lay, counts):
-        wn = whi - wlo + 1
-        est += c / wn * (hi - lo + 1)
-        full = full and c >= wn
-    floor = 1 if seg.a == seg.b else 2  # both ends are real keys
-    if full:
-        return float(seg.span), True
-    est = max(est, floor)
-    if unique_key:
-        est = min(est, seg.span)
-    return est, False
+def _all_full(subs: list[_Sub]) -> bool:
+    """Every sample dense and the sub-intervals touching: the segment is (as far as seen) all keys."""
+    return bool(subs) and all(s.looks_full for s in subs) and all(
+        x.last + 1 == y.first for x, y in zip(subs, subs[1:])
+    )
 
 
-def _pieces(seg: _Seg, lay, counts: list[int], leaf_target: int) -> list[tuple[int, int, float]]:
-    """Cut ``seg`` at its sub-intervals, merging adjacent light ones up to ``leaf_target`` estimated rows."""
-    subs = []
-    for (lo, hi, (wlo, whi)), c in zip(lay, counts):
-        if len(lay) == 1:  # counted whole: cut into halves of known total (density unknown inside)
-            mid = lo + (hi - lo) // 2
-            return [(lo, mid, c / 2), (mid + 1, hi, c / 2)]
-        subs.append((lo, hi, c / (whi - wlo + 1) * (hi - lo + 1)))
-    out: list[list] = []
-    for lo, hi, est in subs:
-        if out and out[-1][2] + est <= leaf_target:
-            out[-1][1] = hi
-            out[-1][2] += est
+def _bucket(s: _Sub, full: bool = False) -> Bucket:
+    count = s.span if full and s.looks_full else max(1, round(s.est))
+    return Bucket(s.first, s.last + 1, count, s.first, s.last, s.exact)
+
+
+def _merge(subs: list[_Sub], leaf_target: int) -> list[list[_Sub]]:
+    """Adjacent sub-intervals merged while their estimated rows stay ≤ ``leaf_target``.
+
+    Sub-intervals separated by an empty one are never merged, so gaps found by the probes stay gaps.
+    """
+    out: list[list[_Sub]] = []
+    rows = 0.0
+    for s in subs:
+        touching = bool(out) and not _gap_between(out[-1][-1], s)
+        if out and touching and rows + s.est <= leaf_target:
+            out[-1].append(s)
+            rows += s.est
         else:
-            out.append([lo, hi, est])
-    return [tuple(p) for p in out]
+            out.append([s])
+            rows = s.est
+    return out
+
+
+def _gap_between(x: _Sub, y: _Sub) -> bool:
+    # Neighbouring sub-intervals were adjacent before snapping; a vanished one between them shows as a
+    # jump far larger than either's own span.
+    return y.first - x.last - 1 > max(x.span, y.span)
 
 
 class _Sql:
-    """Renders and runs the batched window-count and probe statements."""
+    """Renders and runs the batched sampling statements."""
 
-    def __init__(self, conn: Connection, kt: KeyTable) -> None:
+    def __init__(self, conn: Connection, kt: KeyTable, m: int) -> None:
+        self.m = m
         prep = conn.dialect.identifier_preparer
         self.conn = conn
         self.kt = kt
@@ -208,33 +201,35 @@ class _Sql:
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"sampled pre-scan failed: {short_db_error(exc)}", table=self.kt.table) from exc
 
-    def window_counts(self, windows: list[tuple[int, int]]) -> tuple[list[int], int]:
-        """Row count of each inclusive window; (counts, statements issued)."""
-        out: list[int] = []
+    def measure(self, subs: list[tuple[int, int]], unique_key: bool) -> tuple[list[_Sub | None], int]:
+        """First/last key, bounded count and m-th key of every sub-interval; (results, statements)."""
+        m = self.m
+        out: list[_Sub | None] = []
         n = 0
-        for i in range(0, len(windows), MAX_WINDOWS_PER_STATEMENT):
-            chunk = windows[i : i + MAX_WINDOWS_PER_STATEMENT]
-            conds = [f"{self.key} BETWEEN {int(lo)} AND {int(hi)}" for lo, hi in chunk]
-            cols = ", ".join(f"SUM(CASE WHEN {c} THEN 1 ELSE 0 END)" for c in conds)
-            row = self._run(f"SELECT {cols} FROM {self.table} WHERE {' OR '.join(conds)}")
-            out += [int(v or 0) for v in row]
-            n += 1
-        return out, n
-
-    def snap(self, pieces: list[tuple[int, int]]) -> tuple[list[tuple[int, int] | None], int]:
-        """Real (first, last) key inside each inclusive piece, or None when it holds no row."""
-        out: list[tuple[int, int] | None] = []
-        n = 0
-        for i in range(0, len(pieces), MAX_PROBES_PER_STATEMENT):
-            chunk = pieces[i : i + MAX_PROBES_PER_STATEMENT]
+        for i in range(0, len(subs), MAX_SUBS_PER_STATEMENT):
+            chunk = subs[i : i + MAX_SUBS_PER_STATEMENT]
             cols = []
-            for lo, hi in chunk:
+            for j, (lo, hi) in enumerate(chunk):
                 where = f"FROM {self.table} WHERE {self.key} BETWEEN {int(lo)} AND {int(hi)}"
                 cols.append(f"(SELECT MIN({self.key}) {where})")
                 cols.append(f"(SELECT MAX({self.key}) {where})")
+                cols.append(f"(SELECT COUNT(*) FROM (SELECT {self.key} {where} ORDER BY {self.key} LIMIT {m}) s{j})")
+                cols.append(f"(SELECT {self.key} {where} ORDER BY {self.key} LIMIT 1 OFFSET {m - 1})")
             row = self._run("SELECT " + ", ".join(cols))
-            for j in range(len(chunk)):
-                a, b = row[2 * j], row[2 * j + 1]
-                out.append(None if a is None else (int(a), int(b)))
             n += 1
+            for j in range(len(chunk)):
+                first, last, cnt, mth = row[4 * j : 4 * j + 4]
+                if first is None:
+                    out.append(None)
+                    continue
+                first, last, cnt = int(first), int(last), int(cnt)
+                span = last - first + 1
+                if mth is None or cnt < m:  # fewer than m rows: counted whole
+                    out.append(_Sub(first, last, float(cnt), True, unique_key and cnt == span))
+                    continue
+                dense_span = int(mth) - first + 1
+                est = m / dense_span * span
+                if unique_key:
+                    est = min(est, span)
+                out.append(_Sub(first, last, max(est, float(m)), False, unique_key and dense_span == m))
         return out, n

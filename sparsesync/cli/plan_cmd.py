@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from sparsesync.errors import SparsesyncError
+from sparsesync.errors import SparsesyncError, UsageError
 
 from . import app, fail
 
@@ -21,31 +21,60 @@ def plan_command(
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
     rows_per_query: int = typer.Option(100_000, "--rows-per-query", help="Upper bound of estimated rows per range query."),
     file_size: int = typer.Option(256, "--file-size", help="Target Parquet file size in MB."),
-    density: str = typer.Option("auto", "--density", help="Pre-scan: exact, sampled or auto (by table size)."),
+    density: str = typer.Option("auto", "--density", help="Pre-scan: exact (one index scan), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default $XDG_CACHE_HOME/sparsesync/histograms.duckdb, else ~/.cache/sparsesync/histograms.duckdb)."),
+    refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
+    tinyint1_as_bool: bool = typer.Option(False, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean (default: SMALLINT)."),
+    wide_decimal_as_string: bool = typer.Option(False, "--wide-decimal-as-string", help="Export DECIMAL with precision > 38 as text instead of refusing."),
+    sparse_threshold: float = typer.Option(0.10, "--sparse-threshold", help="Rows per key below which a stretch is labelled sparse."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Plan file (default plans/<table>-<plan_id>.json)."),
 ) -> None:
     """Pre-scan key density and write a reviewable JSON plan.
 
-    Example: sparsesync plan mysql+pymysql://etl@db:3306/shop orders --rows-per-query 200000
+    Reads only statistics and key aggregates (never row data) and writes only the plan and the
+    histogram cache.
+
+    Example: sparsesync plan mysql+pymysql://etl@db:3306/shop orders --rows-per-query 200000 --density sampled
     """
     from planner.api import make_plan
+    from planner.typemap import TypeOptions
     from sparsesync.source import resolve_url
 
     if table is None:  # `sparsesync plan TABLE` with the URL in the environment
         source_url, table = None, source_url
     try:
+        if no_cache and (cache is not None or refresh):
+            raise UsageError("--no-cache cannot be combined with --cache or --refresh")
+        if output is not None and output.exists() and output.is_dir():
+            raise UsageError(f"-o {output} is a directory", hint="give a file name, e.g. -o plans/orders.json")
         plan = make_plan(
             resolve_url(source_url), table, key=key, rows_per_query=rows_per_query,
-            file_size=file_size * 1024 * 1024, density=density,
+            file_size=file_size * 1024 * 1024, density=density, sparse_threshold=sparse_threshold,
+            type_options=TypeOptions(tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string),
+            cache_path=str(cache) if cache else None, refresh=refresh, use_cache=not no_cache,
         )
         path = output or Path("plans") / plan.default_filename()
-        plan.save(path)
+        try:
+            plan.save(path)
+        except OSError as exc:
+            raise UsageError(f"cannot write the plan to {path}: {exc.strerror or exc}", hint="choose another -o path") from exc
     except SparsesyncError as exc:
         raise fail(exc)
     e = plan.estimates
+    s = plan.strategy
     typer.echo(
         f"{plan.source.table}: {len(plan.ranges)} ranges → {e.files} file(s), ~{e.rows:,} rows, "
-        f"~{e.bytes / 1e6:,.1f} MB, {e.queries} queries (density {plan.strategy.density})"
+        f"~{e.bytes / 1e6:,.1f} MB, {e.queries} queries"
     )
+    typer.echo(
+        f"density {s.density} ({s.density_reason}); pre-scan {s.prescan_queries} queries"
+        + ("; histogram from cache" if s.from_cache else "")
+    )
+    h = plan.histogram
+    if h.sparse_regions or h.gaps or h.outliers:
+        typer.echo(f"{len(h.sparse_regions)} sparse region(s), {len(h.gaps)} gap(s), {len(h.outliers)} outlier key(s)")
+    for w in plan.warnings:
+        typer.echo(f"warning: {w}")
     typer.echo(f"plan written to {path}")
     typer.echo(f"run it with: sparsesync execute {path} --dest DIR|s3://bucket/prefix")
