@@ -137,10 +137,10 @@ def verify_output(
         else:  # remote parts: download through the sink (no DuckDB credentials/endpoint setup needed)
             tmp = Path(tempfile.mkdtemp(prefix="sparsesync-verify-"))
             paths = []
-            prefix = sink.url("")
+            rel_of = {sink.url(rel): rel for rel in sink.list(folder)}
             for i, e in enumerate(entries):
-                rel = e["url"][len(prefix):].lstrip("/") if e["url"].startswith(prefix) else e["url"]
-                blob = sink.get_bytes(rel)
+                rel = rel_of.get(e["url"])
+                blob = None if rel is None else sink.get_bytes(rel)
                 if blob is None:
                     raise VerifyError("a part listed in the manifest is gone", table=plan.source.table, file=e["url"])
                 p = tmp / f"part-{i:05d}.parquet"
