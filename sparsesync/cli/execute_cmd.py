@@ -18,21 +18,21 @@ def _progress_renderer():
     """A progress callback and a closer: a rich bar on a terminal, plain log lines otherwise."""
     if sys.stderr.isatty():
         from rich.progress import (
-            BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+            BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
         )
 
         bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-            DownloadColumn(), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+            TextColumn("{task.fields[mb]:,.1f} MB read"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
         )
         state = {"task": None}
 
         def callback(ev) -> None:
             if ev.kind == "start":
                 bar.start()
-                state["task"] = bar.add_task("export", total=ev.rows_total, completed=ev.rows_done)
+                state["task"] = bar.add_task("export", total=ev.rows_total, completed=ev.rows_done, mb=0.0)
             elif state["task"] is not None:
-                bar.update(state["task"], completed=ev.rows_done, total=ev.rows_total)
+                bar.update(state["task"], completed=ev.rows_done, total=ev.rows_total, mb=ev.bytes_done / 1e6)
             if ev.kind == "finish":
                 bar.stop()
 
