@@ -26,6 +26,7 @@ from executor.sink import STAGING_MARK, Committed
 from sparsesync.errors import DestinationError, TransientDestinationError, UsageError
 
 MiB = 1024 * 1024
+DEFAULT_MAX_ATTEMPTS = 8  # per request, with botocore's exponential backoff (capped at 20 s)
 
 # Bucket names: 3-63 chars of lowercase letters, digits, dots and hyphens, starting/ending alnum.
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -113,7 +114,9 @@ class S3Sink:
     """An ``s3://bucket/prefix`` destination implementing the executor's ``Sink`` protocol.
 
     ``client`` defaults to ``boto3.client("s3")`` from the standard AWS settings with a botocore retry
-    config (``retry_mode`` "standard" or "adaptive", ``max_attempts`` tries per request).
+    config (``retry_mode`` "standard" or "adaptive", ``max_attempts`` tries per request). Left as None,
+    those two come from the standard AWS settings (``AWS_RETRY_MODE``/``AWS_MAX_ATTEMPTS`` or the
+    profile's ``retry_mode``/``max_attempts``), else standard mode with 8 attempts.
     ``transfer_config`` defaults to multipart above ``multipart_threshold`` with ``multipart_chunksize``
     parts and ``max_concurrency`` threads per upload. :meth:`commit_async` runs up to
     ``upload_workers`` uploads in the background so reading can go on meanwhile.
@@ -129,8 +132,8 @@ class S3Sink:
         *,
         client=None,
         transfer_config=None,
-        max_attempts: int = 8,
-        retry_mode: str = "standard",
+        max_attempts: int | None = None,
+        retry_mode: str | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 120.0,
         multipart_threshold: int = 64 * MiB,
@@ -143,7 +146,7 @@ class S3Sink:
 
         if not _BUCKET_RE.match(bucket or ""):
             raise UsageError(f"invalid S3 bucket name {bucket!r}", hint="3-63 lowercase letters, digits, dots or hyphens")
-        if retry_mode not in ("standard", "adaptive", "legacy"):
+        if retry_mode is not None and retry_mode not in ("standard", "adaptive", "legacy"):
             raise UsageError(f"unknown S3 retry mode {retry_mode!r}", hint="use standard or adaptive")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
@@ -174,15 +177,25 @@ class S3Sink:
         import boto3
         from botocore.config import Config
 
+        # A fresh session: boto3's default session is shared module state and not thread-safe to create.
+        session = boto3.session.Session()
+        # An explicit Config beats the environment in botocore, so only fill in what the user's AWS
+        # settings leave open; a user's AWS_MAX_ATTEMPTS / AWS_RETRY_MODE still wins over our default.
+        core = session._session  # botocore session: resolves env vars and the profile
+        if max_attempts is None:
+            max_attempts = int(core.get_config_variable("max_attempts") or DEFAULT_MAX_ATTEMPTS)
+        if retry_mode is None:
+            retry_mode = core.get_config_variable("retry_mode") or "standard"
+            if retry_mode == "legacy":  # botocore's own default when nothing is configured
+                retry_mode = "standard"
         config = Config(
-            retries={"mode": retry_mode, "max_attempts": max_attempts},
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},  # incl. the first try
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
             # each upload runs max_concurrency part threads, plus the background upload workers
             max_pool_connections=max(10, 4 * max_concurrency),
         )
-        # A fresh session: boto3's default session is shared module state and not thread-safe to create.
-        return boto3.session.Session().client("s3", config=config)
+        return session.client("s3", config=config)
 
     # ------------------------------------------------------------------ naming
     def key(self, relpath: str) -> str:

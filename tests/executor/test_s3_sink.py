@@ -67,6 +67,15 @@ def test_endpoint_comes_from_standard_aws_settings(s3_bucket, s3_server):
     assert s3_server in sink.describe() and f"s3://{s3_bucket}/p" in sink.describe()
 
 
+def test_retry_settings_come_from_standard_aws_settings(s3_bucket, monkeypatch):
+    assert S3Sink(s3_bucket).client.meta.config.retries == {"mode": "standard", "total_max_attempts": 8}
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    monkeypatch.setenv("AWS_RETRY_MODE", "adaptive")
+    assert S3Sink(s3_bucket).client.meta.config.retries == {"mode": "adaptive", "total_max_attempts": 3}
+    explicit = S3Sink(s3_bucket, max_attempts=5, retry_mode="standard")
+    assert explicit.client.meta.config.retries == {"mode": "standard", "total_max_attempts": 5}
+
+
 def test_commit_small_file_is_visible_with_its_size(s3_bucket, s3_client):
     sink = S3Sink(s3_bucket, "exports/t1")
     data = os.urandom(123_457)
