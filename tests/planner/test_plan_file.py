@@ -55,7 +55,7 @@ def sqlite_plan(tmp_path) -> Path:
     con.executemany("INSERT INTO prealert VALUES (?, ?, ?)", [(k, f"R{k}", k % 4) for k in keys])
     con.commit()
     con.close()
-    plan = make_plan(f"sqlite:///{db}", "prealert", rows_per_query=700, file_size=64 * 1024)
+    plan = make_plan(f"sqlite:///{db}", "prealert", rows_per_query=700, file_size=64 * 1024, use_cache=False)
     assert plan.estimates.rows == len(keys)
     return plan.save(tmp_path / "plans" / plan.default_filename())
 
@@ -74,7 +74,7 @@ def test_mysql_plan_validates_against_schema(mysql_engine, mysql_table, tmp_path
     name = mysql_table("CREATE TABLE {name} (id BIGINT UNSIGNED PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB")
     keys = list(range(1, 1501)) + [2**63 + 5, 2**64 - 2]
     insert_keys(mysql_engine, name, keys, extra=lambda k: f"v{k % 97}")
-    plan = make_plan(mysql_engine, name, rows_per_query=400)
+    plan = make_plan(mysql_engine, name, rows_per_query=400, use_cache=False)
     path = plan.save(tmp_path / "m.json")
     data = json.loads(path.read_text())
     schema_validate(data)
@@ -213,7 +213,7 @@ def test_plan_never_contains_the_password(mysql_engine, mysql_table, password_us
     insert_keys(mysql_engine, name, list(range(1, 801)) + [10**12], extra=lambda k: f"v{k}")
 
     # library
-    plan = make_plan(url, name, rows_per_query=300)
+    plan = make_plan(url, name, rows_per_query=300, use_cache=False)
     lib_file = plan.save(tmp_path / "lib.json")
     assert password not in lib_file.read_text()
     assert plan.source.username == sa.engine.make_url(url).username
@@ -221,7 +221,7 @@ def test_plan_never_contains_the_password(mysql_engine, mysql_table, password_us
     # CLI: plan then show, through the real console script
     out = tmp_path / "cli.json"
     proc = subprocess.run(
-        [str(SPARSESYNC), "plan", url, name, "--rows-per-query", "300", "-o", str(out)],
+        [str(SPARSESYNC), "plan", url, name, "--rows-per-query", "300", "--no-cache", "-o", str(out)],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -236,7 +236,7 @@ def test_plan_never_contains_the_password(mysql_engine, mysql_table, password_us
 
     # a failure with the password in the URL: one line, no password
     bad = subprocess.run(
-        [str(SPARSESYNC), "plan", url, f"{name}_missing", "-o", str(tmp_path / "x.json")],
+        [str(SPARSESYNC), "plan", url, f"{name}_missing", "--no-cache", "-o", str(tmp_path / "x.json")],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert bad.returncode != 0
@@ -245,7 +245,7 @@ def test_plan_never_contains_the_password(mysql_engine, mysql_table, password_us
     assert not (tmp_path / "x.json").exists()
     wrong = url.replace(password, password + "WRONG")
     denied = subprocess.run(
-        [str(SPARSESYNC), "plan", wrong, name, "-o", str(tmp_path / "y.json")],
+        [str(SPARSESYNC), "plan", wrong, name, "--no-cache", "-o", str(tmp_path / "y.json")],
         capture_output=True, text=True, cwd=tmp_path, timeout=120,
     )
     assert denied.returncode != 0

@@ -48,7 +48,7 @@ OUTLIERS = [2**40, 2**40 + 3]
 @pytest.fixture
 def prealert_plan(tmp_path):
     url = make_db(tmp_path / "a.db", HEAD + TAIL + OUTLIERS)
-    return make_plan(url, "prealert", rows_per_query=500, file_size=128 * 1024)
+    return make_plan(url, "prealert", rows_per_query=500, file_size=128 * 1024, use_cache=False)
 
 
 # ---- key-space arithmetic --------------------------------------------------------------------------
@@ -198,7 +198,7 @@ def test_sampled_estimates_are_flagged(prealert_plan):
 
 def test_empty_table_has_no_strip(tmp_path):
     url = make_db(tmp_path / "e.db", [])
-    s = summarize(make_plan(url, "prealert"))
+    s = summarize(make_plan(url, "prealert", use_cache=False))
     assert s.strip is None and s.ranges == 1 and s.range_rows[0].hi is None
 
 
@@ -206,10 +206,10 @@ def test_empty_table_has_no_strip(tmp_path):
 def test_diff_of_a_grown_table(tmp_path):
     db = tmp_path / "g.db"
     url = make_db(db, HEAD + TAIL)
-    old = make_plan(url, "prealert", rows_per_query=500)
+    old = make_plan(url, "prealert", rows_per_query=500, use_cache=False)
     new_keys = list(range(5_000_000, 5_003_000))
     make_db(db, new_keys)
-    new = make_plan(url, "prealert", rows_per_query=500)
+    new = make_plan(url, "prealert", rows_per_query=500, use_cache=False)
     assert comparable(old, new) is None
     d = diff_plans(old, new)
     counts = {c.name: c for c in d.counts}
@@ -236,8 +236,8 @@ def test_diff_of_identical_plans_is_quiet(prealert_plan):
 
 
 def test_diff_sees_schema_change(tmp_path):
-    a = make_plan(make_db(tmp_path / "x.db", HEAD), "prealert")
-    b = make_plan(make_db(tmp_path / "x2.db", HEAD, extra_col=True), "prealert")
+    a = make_plan(make_db(tmp_path / "x.db", HEAD), "prealert", use_cache=False)
+    b = make_plan(make_db(tmp_path / "x2.db", HEAD, extra_col=True), "prealert", use_cache=False)
     # same table name on different files is a different source
     assert "different sources" in comparable(a, b)
     d = diff_plans(a, b)
@@ -247,5 +247,5 @@ def test_diff_sees_schema_change(tmp_path):
 def test_plans_of_different_tables_are_not_comparable(tmp_path):
     url = make_db(tmp_path / "t.db", HEAD)
     make_db(tmp_path / "t.db", HEAD, table="other")
-    a, b = make_plan(url, "prealert"), make_plan(url, "other")
+    a, b = make_plan(url, "prealert", use_cache=False), make_plan(url, "other", use_cache=False)
     assert "different tables" in comparable(a, b)
