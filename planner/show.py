@@ -9,6 +9,7 @@ densities and screen positions, where rounding is harmless.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
@@ -397,8 +398,6 @@ def boundary_marks(ranges: Sequence[KeyRange], cells: Sequence[tuple[int, int]])
         return " " * len(cells), ""
     counts = [0] * len(cells)
     starts = [c[0] for c in cells]
-    import bisect
-
     for k in inner:
         counts[max(0, bisect.bisect_right(starts, k) - 1)] += 1
     marked = sum(1 for c in counts if c)

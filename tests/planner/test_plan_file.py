@@ -7,7 +7,6 @@ import json
 import secrets
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from planner.api import make_plan
-from planner.plan import SCHEMA_PATH, Plan, content_hash, load_plan
+from planner.plan import SCHEMA_PATH, content_hash, load_plan
 from sparsesync.errors import PlanError
 
 from tests.conftest import insert_keys
