@@ -1,0 +1,564 @@
+"""Readers: one ``SELECT … WHERE key >= lo AND key < hi ORDER BY key`` per planned range, streamed as
+Arrow RecordBatches of exactly the plan's schema.
+
+* ``pymysql`` — MySQL/MariaDB, always available: server-side cursor, one REPEATABLE READ consistent
+  snapshot per session (serial runs see one snapshot for every range).
+* ``connectorx`` — MySQL/MariaDB, Arrow-native (Rust), much faster; every query on its own connection,
+  so consistency is per range. Special columns are selected through SQL expressions connectorx can carry
+  (see :func:`_cx_select_expr`) so the output is identical to the pymysql reader's.
+* ``sqlalchemy`` — generic streaming for SQLite (the demo source) and PostgreSQL.
+
+Identifiers from the plan are always quoted by the dialect; keys are bound parameters, except in the
+connectorx SQL string, where they are rendered from validated Python ints (see :func:`_int_literal`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, ContextManager, Iterator, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import sqlalchemy as sa
+
+from planner.plan import ColumnSpec, KeyRange, Plan
+from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
+from sparsesync.source import is_mysql, short_db_error
+
+from .convert import Context, ReadStats, RowBatcher, cast_array, empty_batch
+
+__all__ = [
+    "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query",
+    "PyMySQLReader", "ConnectorXReader", "SQLAlchemyReader",
+]
+
+READER_KINDS = ("auto", "pymysql", "connectorx", "sqlalchemy")
+# MySQL error codes a retry may cure: server gone / lost connection, lock wait timeout, deadlock,
+# too many connections, query interrupted by a server shutdown.
+TRANSIENT_MYSQL_CODES = {2006, 2013, 2055, 1205, 1213, 1040, 1053}
+
+
+class ReadSession(Protocol):
+    """An open source connection (and, in snapshot mode, one consistent snapshot)."""
+
+    def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]: ...
+
+
+class Reader(Protocol):
+    """Reads a plan's ranges; ``session()`` opens the connection(s)."""
+
+    name: str
+    consistency: str
+    stats: ReadStats
+
+    def session(self) -> ContextManager[ReadSession]: ...
+
+
+# ---- SQL -----------------------------------------------------------------------------------------------------
+def _table_clause(plan: Plan) -> sa.TableClause:
+    src = plan.source
+    return sa.table(src.table, schema=src.schema) if src.schema else sa.table(src.table)
+
+
+def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]]:
+    """The range SELECT (SQLAlchemy Core, identifiers quoted at compile time) and its bound keys."""
+    key = sa.column(plan.source.key)
+    stmt = sa.select(*[sa.column(c.name) for c in plan.columns]).select_from(_table_clause(plan))
+    params = {"lo": _check_key(r.lo)}
+    stmt = stmt.where(key >= sa.bindparam("lo"))
+    if r.hi is not None:
+        params["hi"] = _check_key(r.hi)
+        stmt = stmt.where(key < sa.bindparam("hi"))
+    return stmt.order_by(key), params
+
+
+def _check_key(value: Any) -> int:
+    """Keys come from the plan as Python ints; refuse anything else before it reaches SQL."""
+    if type(value) is not int or not (-(2**63) <= value <= 2**64):
+        raise UsageError(f"range bound {value!r} is not an integer key within BIGINT / BIGINT UNSIGNED")
+    return value
+
+
+def _int_literal(value: Any) -> str:
+    """Render a key as SQL text for connectorx (which takes a string, not parameters).
+
+    Safe because the value is checked to be a real ``int`` (not a subclass, not a string) in the
+    BIGINT/BIGINT UNSIGNED domain, and ``int.__str__`` yields only an optional ``-`` and digits.
+    """
+    return str(_check_key(value))
+
+
+def _source_error(exc: BaseException, plan: Plan, r: KeyRange | None, what: str) -> SparsesyncError:
+    """Map a driver exception to TransientSourceError / SourceError with table and range context."""
+    if isinstance(exc, SparsesyncError):
+        return exc
+    orig = getattr(exc, "orig", None) or exc
+    code = orig.args[0] if getattr(orig, "args", None) and isinstance(orig.args[0], int) else None
+    transient = code in TRANSIENT_MYSQL_CODES
+    text = short_db_error(exc)
+    low = text.lower()
+    if not transient and any(s in low for s in ("lost connection", "server has gone away", "deadlock",
+                                                "lock wait timeout", "connection reset", "broken pipe")):
+        transient = True
+    cls = TransientSourceError if transient else SourceError
+    return cls(
+        f"{what} failed: {text}",
+        hint="a retry (or resume) may cure it" if transient else "check the source, the table and its permissions",
+        table=plan.source.qualified_table,
+        key_range=None if r is None else (r.lo, r.hi),
+    )
+
+
+# ---- pymysql -------------------------------------------------------------------------------------------------
+class PyMySQLReader:
+    """MySQL/MariaDB through pymysql with a server-side cursor and bulk column conversion."""
+
+    name = "pymysql"
+
+    def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
+                 snapshot: bool = True) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.batch_rows = batch_rows
+        self.strict_dates = strict_dates
+        self.snapshot = snapshot
+        self.consistency = "snapshot" if snapshot else "per-range"
+        self.stats = ReadStats()
+        self._stmt_cache: dict[bool, str] = {}
+
+    def _connect(self):
+        import pymysql
+
+        # The dialect's own translation of the URL (host, port, user, password, database, charset, ssl…),
+        # so the password stays inside SQLAlchemy/pymysql.
+        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
+        kwargs = dict(kwargs)
+        kwargs.setdefault("charset", "utf8mb4")
+        try:
+            return pymysql.connect(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - mapped to SourceError
+            raise _source_error(exc, self.plan, None, "connecting to the source") from exc
+
+    def sql(self, tail: bool) -> str:
+        """The compiled range statement (pyformat parameters) for a closed range or the tail."""
+        if tail not in self._stmt_cache:
+            r = KeyRange(0, 0, None if tail else 1, 0, "dense")
+            stmt, _ = range_query(self.plan, r)
+            self._stmt_cache[tail] = str(stmt.compile(dialect=self.engine.dialect))
+        return self._stmt_cache[tail]
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["PyMySQLSession"]:
+        """One connection; in snapshot mode one REPEATABLE READ consistent snapshot for all its ranges."""
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                # TIMESTAMP values come out in UTC; long streams must not hit the server's write timeout.
+                cur.execute("SET SESSION time_zone = '+00:00', SESSION net_write_timeout = 3600, "
+                            "SESSION net_read_timeout = 3600")
+                if self.snapshot:
+                    cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        except Exception as exc:  # noqa: BLE001
+            conn.close()
+            raise _source_error(exc, self.plan, None, "opening a read session") from exc
+        try:
+            yield PyMySQLSession(self, conn)
+        finally:
+            with contextlib.suppress(Exception):
+                if self.snapshot:
+                    conn.rollback()  # read-only; ends the snapshot
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class PyMySQLSession:
+    """Reads ranges over one pymysql connection."""
+
+    def __init__(self, reader: PyMySQLReader, conn) -> None:
+        self.reader = reader
+        self.conn = conn
+        self.batcher = RowBatcher(reader.plan, strict_dates=reader.strict_dates, stats=reader.stats)
+
+    def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
+        """Stream range ``r`` ordered by key, ``batch_rows`` rows per batch."""
+        import pymysql.cursors
+
+        rd = self.reader
+        params = {"lo": _check_key(r.lo)}
+        if r.hi is not None:
+            params["hi"] = _check_key(r.hi)
+        cur = self.conn.cursor(pymysql.cursors.SSCursor)
+        try:
+            try:
+                cur.execute(rd.sql(r.hi is None), params)
+            except Exception as exc:  # noqa: BLE001
+                raise _source_error(exc, rd.plan, r, "range query") from exc
+            rd.stats.add_query()
+            while True:
+                try:
+                    rows = cur.fetchmany(rd.batch_rows)
+                except Exception as exc:  # noqa: BLE001
+                    raise _source_error(exc, rd.plan, r, "reading the range") from exc
+                if not rows:
+                    break
+                batch = self.batcher.build(rows, r)
+                rd.stats.add_batch(batch)
+                yield batch
+        finally:
+            # Closing an SSCursor drains unread rows; on a broken connection that may fail too.
+            with contextlib.suppress(Exception):
+                cur.close()
+
+    def count_rows(self) -> int:
+        """``COUNT(*)`` of the table inside this session's snapshot."""
+        rd = self.reader
+        prep = rd.engine.dialect.identifier_preparer
+        src = rd.plan.source
+        table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+        try:
+            with self.conn.cursor() as cur:
+                cur.execute(f"SELECT COUNT(*) FROM {table}")
+                n = cur.fetchone()[0]
+        except Exception as exc:  # noqa: BLE001
+            raise _source_error(exc, rd.plan, None, "counting rows") from exc
+        rd.stats.add_query()
+        return int(n)
+
+
+# ---- SQLAlchemy (SQLite, PostgreSQL) ---------------------------------------------------------------------------
+class SQLAlchemyReader:
+    """Generic streaming reader (``stream_results``/``yield_per``) for SQLite and PostgreSQL."""
+
+    name = "sqlalchemy"
+
+    def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
+                 snapshot: bool = True) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.batch_rows = batch_rows
+        self.strict_dates = strict_dates
+        self.snapshot = snapshot
+        # One transaction per session: SQLite (a read transaction) and PostgreSQL (REPEATABLE READ) give
+        # every range of the session the same view.
+        self.consistency = "snapshot" if snapshot else "per-range"
+        self.stats = ReadStats()
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["SQLAlchemySession"]:
+        """One connection inside one transaction."""
+        try:
+            conn = self.engine.connect()
+            if self.snapshot and self.engine.dialect.name == "postgresql":
+                conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            tx = conn.begin()
+        except Exception as exc:  # noqa: BLE001
+            raise _source_error(exc, self.plan, None, "connecting to the source") from exc
+        try:
+            yield SQLAlchemySession(self, conn)
+        finally:
+            with contextlib.suppress(Exception):
+                tx.rollback()
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class SQLAlchemySession:
+    """Reads ranges over one SQLAlchemy connection."""
+
+    def __init__(self, reader: SQLAlchemyReader, conn: sa.Connection) -> None:
+        self.reader = reader
+        self.conn = conn
+        self.batcher = RowBatcher(reader.plan, strict_dates=reader.strict_dates, stats=reader.stats)
+
+    def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
+        """Stream range ``r`` ordered by key."""
+        rd = self.reader
+        stmt, params = range_query(rd.plan, r)
+        try:
+            result = self.conn.execution_options(stream_results=True, yield_per=rd.batch_rows).execute(stmt, params)
+        except Exception as exc:  # noqa: BLE001
+            raise _source_error(exc, rd.plan, r, "range query") from exc
+        rd.stats.add_query()
+        try:
+            it = result.partitions(rd.batch_rows)
+            while True:
+                try:
+                    rows = next(it, None)
+                except Exception as exc:  # noqa: BLE001
+                    raise _source_error(exc, rd.plan, r, "reading the range") from exc
+                if rows is None:
+                    break
+                if not rows:
+                    continue
+                batch = self.batcher.build([tuple(row) for row in rows], r)
+                rd.stats.add_batch(batch)
+                yield batch
+        finally:
+            with contextlib.suppress(Exception):
+                result.close()
+
+    def count_rows(self) -> int:
+        """``COUNT(*)`` of the table inside this session's transaction."""
+        rd = self.reader
+        stmt = sa.select(sa.func.count()).select_from(_table_clause(rd.plan))
+        try:
+            n = self.conn.execute(stmt).scalar_one()
+        except Exception as exc:  # noqa: BLE001
+            raise _source_error(exc, rd.plan, None, "counting rows") from exc
+        rd.stats.add_query()
+        return int(n)
+
+
+# ---- connectorx -----------------------------------------------------------------------------------------------
+def connectorx_available() -> bool:
+    """True when the connectorx package imports."""
+    try:
+        import connectorx  # noqa: F401
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return False
+    return True
+
+
+def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
+    """(SQL expression, kind) for one column as connectorx should fetch it.
+
+    connectorx 0.4 panics on zero dates, rejects DECIMAL values whose scale differs from the column's,
+    maps TIME to a 24-hour time type and BIT to bytes, so those columns are fetched as expressions whose
+    result it carries faithfully, and converted back to the plan's type in Arrow:
+    DATE/DATETIME → text (zero/invalid dates detected like pymysql does), TIMESTAMP → UNIX microseconds
+    (independent of the session time zone; 0 is the zero timestamp, as TIMESTAMP starts at 1970-01-01
+    00:00:01 UTC), TIME → signed microseconds, BIT → unsigned integer, DECIMAL → text.
+    """
+    t = spec.source_type.lower()
+    tag = spec.conversion
+    if tag == "zero_date":
+        if t.startswith("timestamp"):
+            return f"CAST(UNIX_TIMESTAMP({quoted}) * 1000000 AS SIGNED)", "unix_us"
+        return f"CAST({quoted} AS CHAR)", "date_text"
+    if tag == "time_us":
+        return f"CAST(TIME_TO_SEC({quoted}) * 1000000 AS SIGNED)", "plain"
+    if tag == "bit_int":
+        return f"CAST({quoted} AS UNSIGNED)", "plain"
+    if t.startswith(("decimal", "numeric", "dec", "fixed")) or tag == "decimal_str":
+        return f"CAST({quoted} AS CHAR)", "plain"
+    return quoted, "plain"
+
+
+_ZERO_DATE_RE = r"^0000|-00(-|$| )"
+
+
+class ConnectorXReader:
+    """MySQL/MariaDB through connectorx's Arrow output; each query on its own connection."""
+
+    name = "connectorx"
+    consistency = "per-range"
+
+    def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
+                 snapshot: bool = True) -> None:
+        self.engine = engine
+        self.plan = plan
+        self.batch_rows = batch_rows
+        self.strict_dates = strict_dates
+        self.stats = ReadStats()
+        self.schema = plan.arrow_schema()
+        prep = engine.dialect.identifier_preparer
+        src = plan.source
+        self._table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+        self._key = prep.quote(src.key)
+        exprs = [_cx_select_expr(c, prep.quote(c.name)) for c in plan.columns]
+        self._kinds = [k for _, k in exprs]
+        self._select = ", ".join(
+            e if e == prep.quote(c.name) else f"{e} AS {prep.quote(c.name)}" for (e, _), c in zip(exprs, plan.columns)
+        )
+        names = [c.name for c in plan.columns]
+        self._key_pos = names.index(src.key) if src.key in names else None
+
+    def _conn_str(self) -> str:
+        # Never logged; the password is URL-escaped by SQLAlchemy's renderer.
+        url = self.engine.url.set(drivername="mysql")
+        return url.render_as_string(hide_password=False)
+
+    def sql(self, r: KeyRange) -> str:
+        """The range SELECT as text (identifiers quoted by the dialect, keys validated ints)."""
+        cond = f"{self._key} >= {_int_literal(r.lo)}"
+        if r.hi is not None:
+            cond += f" AND {self._key} < {_int_literal(r.hi)}"
+        return f"SELECT {self._select} FROM {self._table} WHERE {cond} ORDER BY {self._key}"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator["ConnectorXSession"]:
+        """connectorx opens its own connection per query; the session only carries state."""
+        yield ConnectorXSession(self)
+
+    def convert(self, table: pa.Table | pa.RecordBatch, r: KeyRange) -> pa.RecordBatch:
+        """connectorx's Arrow output → a RecordBatch of exactly the plan's schema."""
+        if table.num_rows == 0:
+            return empty_batch(self.schema)
+        cols = [table.column(i) for i in range(table.num_columns)]
+        cols = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols]
+        keys = None
+        if self._key_pos is not None:
+            keys = _LazyKeys(cols[self._key_pos])
+        ctx = Context(self.plan.source.qualified_table, r, keys)
+        arrays = []
+        for i, (spec, kind, arr) in enumerate(zip(self.plan.columns, self._kinds, cols)):
+            f = self.schema.field(i)
+            if kind == "date_text":
+                arr = self._zero_dates(arr, spec, ctx, texts=True)
+            elif kind == "unix_us":
+                arr = self._zero_dates(arr, spec, ctx, texts=False)
+            if pa.types.is_decimal(f.type) and pa.types.is_string(arr.type):
+                arr = cast_array(arr, f.type, spec.name, ctx)
+            else:
+                arr = cast_array(arr, f.type, spec.name, ctx)
+            if not f.nullable and arr.null_count:
+                j = arr.is_null().index(True).as_py()
+                raise ctx.error(spec.name, j, None, f.type, "NULL in a NOT NULL column")
+            arrays.append(arr)
+        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+
+    def _zero_dates(self, arr: pa.Array, spec: ColumnSpec, ctx: Context, *, texts: bool) -> pa.Array:
+        """Zero/invalid dates → NULL and counted (or ValueConversionError with strict dates)."""
+        if texts:
+            bad = pc.match_substring_regex(arr, _ZERO_DATE_RE)
+        else:
+            bad = pc.equal(arr, 0)
+        bad = pc.fill_null(bad, False)
+        n = pc.sum(bad).as_py() or 0
+        if texts:
+            # Anything else Python's datetime cannot hold (e.g. 2024-02-31 under ALLOW_INVALID_DATES) is what
+            # pymysql returns as text; treat it the same way so both readers agree.
+            rest = pc.if_else(bad, pa.scalar(None, arr.type), arr)
+            target = pa.date32() if spec.source_type.lower().startswith("date") and \
+                not spec.source_type.lower().startswith("datetime") else pa.timestamp("us")
+            try:
+                pc.cast(rest, target)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                bad = pa.array([_invalid_text(v) for v in rest.to_pylist()], type=pa.bool_())
+                bad = pc.or_(bad, pc.fill_null(pc.match_substring_regex(arr, _ZERO_DATE_RE), False))
+                n = pc.sum(bad).as_py() or 0
+        if not n:
+            return arr
+        if self.strict_dates:
+            j = bad.index(True).as_py()
+            raise ValueConversionError(
+                f"column {spec.name!r}: zero or invalid date {_zero_text(arr[j].as_py())!r} at key {ctx.key_at(j)}",
+                hint="drop --strict-dates to export such dates as NULL (they are counted in the run report)",
+                table=ctx.table, key_range=(ctx.key_range.lo, ctx.key_range.hi),
+            )
+        self.stats.add_zero_dates(spec.name, int(n))
+        return pc.if_else(bad, pa.scalar(None, arr.type), arr)
+
+
+def _zero_text(v: Any) -> str:
+    return "0000-00-00 00:00:00" if v == 0 else str(v)
+
+
+def _invalid_text(v: Any) -> bool:
+    """True when Python's datetime cannot hold the MySQL date text ``v`` (pymysql's rule)."""
+    import datetime as dt
+
+    if v is None:
+        return False
+    try:
+        if len(v) <= 10:
+            dt.date.fromisoformat(v)
+        else:
+            dt.datetime.fromisoformat(v)
+    except ValueError:
+        return True
+    return False
+
+
+class _LazyKeys:
+    """Keys of an Arrow column, materialised only when an error message needs one."""
+
+    def __init__(self, arr: pa.Array) -> None:
+        self.arr = arr
+
+    def __len__(self) -> int:
+        return len(self.arr)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.arr[i].as_py()
+
+
+class ConnectorXSession:
+    """Reads ranges with connectorx, streaming record batches where the installed version can."""
+
+    def __init__(self, reader: ConnectorXReader) -> None:
+        self.reader = reader
+
+    def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
+        """Stream range ``r`` ordered by key."""
+        import connectorx as cx
+
+        rd = self.reader
+        query = rd.sql(r)
+        try:
+            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=rd.batch_rows)
+        except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise _cx_error(exc, rd, r) from exc
+        rd.stats.add_query()
+        while True:
+            try:
+                batch = stream.read_next_batch()
+            except StopIteration:
+                break
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise _cx_error(exc, rd, r) from exc
+            if batch.num_rows == 0:
+                continue
+            out = rd.convert(batch, r)
+            rd.stats.add_batch(out)
+            yield out
+
+
+def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> SparsesyncError:
+    text = str(exc).split("\n", 1)[0]
+    # connectorx errors can echo the connection string; never let a password through.
+    pw = rd.engine.url.password
+    if pw:
+        text = text.replace(str(pw), "***")
+    low = text.lower()
+    transient = any(s in low for s in ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe",
+                                       "connection reset", "timed out", "2013", "2006"))
+    cls = TransientSourceError if transient else SourceError
+    return cls(f"connectorx range query failed: {text[:300]}",
+               hint="a retry may cure it" if transient else "try --reader pymysql",
+               table=rd.plan.source.qualified_table, key_range=(r.lo, r.hi))
+
+
+# ---- choosing a reader -----------------------------------------------------------------------------------------
+def available_readers(engine: sa.Engine) -> list[str]:
+    """The reader kinds usable for ``engine``'s dialect, preferred first."""
+    if is_mysql(engine):
+        return (["connectorx"] if connectorx_available() else []) + ["pymysql"]
+    return ["sqlalchemy"]
+
+
+def make_reader(engine: sa.Engine, plan: Plan, *, kind: str = "auto", batch_rows: int = 65536,
+                strict_dates: bool = False, snapshot: bool = True) -> Reader:
+    """A reader of ``plan``'s ranges over ``engine``.
+
+    ``kind="auto"`` picks connectorx for MySQL when importable, else pymysql; sqlalchemy for other
+    dialects. ``snapshot`` asks for one consistent snapshot per session (serial runs).
+    """
+    if kind not in READER_KINDS:
+        raise UsageError(f"unknown reader {kind!r}", hint=f"use one of {', '.join(READER_KINDS)}")
+    if batch_rows < 1:
+        raise UsageError(f"batch_rows must be at least 1, got {batch_rows}")
+    avail = available_readers(engine)
+    if kind == "auto":
+        kind = avail[0]
+    if kind not in avail:
+        why = "connectorx is not installed" if kind == "connectorx" and is_mysql(engine) else \
+            f"the {engine.dialect.name} source supports {', '.join(avail)}"
+        raise UsageError(f"reader {kind!r} is not available: {why}", hint=f"use --reader {avail[0]}")
+    cls = {"pymysql": PyMySQLReader, "connectorx": ConnectorXReader, "sqlalchemy": SQLAlchemyReader}[kind]
+    return cls(engine, plan, batch_rows=batch_rows, strict_dates=strict_dates, snapshot=snapshot)

@@ -1,0 +1,199 @@
+"""Streaming one file group into Parquet part(s) through a Sink.
+
+Memory stays bounded: batches go straight to pyarrow's ``ParquetWriter`` (which buffers at most one row
+group). A part is written to the sink's staging path and committed (made visible) only when complete;
+its sha256 is computed from the file bytes at close. Every part carries the plan's schema, even an empty
+one, so a loader sees one schema for all files of a plan.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sparsesync.errors import DestinationError, SparsesyncError, UsageError
+
+COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+
+
+@dataclass(frozen=True)
+class PartInfo:
+    """A committed Parquet part: relative path, URL, size in bytes, rows, sha256 of the bytes."""
+
+    relpath: str
+    url: str
+    size: int
+    rows: int
+    sha256: str
+
+
+def part_relpath(relpath: str, n: int) -> str:
+    """Deterministic name of the n-th part of a group: ``part-00000.parquet``, ``part-00000-001.parquet``, …"""
+    if n == 0:
+        return relpath
+    head, tail = posixpath.split(relpath)
+    stem, dot, ext = tail.rpartition(".")
+    if not dot:
+        stem, ext = tail, ""
+    name = f"{stem}-{n:03d}" + (f".{ext}" if ext else "")
+    return posixpath.join(head, name) if head else name
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class PartWriter:
+    """Streams batches of one file group into one or more Parquet parts through a Sink."""
+
+    def __init__(self, sink, relpath: str, schema: pa.Schema, *, compression: str = "zstd",
+                 row_group_rows: int = 128 * 1024, roll_rows: int | None = None) -> None:
+        if compression not in COMPRESSIONS:
+            raise UsageError(f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}")
+        if row_group_rows < 1:
+            raise UsageError(f"row_group_rows must be at least 1, got {row_group_rows}")
+        if roll_rows is not None and roll_rows < 1:
+            raise UsageError(f"roll_rows must be at least 1, got {roll_rows}")
+        self.sink = sink
+        self.relpath = relpath
+        self.schema = schema
+        self.compression = None if compression == "none" else compression
+        self.row_group_rows = row_group_rows
+        self.roll_rows = roll_rows
+        self._parts: list[PartInfo] = []
+        self._writer: pq.ParquetWriter | None = None
+        self._staging: Path | None = None
+        self._rows = 0  # rows in the open part
+        self._pending: list[pa.RecordBatch] = []  # small batches gathered into one row group
+        self._pending_rows = 0
+        self._closed = False
+
+    # -- the open part ------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        rel = part_relpath(self.relpath, len(self._parts))
+        self._staging = Path(self.sink.staging_path(rel))
+        try:
+            self._writer = pq.ParquetWriter(
+                str(self._staging), self.schema, compression=self.compression,
+                coerce_timestamps="us", allow_truncated_timestamps=False,
+                write_statistics=True, use_dictionary=True,
+            )
+        except OSError as exc:
+            self._discard()
+            raise DestinationError(f"cannot write {self._staging}: {exc}", file=rel) from exc
+        self._rows = 0
+
+    def _flush(self, full_groups_only: bool = False) -> None:
+        """Write gathered batches as row groups of ``row_group_rows``; keep a remainder when asked."""
+        if not self._pending:
+            return
+        table = pa.Table.from_batches(self._pending, schema=self.schema)
+        keep = table.num_rows % self.row_group_rows if full_groups_only else 0
+        if keep:
+            rest = table.slice(table.num_rows - keep)
+            table = table.slice(0, table.num_rows - keep)
+            self._pending = rest.to_batches()
+            self._pending_rows = keep
+        else:
+            self._pending, self._pending_rows = [], 0
+        try:
+            self._writer.write_table(table, row_group_size=self.row_group_rows)
+        except OSError as exc:
+            raise DestinationError(f"cannot write {self._staging}: {exc}", file=self._staging.name) from exc
+
+    def _commit_open(self) -> None:
+        """Finish and commit the open part."""
+        self._flush()
+        rel = part_relpath(self.relpath, len(self._parts))
+        try:
+            self._writer.close()
+        except OSError as exc:
+            raise DestinationError(f"cannot write {self._staging}: {exc}", file=rel) from exc
+        self._writer = None
+        digest = _sha256(self._staging)
+        committed = self.sink.commit(self._staging, rel)
+        self._staging = None
+        self._parts.append(PartInfo(rel, committed.url, committed.size, self._rows, digest))
+        self._rows = 0
+
+    def _discard(self) -> None:
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                self._writer.close()
+            self._writer = None
+        if self._staging is not None:
+            with contextlib.suppress(Exception):
+                self.sink.discard(self._staging)
+            self._staging = None
+        self._pending, self._pending_rows = [], 0
+
+    # -- public ---------------------------------------------------------------------------------------------------
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Append a batch (of exactly ``schema``); rolls to a new part past ``roll_rows``."""
+        if self._closed:
+            raise UsageError("PartWriter.write after close/abort")
+        if not batch.schema.equals(self.schema):
+            raise DestinationError(
+                "batch schema differs from the plan's schema",
+                hint=f"got {batch.schema}, expected {self.schema}", file=self.relpath,
+            )
+        offset = 0
+        n = batch.num_rows
+        while offset < n:
+            if self._writer is not None and self.roll_rows is not None and self._rows >= self.roll_rows:
+                self._commit_open()  # roll only when more rows follow: never an empty extra part
+            if self._writer is None:
+                self._open()
+            take = n - offset
+            if self.roll_rows is not None:
+                take = min(take, self.roll_rows - self._rows)
+            piece = batch.slice(offset, take) if (offset or take != n) else batch
+            self._pending.append(piece)
+            self._pending_rows += take
+            self._rows += take
+            offset += take
+            if self._pending_rows >= self.row_group_rows:
+                self._flush(full_groups_only=True)
+
+    def close(self) -> list[PartInfo]:
+        """Commit every part; an empty group yields one valid empty file with the schema."""
+        if self._closed:
+            return list(self._parts)
+        try:
+            if self._writer is None and not self._parts:
+                self._open()
+            if self._writer is not None:
+                self._commit_open()
+        except BaseException:
+            self._discard()
+            self._closed = True
+            raise
+        self._closed = True
+        return list(self._parts)
+
+    def abort(self) -> None:
+        """Discard the open staging file; parts already committed by a roll are deleted too."""
+        self._discard()
+        for p in self._parts:
+            with contextlib.suppress(Exception):
+                self.sink.delete(p.relpath)
+        self._parts = []
+        self._closed = True
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far (all parts)."""
+        return sum(p.rows for p in self._parts) + self._rows
+
+
+__all__ = ["PartWriter", "PartInfo", "part_relpath", "COMPRESSIONS", "SparsesyncError"]
