@@ -3,7 +3,8 @@
 The key span is cut into segments, level by level; each level is ONE statement (split into a few
 when it would hold more than :data:`MAX_SUBS_PER_STATEMENT` sub-intervals), whatever the number of
 segments. Every pending segment ``[a, b]`` (ends are real keys) is cut into ``fanout`` equal
-sub-intervals, and for each sub-interval ``[lo, hi]`` the statement reads, as scalar subqueries:
+sub-intervals, and for each sub-interval ``[lo, hi]`` the statement reads (one ``UNION ALL`` branch of
+scalar subqueries per sub-interval):
 
 * ``(SELECT MIN(key) … WHERE key BETWEEN lo AND hi)`` and ``(SELECT MAX(key) …)`` — next-key probes that
   snap the sub-interval to its real first and last key; NULL means empty, so an empty stretch of any
@@ -39,7 +40,11 @@ from .histogram import Bucket, Histogram, KeyTable, min_max_count
 DEFAULT_FANOUT = 16
 FINAL_FANOUT = 8
 DEFAULT_SAMPLE_KEYS = 64
-MAX_SUBS_PER_STATEMENT = 128
+# Sub-intervals per statement. One UNION ALL branch each: MariaDB plans that in linear time (a single
+# SELECT list of scalar subqueries grows quadratically: 640 sub-intervals took 2 s), and SQLite caps a
+# compound SELECT at 500 terms.
+MAX_SUBS_PER_STATEMENT = 1024
+MAX_SUBS_PER_STATEMENT_SQLITE = 400
 
 
 @dataclass
@@ -197,7 +202,7 @@ class _Sql:
 
     def _run(self, text: str):
         try:
-            return self.conn.exec_driver_sql(text).one()
+            return self.conn.exec_driver_sql(text).all()
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"sampled pre-scan failed: {short_db_error(exc)}", table=self.kt.table) from exc
 
@@ -206,19 +211,20 @@ class _Sql:
         m = self.m
         out: list[_Sub | None] = []
         n = 0
-        for i in range(0, len(subs), MAX_SUBS_PER_STATEMENT):
-            chunk = subs[i : i + MAX_SUBS_PER_STATEMENT]
-            cols = []
+        per = MAX_SUBS_PER_STATEMENT if self.conn.dialect.name in ("mysql", "mariadb") else MAX_SUBS_PER_STATEMENT_SQLITE
+        for i in range(0, len(subs), per):
+            chunk = subs[i : i + per]
+            branches = []
             for j, (lo, hi) in enumerate(chunk):
                 where = f"FROM {self.table} WHERE {self.key} BETWEEN {int(lo)} AND {int(hi)}"
-                cols.append(f"(SELECT MIN({self.key}) {where})")
-                cols.append(f"(SELECT MAX({self.key}) {where})")
-                cols.append(f"(SELECT COUNT(*) FROM (SELECT {self.key} {where} ORDER BY {self.key} LIMIT {m}) s{j})")
-                cols.append(f"(SELECT {self.key} {where} ORDER BY {self.key} LIMIT 1 OFFSET {m - 1})")
-            row = self._run("SELECT " + ", ".join(cols))
+                branches.append(
+                    f"SELECT {j} AS j, (SELECT MIN({self.key}) {where}) AS a, (SELECT MAX({self.key}) {where}) AS b, "
+                    f"(SELECT COUNT(*) FROM (SELECT {self.key} {where} ORDER BY {self.key} LIMIT {m}) s) AS c, "
+                    f"(SELECT {self.key} {where} ORDER BY {self.key} LIMIT 1 OFFSET {m - 1}) AS d"
+                )
+            rows = sorted(self._run(" UNION ALL ".join(branches)), key=lambda r: int(r[0]))
             n += 1
-            for j in range(len(chunk)):
-                first, last, cnt, mth = row[4 * j : 4 * j + 4]
+            for _, first, last, cnt, mth in rows:
                 if first is None:
                     out.append(None)
                     continue
