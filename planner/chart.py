@@ -13,7 +13,7 @@ from pathlib import Path
 from sparsesync.errors import DestinationError
 
 from .plan import Plan
-from .show import cell_edges, choose_scale, without_gaps, _log_anchor, _rows_in_cells
+from .show import cell_edges, choose_scale, median_key, without_gaps, _rows_in_cells
 
 DEFAULT_CELLS = 400
 
@@ -50,16 +50,14 @@ def render_png(plan: Plan, path: str | os.PathLike, *, cells: int = DEFAULT_CELL
 def _draw(ax, plan: Plan, bins, cells: int) -> None:
     lo, hi = min(b.lo for b in bins), max(b.hi for b in bins)
     scale = choose_scale(bins, lo, hi)
-    anchor = _log_anchor(bins, lo, hi) if scale == "log" else "min"
-    edges = cell_edges(lo, hi, cells, scale, anchor)
+    center = median_key(bins, lo, hi)
+    edges = cell_edges(lo, hi, cells, scale, center)
     rows = _rows_in_cells(bins, edges)
 
-    # Positions are floats for plotting only; on the log axis they are distances from the anchor + 1,
-    # so a span of 2^64 plots fine while the keys themselves stay exact ints elsewhere.
+    # Positions are floats for plotting only (keys stay exact ints elsewhere). On the log axis they
+    # are signed distances from the median key on a symmetric log scale, like the text strip.
     def pos(k: int) -> float:
-        if scale == "linear":
-            return float(k - lo)
-        return float(k - lo + 1) if anchor == "min" else float(hi - k + 1)
+        return float(k - lo) if scale == "linear" else float(k - center)
 
     xs, ys = [], []
     for (a, b), r in zip(edges, rows):
@@ -73,8 +71,8 @@ def _draw(ax, plan: Plan, bins, cells: int) -> None:
     ax.set_yscale("log")
     ax.set_ylim(bottom=floor)
     if scale == "log":
-        ax.set_xscale("log")
-        ax.set_xlabel(f"key distance from the {'min' if anchor == 'min' else 'max'} key {lo if anchor == 'min' else hi - 1} (+1), log scale")
+        ax.set_xscale("symlog", linthresh=1.0)
+        ax.set_xlabel(f"key − {center} (median key), symmetric log scale")
     else:
         ax.set_xlabel(f"key − {lo}")
     ax.set_ylabel("rows per key")

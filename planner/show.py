@@ -33,7 +33,7 @@ class Strip:
     text: str
     marks: str  # same width; '' when boundaries would not be readable
     scale: str  # linear | log
-    anchor: str  # min | max: the end log positions are measured from
+    center: int  # log scale: cells widen with distance from this key (the median row's key)
     lo: int
     hi: int  # exclusive
     cells: tuple[tuple[int, int], ...]  # key interval [lo, hi) per cell
@@ -289,16 +289,14 @@ def density_strip(
     lo, hi = min(b.lo for b in bins), max(b.hi for b in bins)
     if scale == "auto":
         scale = choose_scale(bins, lo, hi)
-    anchor = "min"
-    if scale == "log":
-        anchor = _log_anchor(bins, lo, hi)
-    cells = cell_edges(lo, hi, width, scale, anchor)
+    center = median_key(bins, lo, hi)
+    cells = cell_edges(lo, hi, width, scale, center)
     rows = _rows_in_cells(bins, cells)
     dens = tuple(r / (c_hi - c_lo) for r, (c_lo, c_hi) in zip(rows, cells))
     text = shade(dens)
     marks, marks_note = boundary_marks(ranges, cells)
-    note = _scale_note(scale, anchor, lo, hi) + ("; " + marks_note if marks_note else "")
-    return Strip(text, marks, scale, anchor, lo, hi, tuple(cells), dens, note)
+    note = _scale_note(scale, center, lo, hi) + ("; " + marks_note if marks_note else "")
+    return Strip(text, marks, scale, center, lo, hi, tuple(cells), dens, note)
 
 
 def choose_scale(bins: Sequence[Region], lo: int, hi: int) -> str:
@@ -326,31 +324,57 @@ def _bulk(bins: Sequence[Region], q_lo: float, q_hi: float) -> tuple[int, int]:
     return start, max(end, start + 1)
 
 
-def _log_anchor(bins: Sequence[Region], lo: int, hi: int) -> str:
-    # Measure log distance from the end nearer the bulk, so the bulk gets the fine cells.
-    b_lo, b_hi = _bulk(bins, 0.01, 0.99)
-    return "min" if (b_lo - lo) <= (hi - b_hi) else "max"
+def median_key(bins: Sequence[Region], lo: int, hi: int) -> int:
+    """The key below which half the rows lie (rows uniform inside a bin), clamped into ``[lo, hi)``."""
+    total = sum(b.rows for b in bins)
+    if total <= 0:
+        return lo
+    acc = 0
+    for b in sorted(bins, key=lambda r: r.lo):
+        if acc + b.rows >= total / 2:
+            need = total / 2 - acc
+            k = b.lo + int((b.hi - b.lo) * need / b.rows) if b.rows else b.lo
+            return min(max(k, lo), hi - 1)
+        acc += b.rows
+    return hi - 1
 
 
-def cell_edges(lo: int, hi: int, width: int, scale: str, anchor: str = "min") -> list[tuple[int, int]]:
-    """Split ``[lo, hi)`` into at most ``width`` non-empty integer cells (linear or log spaced)."""
+def cell_edges(lo: int, hi: int, width: int, scale: str, center: int | None = None) -> list[tuple[int, int]]:
+    """Split ``[lo, hi)`` into at most ``width`` non-empty integer cells.
+
+    ``linear``: equal widths. ``log``: widths grow with the distance from ``center`` on both sides
+    (a symmetric log scale), so the rows' bulk around the median gets many fine cells wherever it sits
+    — at the low end, the high end or the middle of a 2^64 span — and far outliers share a few wide ones.
+    Each side gets cells in proportion to the log of its length.
+    """
     span = hi - lo
     n = max(1, min(width, span))
     if scale == "linear":
         edges = [lo + (span * i) // n for i in range(n + 1)]
     else:
-        top = math.log1p(span)  # math.log works on arbitrary Python ints
-        offsets = [0] + [min(span, max(1, round(math.expm1(top * i / n)))) for i in range(1, n)] + [span]
-        if anchor == "min":
-            edges = [lo + o for o in offsets]
-        else:
-            edges = [hi - o for o in reversed(offsets)]
+        c = lo if center is None else min(max(center, lo), hi)
+        left, right = c - lo, hi - c
+        ll, lr = math.log1p(left), math.log1p(right)  # math.log1p accepts arbitrary Python ints
+        nl = round(n * ll / (ll + lr)) if ll + lr > 0 else 0
+        if left > 0:
+            nl = max(1, nl)
+        if right > 0:
+            nl = min(nl, n - 1)
+        nr = n - nl
+        down = _log_offsets(left, nl)  # distances below c, ascending
+        up = _log_offsets(right, nr)
+        edges = [c - o for o in reversed(down)] + [c + o for o in up[1:]]
     # Rounding can repeat an edge at the fine end; drop empty cells rather than show them.
-    out = []
-    for a, b in zip(edges, edges[1:]):
-        if b > a:
-            out.append((a, b))
-    return out
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _log_offsets(length: int, cells: int) -> list[int]:
+    """``cells + 1`` offsets from 0 to ``length`` spaced evenly in log(1 + offset)."""
+    if length <= 0 or cells <= 0:
+        return [0]
+    top = math.log1p(length)
+    inner = [min(length, max(1, round(math.expm1(top * i / cells)))) for i in range(1, cells)]
+    return [0, *inner, length]
 
 
 def _rows_in_cells(bins: Sequence[Region], cells: Sequence[tuple[int, int]]) -> list[float]:
@@ -408,11 +432,10 @@ def boundary_marks(ranges: Sequence[KeyRange], cells: Sequence[tuple[int, int]])
     return text, "┴ = range boundary (digit = several)"
 
 
-def _scale_note(scale: str, anchor: str, lo: int, hi: int) -> str:
+def _scale_note(scale: str, center: int, lo: int, hi: int) -> str:
     if scale == "linear":
         return f"linear key scale [{lo}, {hi})"
-    end = "min key" if anchor == "min" else "max key"
-    return f"log key scale (distance from the {end}; outliers stretch the span) [{lo}, {hi})"
+    return f"log key scale around the median key {center} (cells widen with distance from it; outliers stretch the span) [{lo}, {hi})"
 
 
 # ---- JSON summary -------------------------------------------------------------------------------------
@@ -435,7 +458,7 @@ def summary_dict(s: PlanSummary, *, all_ranges: bool = True) -> dict[str, Any]:
         "summary": s.line,
         "strip": None
         if s.strip is None
-        else {"text": s.strip.text, "marks": s.strip.marks, "scale": s.strip.scale, "anchor": s.strip.anchor,
+        else {"text": s.strip.text, "marks": s.strip.marks, "scale": s.strip.scale, "center": _k(s.strip.center),
               "lo": _k(s.strip.lo), "hi": _k(s.strip.hi), "note": s.strip.note},
         "range_list": [
             {"index": r.index, "lo": _k(r.lo), "hi": _k(r.hi), "est_rows": r.est_rows, "label": r.label,
@@ -540,8 +563,7 @@ def density_drift(
         return (), "linear"
     lo, hi = min(b.lo for b in both), max(b.hi for b in both)
     scale = choose_scale(both, lo, hi)
-    anchor = _log_anchor(both, lo, hi) if scale == "log" else "min"
-    cells = cell_edges(lo, hi, regions, scale, anchor)
+    cells = cell_edges(lo, hi, regions, scale, median_key(both, lo, hi))
     o = _rows_in_cells(old_bins, cells)
     n = _rows_in_cells(new_bins, cells)
     floor = 0.001 * max(sum(o), sum(n), 1)

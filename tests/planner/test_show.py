@@ -25,6 +25,7 @@ from planner.show import (
     diff_plans,
     summarize,
     summary_dict,
+    median_key,
     without_gaps,
     _rows_in_cells,
 )
@@ -53,10 +54,11 @@ def prealert_plan(tmp_path):
 
 # ---- key-space arithmetic --------------------------------------------------------------------------
 @pytest.mark.parametrize("scale", ["linear", "log"])
-@pytest.mark.parametrize("anchor", ["min", "max"])
+@pytest.mark.parametrize("where", [0.0, 0.5, 1.0])
 @pytest.mark.parametrize("lo, hi", [(0, 2**64), (-(2**63), 2**63), (5, 9), (1, 10**12)])
-def test_cells_tile_the_span_exactly(scale, anchor, lo, hi):
-    cells = cell_edges(lo, hi, 70, scale, anchor)
+def test_cells_tile_the_span_exactly(scale, where, lo, hi):
+    center = lo + int((hi - lo - 1) * where)
+    cells = cell_edges(lo, hi, 70, scale, center)
     assert cells[0][0] == lo and cells[-1][1] == hi
     assert all(a < b for a, b in cells)
     assert all(c[1] == d[0] for c, d in zip(cells, cells[1:]))
@@ -64,12 +66,21 @@ def test_cells_tile_the_span_exactly(scale, anchor, lo, hi):
     assert len(cells) <= 70
 
 
-def test_log_cells_are_fine_near_the_anchor():
-    cells = cell_edges(0, 2**64, 64, "log", "min")
-    assert cells[0][1] - cells[0][0] < 10
-    assert cells[-1][1] - cells[-1][0] > 2**62
-    rev = cell_edges(0, 2**64, 64, "log", "max")
-    assert rev[-1][1] - rev[-1][0] < 10
+@pytest.mark.parametrize("center", [0, 2**63, 2**64 - 1])
+def test_log_cells_are_fine_near_the_center(center):
+    cells = cell_edges(0, 2**64, 64, "log", center)
+    near = [b - a for a, b in cells if a <= center < b or b == center or a == center + 1]
+    assert min(near) < 10
+    assert max(b - a for a, b in cells) > 2**60
+
+
+def test_bulk_in_the_middle_of_a_64_bit_span_gets_many_cells():
+    bins = [Region(0, 1, 1), Region(2**63 - 2000, 2**63 + 2000, 4000), Region(2**64 - 1, 2**64, 1)]
+    s = density_strip(bins, width=72)
+    assert s.scale == "log" and s.center == 2**63
+    bulk_cells = [i for i, (a, b) in enumerate(s.cells) if a < 2**63 + 2000 and b > 2**63 - 2000]
+    assert len(bulk_cells) >= 8
+    assert s.text[0] != " " and s.text[-1] != " "  # both single outliers visible
 
 
 regions = st.lists(
@@ -87,7 +98,7 @@ def test_rows_are_conserved_over_cells(raw, width, scale):
         bins.append(Region(lo, lo + w, rows))
         cursor = lo + w
     lo, hi = bins[0].lo, bins[-1].hi
-    cells = cell_edges(lo, hi, width, scale, "min")
+    cells = cell_edges(lo, hi, width, scale, median_key(bins, lo, hi))
     got = sum(_rows_in_cells(bins, cells))
     assert got == pytest.approx(sum(b.rows for b in bins), rel=1e-9, abs=1e-6)
 
@@ -118,7 +129,7 @@ def test_log_strip_spreads_the_bulk_linear_would_squeeze_it():
     assert lin.scale == "linear" and "linear" in lin.note
     filled = lambda s: sum(1 for ch in s.text if ch != " ")  # noqa: E731
     assert filled(lin) == 2  # bulk in the first cell, the outlier in the last
-    assert filled(log) >= 10  # log10(5000)/log10(2^62) of the cells: ~20%
+    assert filled(log) >= 10
     assert log.text[-1] != " "  # the single outlier row is visible
     assert len(log.text) == len(log.marks) or log.marks == ""
 
