@@ -22,6 +22,7 @@ DEFAULT_RANGE_LIMIT = 20
 # Log-scale positions are used when the rows' bulk (1st..99th percentile of rows) fills less than this
 # share of the key span: a few outlier ids would otherwise squeeze every row into one or two cells.
 LOG_SCALE_BULK_SHARE = 0.05
+MAX_LISTED = 10  # sparse regions / gaps listed one per line before "… N more"
 TAIL_NOTE = "rows inserted after planning above max_key are read by the tail range"
 
 
@@ -209,7 +210,7 @@ def findings(plan: Plan) -> list[Finding]:
     h = plan.histogram
     total = max(1, h.total_rows)
     threshold = plan.strategy.sparse_threshold
-    for reg in h.sparse_regions:
+    for reg in h.sparse_regions[:MAX_LISTED]:
         width = reg.hi - reg.lo
         out.append(
             Finding(
@@ -218,8 +219,13 @@ def findings(plan: Plan) -> list[Finding]:
                 f"({fmt_density(reg.rows / width)} rows/key < {threshold:g})",
             )
         )
-    for g in h.gaps:
+    if len(h.sparse_regions) > MAX_LISTED:
+        rest = h.sparse_regions[MAX_LISTED:]
+        out.append(Finding("sparse_region", f"… {len(rest)} more sparse regions holding {sum(r.rows for r in rest):,} rows"))
+    for g in h.gaps[:MAX_LISTED]:
         out.append(Finding("gap", f"gap [{g.lo}, {g.hi}): no rows over {g.hi - g.lo:,} keys (inside a range, costs no query)"))
+    if len(h.gaps) > MAX_LISTED:
+        out.append(Finding("gap", f"… {len(h.gaps) - MAX_LISTED} more gaps"))
     # The planner may already warn about outliers in plan.warnings; say it once.
     if h.outliers and not any("outlier" in w for w in plan.warnings):
         shown = ", ".join(str(k) for k in h.outliers[:5])

@@ -260,3 +260,15 @@ def test_plans_of_different_tables_are_not_comparable(tmp_path):
     make_db(tmp_path / "t.db", HEAD, table="other")
     a, b = make_plan(url, "prealert", use_cache=False), make_plan(url, "other", use_cache=False)
     assert "different tables" in comparable(a, b)
+
+
+def test_long_lists_of_regions_are_summarised(prealert_plan):
+    many = tuple(Region(10**6 + 100 * i, 10**6 + 100 * i + 50, 1) for i in range(25))
+    plan = dataclasses.replace(
+        prealert_plan, histogram=dataclasses.replace(prealert_plan.histogram, sparse_regions=many, gaps=many)
+    )
+    fs = summarize(plan).findings
+    sparse = [f for f in fs if f.kind == "sparse_region"]
+    gaps = [f for f in fs if f.kind == "gap"]
+    assert len(sparse) == 11 and sparse[-1].message.startswith("… 15 more sparse regions holding 15 rows")
+    assert len(gaps) == 11 and gaps[-1].message == "… 15 more gaps"
