@@ -32,7 +32,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from sparsesync.errors import UsageError
+from sparsesync.errors import SparsesyncError, UsageError
 from sparsesync.source import create_engine, is_mysql, redact
 
 from . import fixtures as fxm
@@ -232,6 +232,7 @@ class Measurement:
     rss_delta_mb: float
     detection: RegionScore | None = None
     plan_summary: str = ""
+    failed: bool = False
 
 
 @dataclass
@@ -383,7 +384,12 @@ def _measure(cfg: BenchConfig, eng: Engine, sink, counter, fx: fxm.Fixture, stra
         counter.mark()
         t0 = time.perf_counter()
         with RssSampler() as rss:
-            run = st.run_strategy(strat, ctx)
+            try:
+                run = st.run_strategy(strat, ctx)
+            except SparsesyncError as exc:
+                # One strategy failing must not lose the other measurements: record it, visibly.
+                run = st.StrategyRun(strat, finished=False, note=f"FAILED: {exc.one_line()}")
+                run.failed = True
         wall = time.perf_counter() - t0
         walls.append(wall)
         if first is None:
@@ -411,7 +417,7 @@ def _measure(cfg: BenchConfig, eng: Engine, sink, counter, fx: fxm.Fixture, stra
         file_median=float(statistics.median(sizes)), file_max=sizes[-1], exported=exported, missing=missing,
         duplicated=dup, stopped_at=first.stopped_at, wall_s=float(statistics.median(walls)), wall_runs=walls,
         peak_rss_mb=first_rss.peak_kb / 1024, rss_delta_mb=(first_rss.peak_kb - first_rss.start_kb) / 1024,
-        detection=detection, plan_summary=summary,
+        detection=detection, plan_summary=summary, failed=first.failed,
     )
 
 
@@ -422,6 +428,8 @@ def _kb(n: float) -> str:
 
 def status_text(m: Measurement) -> str:
     """``yes`` or ``NOT finished (x % of key span in N s)``."""
+    if m.failed:
+        return f"**FAILED**: {m.note}"
     if m.finished:
         return "yes"
     pct = "?" if m.progress is None else (f"{m.progress:.2e}" if m.progress < 1e-3 else f"{m.progress:.1%}")

@@ -40,6 +40,7 @@ MIN_CHUNK_SIZE_FOR_SPARSE_CHECK = 1000
 # The roadmap's accumulator bounds (rows).
 ACC_MIN_ROWS = 50_000
 ACC_MAX_ROWS = 200_000
+INT64_MAX = 2**63 - 1
 
 
 @dataclass
@@ -75,6 +76,7 @@ class StrategyRun:
     elapsed_s: float = 0.0
     plan: Plan | None = None
     output_prefix: str | None = None  # where the files are, when not the context's prefix
+    failed: bool = False  # raised an error (the harness records it instead of stopping)
 
     @property
     def progress(self) -> float | None:
@@ -115,10 +117,18 @@ def schema_plan(engine: Engine, table: str, key: str | None = None) -> Plan:
                       rows_per_query=FIXED_CHUNK, file_size=256 * 1024 * 1024, sparse_threshold=SPARSE_EFFICIENCY_THRESHOLD)
 
 
+def reader_kind(ctx: RunContext) -> str:
+    """The reader every strategy uses: ``pymysql`` on MySQL (the driver keyset pages go through too,
+    so no strategy gets a faster driver than another), ``sqlalchemy`` elsewhere, unless set."""
+    from sparsesync.source import is_mysql
+
+    return ctx.reader_kind or ("pymysql" if is_mysql(ctx.engine) else "sqlalchemy")
+
+
 def _make_reader(ctx: RunContext, plan: Plan):
     from executor.readers import make_reader
 
-    return make_reader(ctx.engine, plan, kind=ctx.reader_kind or "auto")
+    return make_reader(ctx.engine, plan, kind=reader_kind(ctx))
 
 
 def write_file(ctx: RunContext, schema: pa.Schema, index: int, batches: list) -> list[tuple[str, int]]:
@@ -181,7 +191,8 @@ def _chunk_loop(ctx: RunContext, name: str, *, quickfix: bool = False, adaptive:
                 run.finished = False
                 run.note = f"time cap reached after {run.read_queries} chunks"
                 break
-            kr = KeyRange(run.read_queries, a, a + size, 0, "dense")
+            # A chunk end past the largest signed key is the open end (drivers refuse ints ≥ 2^63).
+            kr = KeyRange(run.read_queries, a, a + size if a + size <= INT64_MAX else None, 0, "dense")
             batches = [b for b in s.read_range(kr) if b.num_rows]
             n = sum(b.num_rows for b in batches)
             run.read_queries += 1
@@ -230,6 +241,53 @@ def run_accumulate(ctx: RunContext) -> StrategyRun:
     return _chunk_loop(ctx, "accumulate", adaptive=True, accumulate=True)
 
 
+# ---- (e) keyset pagination ------------------------------------------------------------------------
+def run_keyset(ctx: RunContext) -> StrategyRun:
+    """(e) ``key > last ORDER BY key LIMIT n`` pages of ``ctx.chunk`` rows, one file per page.
+
+    The page query is the reader's own range statement (``readers.range_query`` over ``[last+1, ∞)``)
+    with a LIMIT, and rows become Arrow through the readers' :class:`~executor.convert.RowBatcher`, so
+    values are converted exactly as the range readers do.
+    """
+    from executor.convert import ReadStats, RowBatcher
+    from executor.readers import range_query
+
+    t0 = time.monotonic()
+    run = StrategyRun("keyset")
+    plan = schema_plan(ctx.engine, ctx.table, ctx.key)
+    schema = plan.arrow_schema()
+    batcher = RowBatcher(plan, strict_dates=False, stats=ReadStats())
+    key_pos = [c.name for c in plan.columns].index(plan.source.key)
+    lo = plan.ranges[0].lo  # the key type's minimum: the first page is "everything, ordered, LIMIT n"
+    files = 0
+    with ctx.engine.connect() as conn:
+        while True:
+            if time.monotonic() > ctx.deadline:
+                run.finished = False
+                run.note = f"time cap reached after {run.read_queries} pages"
+                break
+            kr = KeyRange(run.read_queries, lo, None, 0, "dense")
+            stmt, params = range_query(plan, kr)
+            rows = [tuple(r) for r in conn.execute(stmt.limit(ctx.chunk), params)]
+            run.read_queries += 1
+            if not rows:
+                break
+            batch = batcher.build(rows, kr)
+            run.files.extend(write_file(ctx, schema, files, [batch]))
+            files += 1
+            run.rows_written += len(rows)
+            last = int(rows[-1][key_pos])
+            if run.min_key is None:
+                run.min_key = int(rows[0][key_pos])
+            run.reached_key = last + 1
+            if len(rows) < ctx.chunk or last >= INT64_MAX:
+                break
+            lo = last + 1
+    run.max_key = run.reached_key - 1 if run.reached_key is not None else None
+    run.elapsed_s = time.monotonic() - t0
+    return run
+
+
 # ---- (f) the density planner -------------------------------------------------------------------------
 def run_planner(ctx: RunContext, density: str) -> StrategyRun:
     """(f) ``make_plan`` + ``execute_plan`` into ``<prefix>/``."""
@@ -244,7 +302,7 @@ def run_planner(ctx: RunContext, density: str) -> StrategyRun:
     run.min_key, run.max_key = plan.fingerprint.min_key, plan.fingerprint.max_key
     # The harness reads the output back itself, so the executor's own verification (which re-reads
     # the source) is left out of the measured run.
-    execute_plan(plan, ctx.sink, engine=ctx.engine, reader=ctx.reader_kind or "auto", verify=False)
+    execute_plan(plan, ctx.sink, engine=ctx.engine, reader=reader_kind(ctx), verify=False)
     run.output_prefix = output_folder(plan)
     run.read_queries = len(plan.ranges)
     run.files = [(rel, int(ctx.sink.size(rel) or 0)) for rel in ctx.sink.list(run.output_prefix) if rel.endswith(".parquet")]
@@ -257,6 +315,7 @@ RUNNERS: dict[str, Callable[[RunContext], StrategyRun]] = {
     "quickfix": run_quickfix,
     "adaptive": run_adaptive,
     "accumulate": run_accumulate,
+    "keyset": run_keyset,
     "planner_exact": lambda ctx: run_planner(ctx, "exact"),
     "planner_sampled": lambda ctx: run_planner(ctx, "sampled"),
 }
