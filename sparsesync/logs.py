@@ -194,3 +194,13 @@ def configure(fmt: str = "auto", level: int | str = "INFO", stream: IO[str] | No
     root.propagate = False
     _ensure_filter(root)
     return handler
+
+
+def reset() -> None:
+    """Undo :func:`configure`: remove its handler, let records propagate again, clear the level."""
+    root = logging.getLogger(ROOT)
+    for h in list(root.handlers):
+        if getattr(h, "_sparsesync", False):
+            root.removeHandler(h)
+    root.propagate = True
+    root.setLevel(logging.NOTSET)

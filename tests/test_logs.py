@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from sparsesync.logs import configure, get_logger, redact_text, resolve_format
+from sparsesync.logs import configure, get_logger, redact_text, reset, resolve_format
 
 SECRET = "S3cr3t-pa55"
 
@@ -18,12 +18,18 @@ class TTY(io.StringIO):
         return True
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    # Leave the sparsesync logger as other tests expect it (propagating, no handler of ours).
+    yield
+    reset()
+
+
 @pytest.fixture
 def out():
     buf = io.StringIO()
     configure(fmt="json", level="DEBUG", stream=buf)
-    yield buf
-    configure(fmt="json", level="WARNING", stream=io.StringIO())
+    return buf
 
 
 def lines(buf):
@@ -62,7 +68,7 @@ def test_text_format_on_a_terminal():
         get_logger("executor").info("range_done", range=3, planned_rows=100, efficiency=0.5, note="a b")
         get_logger("executor").debug("hidden")
     finally:
-        configure(fmt="json", level="WARNING", stream=io.StringIO())
+        reset()
     text = tty.getvalue()
     assert "range_done" in text and "range=3" in text and "planned_rows=100" in text and 'note="a b"' in text
     assert "hidden" not in text  # below the level
@@ -112,7 +118,7 @@ def test_reconfigure_replaces_the_handler():
     try:
         get_logger("x").info("once")
     finally:
-        configure(fmt="json", level="WARNING", stream=io.StringIO())
+        reset()
     assert a.getvalue() == "" and len(b.getvalue().splitlines()) == 1
 
 
@@ -121,3 +127,11 @@ def test_unknown_format_is_refused():
 
     with pytest.raises(UsageError, match="unknown log format"):
         configure(fmt="xml", stream=io.StringIO())
+
+
+def test_reset_restores_propagation():
+    configure(fmt="json", stream=io.StringIO())
+    assert logging.getLogger("sparsesync").propagate is False
+    reset()
+    root = logging.getLogger("sparsesync")
+    assert root.propagate is True and not [h for h in root.handlers if getattr(h, "_sparsesync", False)]
