@@ -106,7 +106,7 @@ def _choose_key(table, key, pk, indexes, uniques, declared, engine) -> tuple[str
     if key not in declared:
         raise KeyColumnError(
             f"key column {key!r} is not a column of {table!r}",
-            hint=f"columns are: {', '.join(declared)}",
+            hint=f"pass --key with one of its columns: {', '.join(declared)}",
             table=table,
         )
     is_int, signed = is_integer_type(declared[key])
