@@ -204,3 +204,22 @@ def reset() -> None:
             root.removeHandler(h)
     root.propagate = True
     root.setLevel(logging.NOTSET)
+
+
+# ---- the roadmap's monitoring events ---------------------------------------------------------------------
+def log_range_done(log: EventLogger, index: int, lo: int, hi: int | None, planned_rows: int, actual_rows: int, **fields: Any) -> float:
+    """``range_done`` with ``efficiency`` = actual / planned rows (1.0 when both are 0); returns it.
+
+    An efficiency far below 1 is the roadmap's sparse-chunk signal; above 1 means the estimate was low.
+    """
+    efficiency = (actual_rows / planned_rows) if planned_rows else (1.0 if actual_rows == 0 else float(actual_rows))
+    log.info(
+        "range_done", range=index, lo=lo, hi=hi, planned_rows=planned_rows, actual_rows=actual_rows,
+        efficiency=round(efficiency, 6), **fields,
+    )
+    return efficiency
+
+
+def log_sparse_region(log: EventLogger, lo: int, hi: int, rows: int, **fields: Any) -> None:
+    """``sparse_region`` (a warning) with ``density`` = rows per key over ``[lo, hi)``."""
+    log.warning("sparse_region", lo=lo, hi=hi, rows=rows, density=rows / max(1, hi - lo), **fields)

@@ -8,7 +8,15 @@ import logging
 
 import pytest
 
-from sparsesync.logs import configure, get_logger, redact_text, reset, resolve_format
+from sparsesync.logs import (
+    configure,
+    get_logger,
+    log_range_done,
+    log_sparse_region,
+    redact_text,
+    reset,
+    resolve_format,
+)
 
 SECRET = "S3cr3t-pa55"
 
@@ -135,3 +143,16 @@ def test_reset_restores_propagation():
     reset()
     root = logging.getLogger("sparsesync")
     assert root.propagate is True and not [h for h in root.handlers if getattr(h, "_sparsesync", False)]
+
+
+def test_monitoring_event_helpers(out):
+    log = get_logger("executor")
+    eff = log_range_done(log, 7, 1000, None, planned_rows=4000, actual_rows=1000, file="part-00001.parquet")
+    assert eff == 0.25
+    assert log_range_done(log, 8, 0, 10, planned_rows=0, actual_rows=0) == 1.0
+    log_sparse_region(log, 10, 2**63, rows=4)
+    a, b, c = lines(out)
+    assert a["event"] == "range_done" and a["efficiency"] == 0.25 and a["hi"] is None and a["file"] == "part-00001.parquet"
+    assert b["efficiency"] == 1.0
+    assert c["event"] == "sparse_region" and c["level"] == "warning" and c["hi"] == str(2**63)
+    assert c["density"] == pytest.approx(4 / (2**63 - 10))
