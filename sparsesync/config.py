@@ -138,7 +138,7 @@ SECTIONS: dict[str, type] = {
 ENUMS: dict[str, tuple[str, ...]] = {
     "plan.density": ("auto", "exact", "sampled"),
     "execute.reader": ("auto", "pymysql", "connectorx"),
-    "execute.compression": ("zstd", "snappy", "gzip", "lz4", "brotli", "none"),
+    "execute.compression": ("zstd", "snappy", "gzip", "none"),  # what `execute --compression` accepts
     "monitoring.log_format": ("auto", "json", "text"),
 }
 FRACTIONS = {"plan.sparse_threshold", "detection.efficiency_threshold"}  # 0..1 inclusive
