@@ -20,7 +20,7 @@ def show_command(
         None, metavar="[NEW]", help="A second plan of the same table: show what changed from PLAN to NEW."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a machine-readable summary (stable keys) instead of text."),
-    png: Optional[Path] = typer.Option(None, "--png", metavar="FILE", help="Also draw the density and range boundaries to a PNG."),
+    png: Optional[Path] = typer.Option(None, "--png", metavar="FILE", help="Also draw the density and range boundaries to a PNG (of NEW when comparing two plans)."),
     all_ranges: bool = typer.Option(False, "--all", help="List every range and file (default: the first 20, then '… N more')."),
     width: int = typer.Option(72, "--width", min=20, max=200, help="Characters in the density strip."),
 ) -> None:
