@@ -134,6 +134,6 @@ def demo_command(
         typer.echo(f"  {line}")
     typer.echo(f"verify: {res.verify_line}")
     typer.echo("")
-    for line in res.comparison_lines():
+    for line in res.comparison_lines() + res.notes:
         typer.echo(line)
     typer.echo(f"\noutput in {res.out_dir}/export, fixed-stride files in {res.out_dir}/fixed-stride")
