@@ -229,7 +229,10 @@ class S3Sink:
 
     # ------------------------------------------------------------------ errors
     def _error(self, exc: BaseException, action: str, key: str | None) -> DestinationError:
-        """Turn a boto error into one line naming bucket/key and how to fix it (never credentials)."""
+        """Turn a boto error into one line naming bucket/key and how to fix it (never credentials).
+
+        The message itself names the s3:// URL, so ``file`` context is not repeated.
+        """
         from botocore import exceptions as bx
 
         where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
@@ -239,50 +242,43 @@ class S3Sink:
             return DestinationError(
                 f"cannot {action} {where}: no AWS credentials found",
                 hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-                file=key,
             )
         if isinstance(root, bx.EndpointConnectionError):
             endpoint = getattr(self.client.meta, "endpoint_url", "?")
             return DestinationError(
                 f"cannot {action} {where}: S3 endpoint {endpoint} is unreachable",
                 hint="check AWS_ENDPOINT_URL / network access to S3",
-                file=key,
             )
         if isinstance(root, (bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError,
                              bx.ResponseStreamingError, bx.HTTPClientError)):
             return TransientDestinationError(
                 f"cannot {action} {where}: connection failed after retries ({type(root).__name__})",
                 hint="S3 or the network is unstable; run again to resume",
-                file=key,
             )
         if code in _NO_BUCKET_CODES:
             return DestinationError(
                 f"S3 bucket {self.bucket!r} does not exist",
                 hint="create it or fix the s3:// destination URL",
-                file=key,
             )
         if code in _DENIED_CODES:
             return DestinationError(
                 f"access denied: cannot {action} {where}",
                 hint=f"grant s3:PutObject/GetObject/ListBucket/AbortMultipartUpload on {self.bucket}",
-                file=key,
             )
         if code in _CREDENTIAL_CODES:
             return DestinationError(
                 f"cannot {action} {where}: AWS credentials rejected ({code})",
                 hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-                file=key,
             )
         if code in _TRANSIENT_CODES or code.startswith("5"):
             return TransientDestinationError(
                 f"cannot {action} {where}: S3 kept failing ({code}) after retries",
                 hint="S3 is throttling or failing; run again to resume",
-                file=key,
             )
         if code:
-            return DestinationError(f"cannot {action} {where}: S3 error {code}", file=key)
+            return DestinationError(f"cannot {action} {where}: S3 error {code}")
         # Not a boto error we know: keep only the exception type (its text may hold anything).
-        return DestinationError(f"cannot {action} {where}: {type(exc).__name__}", file=key)
+        return DestinationError(f"cannot {action} {where}: {type(exc).__name__}")
 
     def _client_errors(self):
         from boto3.exceptions import Boto3Error

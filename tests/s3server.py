@@ -128,10 +128,11 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 # Error bodies as S3 sends them; botocore parses the Code and decides on retrying.
-_ERRORS = {
-    503: ("SlowDown", "Please reduce your request rate."),
-    500: ("InternalError", "We encountered an internal error. Please try again."),
-    403: ("AccessDenied", "Access Denied"),
+_ERRORS = {  # action -> (HTTP status, S3 error code, message)
+    "503": (503, "SlowDown", "Please reduce your request rate."),
+    "500": (500, "InternalError", "We encountered an internal error. Please try again."),
+    "403": (403, "AccessDenied", "Access Denied"),
+    "bad_key": (403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records."),
 }
 
 
@@ -139,7 +140,8 @@ _ERRORS = {
 class Rule:
     """Which requests to hit and how.
 
-    ``op``: S3 operation name or "*"; ``action``: "503", "500", "403", "drop" (close after reading
+    ``op``: S3 operation name or "*"; ``action``: "503" (SlowDown), "500" (InternalError), "403"
+    (AccessDenied), "bad_key" (403 InvalidAccessKeyId), "drop" (close after reading
     the request, nothing forwarded), "drop_mid_body" (close half-way through the body) or "delay";
     ``every``: hit every N-th matching request (1 = all); ``limit``: stop after that many hits
     (None = unlimited); ``delay_s`` for "delay".
@@ -231,13 +233,13 @@ class FaultProxy:
                 if action == "drop":
                     self._abort_connection()
                     return
-                if action in ("503", "500", "403"):
-                    code, msg = _ERRORS[int(action)]
+                if action in _ERRORS:
+                    status, code, msg = _ERRORS[action]
                     payload = (
                         f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
                         f"<Message>{msg}</Message><RequestId>fault</RequestId></Error>"
                     ).encode()
-                    self.send_response_only(int(action))
+                    self.send_response_only(status)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload) if self.command != "HEAD" else 0))
                     self.end_headers()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import duckdb
@@ -12,14 +11,7 @@ from executor.run import execute_plan, output_folder
 from planner.api import make_plan
 from tests.executor.test_run import ARTIFACTS, MYSQL_DDL, fill_mysql, make_sqlite_table, sparse_keys
 
-pytestmark = [
-    pytest.mark.s3,
-    # execute_plan imports the reader and writer modules lazily; they are written by other engineers.
-    pytest.mark.skipif(
-        importlib.util.find_spec("executor.readers") is None or importlib.util.find_spec("executor.writer") is None,
-        reason="executor.readers / executor.writer have not landed yet",
-    ),
-]
+pytestmark = pytest.mark.s3
 
 PREFIX = "exports/nightly"
 

@@ -238,3 +238,15 @@ def test_access_denied_names_key_and_hides_secret(s3_bucket, faulty_s3, monkeypa
     line = info.value.one_line()
     assert "access denied" in line and f"s3://{s3_bucket}/p/part-00000.parquet" in line
     assert secret not in line and "testing" not in line
+
+
+def test_rejected_credentials_is_one_clear_line(s3_bucket, faulty_s3, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", faulty_s3.url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAWRONGWRONGWRONG1")
+    faulty_s3.fail("*", "bad_key")
+    sink = S3Sink(s3_bucket, "p", max_attempts=2)
+    with pytest.raises(DestinationError) as info:
+        sink.put_bytes("m.json", b"{}")
+    line = info.value.one_line()
+    assert "credentials rejected (InvalidAccessKeyId)" in line and f"s3://{s3_bucket}/p/m.json" in line
+    assert "AKIAWRONG" not in line and not isinstance(info.value, TransientDestinationError)
