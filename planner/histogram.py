@@ -138,6 +138,33 @@ def group_by_buckets(
     return out
 
 
+def group_by_windows(conn: Connection, kt: KeyTable, windows: list[tuple[int, int, int]]) -> list[Bucket]:
+    """One pass over several inclusive windows ``(lo, hi, width)``, each cut at its own width.
+
+    ``GROUP BY w, key DIV width_w`` where ``w`` (the window's number) and its width come from one
+    ``CASE`` per window: a wide sparse window and a narrow dense burst refined in the same round get the
+    widths they each need, not the narrowest of the two.
+    """
+    t = kt.sa_table()
+    k = t.c[kt.key]
+    conds = [k.between(sa.literal(lo, sa.BigInteger), sa.literal(hi, sa.BigInteger)) for lo, hi, _ in windows]
+    wid = sa.case(*[(c, sa.literal(i, sa.Integer)) for i, c in enumerate(conds)]).label("w")
+    b = sa.case(*[(c, bucket_expr(conn, k, w)) for c, (_, _, w) in zip(conds, windows)]).label("b")
+    q = (
+        sa.select(wid, b, sa.func.count().label("n"), sa.func.min(k).label("mn"), sa.func.max(k).label("mx"))
+        .select_from(t)
+        .where(sa.or_(*conds))
+        .group_by("w", "b")
+    )
+    out = []
+    for w, qv, n, mn, mx in _execute(conn, q, kt):
+        lo, hi, width = windows[int(w)]
+        glo, ghi = grid_interval(int(qv), width)
+        out.append(Bucket(max(glo, lo), min(ghi, hi + 1), int(n), int(mn), int(mx)))
+    out.sort(key=lambda bk: bk.min_key)
+    return out
+
+
 def _clip(bk: Bucket, windows: list[tuple[int, int]]) -> Bucket:
     for lo, hi in windows:
         if lo <= bk.min_key <= hi:
@@ -185,16 +212,14 @@ def exact_histogram(
         heavy = [bk for bk in buckets if bk.count > heavy_limit and bk.max_key > bk.min_key and not bk.full]
         if not heavy:
             break
-        need = max(bk.count for bk in heavy)
-        sub_width = min(
-            choose_width(bk.max_key - bk.min_key + 1, max(2, 8 * need // heavy_limit)) for bk in heavy
-        )
-        if sub_width >= width and width == 1:
-            break
-        width = sub_width
-        windows = [(bk.min_key, bk.max_key) for bk in heavy]
-        finer = group_by_buckets(conn, kt, width, windows)
+        # Each heavy bucket is cut so its pieces average about half the heavy limit.
+        windows = [
+            (bk.min_key, bk.max_key, choose_width(bk.max_key - bk.min_key + 1, max(2, 2 * bk.count // heavy_limit)))
+            for bk in heavy
+        ]
+        finer = group_by_windows(conn, kt, windows)
         queries += 1
+        width = min(width, min(w for _, _, w in windows))
         heavy_ids = {id(bk) for bk in heavy}
         buckets = sorted([bk for bk in buckets if id(bk) not in heavy_ids] + finer, key=lambda bk: bk.min_key)
     total = sum(bk.count for bk in buckets)
