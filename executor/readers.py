@@ -28,7 +28,7 @@ from sparsesync.source import is_mysql, short_db_error
 from .convert import Context, ReadStats, RowBatcher, cast_array, empty_batch
 
 __all__ = [
-    "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query",
+    "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query", "key_bounds",
     "PyMySQLReader", "ConnectorXReader", "SQLAlchemyReader",
 ]
 
@@ -60,14 +60,36 @@ def _table_clause(plan: Plan) -> sa.TableClause:
     return sa.table(src.table, schema=src.schema) if src.schema else sa.table(src.table)
 
 
-def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]]:
-    """The range SELECT (SQLAlchemy Core, identifiers quoted at compile time) and its bound keys."""
+def key_bounds(plan: Plan, r: KeyRange) -> tuple[int, int | None] | None:
+    """The range's bounds clipped to the key type's domain; ``None`` when no key can be in it.
+
+    A plan whose maximum key is the type's maximum has a tail starting one past it (2^63 for a signed
+    BIGINT), which SQLite cannot even bind; such a range is empty by construction, and an upper bound
+    past the maximum is the same as no upper bound.
+    """
+    top = 2**63 - 1 if plan.source.key_signed else 2**64 - 1
+    lo, hi = _check_key(r.lo), (None if r.hi is None else _check_key(r.hi))
+    if lo > top:
+        return None
+    if hi is not None and hi > top:
+        hi = None
+    return lo, hi
+
+
+def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]] | None:
+    """The range SELECT (SQLAlchemy Core, identifiers quoted at compile time) and its bound keys.
+
+    ``None`` when the range cannot hold a key (see :func:`key_bounds`)."""
+    bounds = key_bounds(plan, r)
+    if bounds is None:
+        return None
+    lo, hi = bounds
     key = sa.column(plan.source.key)
     stmt = sa.select(*[sa.column(c.name) for c in plan.columns]).select_from(_table_clause(plan))
-    params = {"lo": _check_key(r.lo)}
+    params = {"lo": lo}
     stmt = stmt.where(key >= sa.bindparam("lo"))
-    if r.hi is not None:
-        params["hi"] = _check_key(r.hi)
+    if hi is not None:
+        params["hi"] = hi
         stmt = stmt.where(key < sa.bindparam("hi"))
     return stmt.order_by(key), params
 
@@ -143,7 +165,7 @@ class PyMySQLReader:
         """The compiled range statement (pyformat parameters) for a closed range or the tail."""
         if tail not in self._stmt_cache:
             r = KeyRange(0, 0, None if tail else 1, 0, "dense")
-            stmt, _ = range_query(self.plan, r)
+            stmt, _ = range_query(self.plan, r)  # type: ignore[misc] - [0, 1) is always in the domain
             self._stmt_cache[tail] = str(stmt.compile(dialect=self.engine.dialect))
         return self._stmt_cache[tail]
 
@@ -185,13 +207,16 @@ class PyMySQLSession:
         import pymysql.cursors
 
         rd = self.reader
-        params = {"lo": _check_key(r.lo)}
-        if r.hi is not None:
-            params["hi"] = _check_key(r.hi)
+        bounds = key_bounds(rd.plan, r)
+        if bounds is None:
+            return
+        params = {"lo": bounds[0]}
+        if bounds[1] is not None:
+            params["hi"] = bounds[1]
         cur = self.conn.cursor(pymysql.cursors.SSCursor)
         try:
             try:
-                cur.execute(rd.sql(r.hi is None), params)
+                cur.execute(rd.sql(bounds[1] is None), params)
             except Exception as exc:  # noqa: BLE001
                 raise _source_error(exc, rd.plan, r, "range query") from exc
             rd.stats.add_query()
@@ -274,7 +299,10 @@ class SQLAlchemySession:
     def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
         """Stream range ``r`` ordered by key."""
         rd = self.reader
-        stmt, params = range_query(rd.plan, r)
+        query = range_query(rd.plan, r)
+        if query is None:
+            return
+        stmt, params = query
         try:
             result = self.conn.execution_options(stream_results=True, yield_per=rd.batch_rows).execute(stmt, params)
         except Exception as exc:  # noqa: BLE001
@@ -379,11 +407,14 @@ class ConnectorXReader:
         url = self.engine.url.set(drivername="mysql")
         return url.render_as_string(hide_password=False)
 
-    def sql(self, r: KeyRange) -> str:
+    def sql(self, r: KeyRange) -> str | None:
         """The range SELECT as text (identifiers quoted by the dialect, keys validated ints)."""
-        cond = f"{self._key} >= {_int_literal(r.lo)}"
-        if r.hi is not None:
-            cond += f" AND {self._key} < {_int_literal(r.hi)}"
+        bounds = key_bounds(self.plan, r)
+        if bounds is None:
+            return None
+        cond = f"{self._key} >= {_int_literal(bounds[0])}"
+        if bounds[1] is not None:
+            cond += f" AND {self._key} < {_int_literal(bounds[1])}"
         return f"SELECT {self._select} FROM {self._table} WHERE {cond} ORDER BY {self._key}"
 
     @contextlib.contextmanager
@@ -496,6 +527,8 @@ class ConnectorXSession:
 
         rd = self.reader
         query = rd.sql(r)
+        if query is None:
+            return
         try:
             stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=rd.batch_rows)
         except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values
