@@ -97,7 +97,7 @@ def run_demo(out_dir: str | Path = "./demo-out", *, rows: int = 50_000, seed: in
             say("planning (exact density pre-scan)")
             counter.mark()
             t0 = time.perf_counter()
-            plan = make_plan(engine, DEMO_TABLE, density="exact")
+            plan = make_plan(engine, DEMO_TABLE, density="exact", use_cache=False)
             t_plan = time.perf_counter() - t0
             plan_path = plan.save(out / "plans" / plan.default_filename())
             say("executing the plan")

@@ -360,12 +360,48 @@ def run_bench(cfg: BenchConfig, progress=None) -> BenchResult:
     return result
 
 
+class _GuardedLog:
+    """QueryLog plus a guard: another process's QueryLog may switch the GLOBAL general log off when it
+    finishes (the switch is server-wide). While a run is measured, a thread checks the setting every
+    10 ms and switches it back on; ``interrupted`` tells the harness the count may be short, so the
+    measurement is repeated."""
+
+    def __init__(self, log, engine: Engine) -> None:
+        self.log = log
+        self.engine = engine
+        self.interrupted = False
+        self._stop = threading.Event()
+        self._t: threading.Thread | None = None
+
+    def _guard(self) -> None:
+        with self.engine.connect() as conn:
+            while not self._stop.wait(0.01):
+                if not conn.exec_driver_sql("SELECT @@global.general_log").scalar():
+                    self.interrupted = True
+                    conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+
+    def mark(self) -> None:
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+        self.log.mark()
+        self.interrupted = False
+        self._stop.clear()
+        self._t = threading.Thread(target=self._guard, daemon=True)
+        self._t.start()
+
+    def count(self, table: str) -> int:
+        self._stop.set()
+        if self._t is not None:
+            self._t.join()
+        return self.log.count(table)
+
+
 @contextmanager
 def _server_counter(engine: Engine):
     from .counters import QueryLog
 
     with QueryLog(engine) as log:
-        yield log
+        yield _GuardedLog(log, engine)
 
 
 def _measure(cfg: BenchConfig, eng: Engine, sink, counter, fx: fxm.Fixture, strat: str, progress) -> Measurement:
@@ -381,20 +417,33 @@ def _measure(cfg: BenchConfig, eng: Engine, sink, counter, fx: fxm.Fixture, stra
         ctx = st.RunContext(engine=eng, table=fx.table, sink=sink, prefix=prefix,
                             deadline=time.monotonic() + cfg.time_cap_s, chunk=cfg.chunk,
                             rows_per_query=cfg.rows_per_query, reader_kind=cfg.reader_kind)
-        counter.mark()
-        t0 = time.perf_counter()
-        with RssSampler() as rss:
-            try:
-                run = st.run_strategy(strat, ctx)
-            except SparsesyncError as exc:
-                # One strategy failing must not lose the other measurements: record it, visibly.
-                run = st.StrategyRun(strat, finished=False, note=f"FAILED: {exc.one_line()}")
-                run.failed = True
-        wall = time.perf_counter() - t0
+        for attempt in range(3 if first is None else 1):
+            ctx.deadline = time.monotonic() + cfg.time_cap_s
+            counter.mark()
+            t0 = time.perf_counter()
+            with RssSampler() as rss:
+                try:
+                    run = st.run_strategy(strat, ctx)
+                except SparsesyncError as exc:
+                    # One strategy failing must not lose the other measurements: record it, visibly.
+                    run = st.StrategyRun(strat, finished=False, note=f"FAILED: {exc.one_line()}")
+                    run.failed = True
+            wall = time.perf_counter() - t0
+            queries = counter.count(fx.table)
+            if not getattr(counter, "interrupted", False):
+                break
+            if attempt == 2:
+                run.note = (run.note + "; " if run.note else "") + "query count may be low (general log interrupted)"
+                break
+            if progress:
+                progress("    the general log was switched off by another client during the run: measuring again")
+            _remove(sink, prefix)
+            if run.output_prefix:
+                _remove(sink, run.output_prefix)
         walls.append(wall)
         if first is None:
             first, first_rss = run, rss
-            first_queries = counter.count(fx.table)
+            first_queries = queries
             got = read_back_keys(sink, [rel for rel, _ in run.files])
             exported, missing, dup = compare_keys(fx.keys, got)
         if not cfg.keep_output:
@@ -410,7 +459,8 @@ def _measure(cfg: BenchConfig, eng: Engine, sink, counter, fx: fxm.Fixture, stra
         detection = score_regions(fx.sparse_truth, planner_low_density(first.plan), fx.min_key, fx.max_key + 1)
         p = first.plan
         summary = (f"{len(p.ranges)} ranges ({sum(r.label == 'sparse' for r in p.ranges)} sparse), "
-                   f"{len(p.files)} file(s), pre-scan {p.strategy.prescan_queries} queries")
+                   f"{len(p.files)} file(s), pre-scan {p.strategy.prescan_queries} queries "
+                   f"({p.histogram.buckets:,} buckets), planning {first.plan_s:.2f} s")
     return Measurement(
         fixture=fx.shape, rows=fx.rows, strategy=strat, finished=first.finished, note=first.note,
         progress=first.progress, queries=first_queries, files=len(first.files), file_min=sizes[0],
@@ -498,6 +548,9 @@ def render_markdown(result: BenchResult, command: str = "", chart: str | None = 
         markdown_table(result.measurements),
         "",
     ]
+    notes = [f"- {m.fixture}/{m.strategy}: {m.note}" for m in result.measurements if m.note and not m.failed]
+    if notes:
+        lines += ["Notes reported by the strategies:", ""] + notes + [""]
     g = gains(result.measurements)
     if g:
         lines += ["Planner (exact) vs fixed stride:", ""] + g + [""]

@@ -76,6 +76,7 @@ class StrategyRun:
     elapsed_s: float = 0.0
     plan: Plan | None = None
     output_prefix: str | None = None  # where the files are, when not the context's prefix
+    plan_s: float = 0.0  # planner only: time spent in make_plan
     failed: bool = False  # raised an error (the harness records it instead of stopping)
 
     @property
@@ -297,7 +298,8 @@ def run_planner(ctx: RunContext, density: str) -> StrategyRun:
     t0 = time.monotonic()
     run = StrategyRun(f"planner_{density}")
     plan = make_plan(ctx.engine, ctx.table, key=ctx.key, rows_per_query=ctx.rows_per_query,
-                     file_size=ctx.file_size, density=density)
+                     file_size=ctx.file_size, density=density, use_cache=False)
+    run.plan_s = time.monotonic() - t0
     run.plan = plan
     run.min_key, run.max_key = plan.fingerprint.min_key, plan.fingerprint.max_key
     # The harness reads the output back itself, so the executor's own verification (which re-reads
