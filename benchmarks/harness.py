@@ -375,10 +375,16 @@ class _GuardedLog:
 
     def _guard(self) -> None:
         with self.engine.connect() as conn:
-            while not self._stop.wait(0.01):
-                if not conn.exec_driver_sql("SELECT @@global.general_log").scalar():
-                    self.interrupted = True
-                    conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+            # The guard's own checks stay out of the log (it is a CSV table every count scans); the
+            # session setting is undone before the connection goes back to the pool.
+            conn.exec_driver_sql("SET SESSION sql_log_off = 1")
+            try:
+                while not self._stop.wait(0.02):
+                    if not conn.exec_driver_sql("SELECT @@global.general_log").scalar():
+                        self.interrupted = True
+                        conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+            finally:
+                conn.exec_driver_sql("SET SESSION sql_log_off = 0")
 
     def mark(self) -> None:
         with self.engine.connect() as conn:
