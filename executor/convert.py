@@ -146,8 +146,12 @@ def cast_array(arr: pa.Array, target: pa.DataType, column: str, ctx: Context) ->
 class ValueColumn:
     """Converts one column of Python values (as a DB-API driver returns them) to the plan's Arrow type."""
 
-    def __init__(self, spec: ColumnSpec, field_: pa.Field, *, strict_dates: bool, stats: ReadStats) -> None:
+    def __init__(self, spec: ColumnSpec, field_: pa.Field, *, strict_dates: bool, stats: ReadStats,
+                 loose_types: bool = False) -> None:
         self.spec = spec
+        # SQLite keeps any value in any column; Arrow would silently truncate a float into an integer
+        # column, so such sources get a per-value type check for integer columns.
+        self.check_ints = loose_types and pa.types.is_integer(field_.type)
         self.name = spec.name
         self.type = field_.type
         self.nullable = field_.nullable
@@ -173,6 +177,10 @@ class ValueColumn:
         return arr
 
     def _plain(self, values: Sequence[Any], ctx: Context) -> pa.Array:
+        if self.check_ints:
+            for i, v in enumerate(values):
+                if v is not None and not (isinstance(v, int) and not isinstance(v, bool)):
+                    raise ctx.error(self.name, i, v, self.type, f"a {type(v).__name__}, not an integer")
         if pa.types.is_decimal(self.type):
             # SQLite/PostgreSQL may hand floats for NUMERIC; go through their shortest repr, not binary.
             values = [Decimal(repr(v)) if isinstance(v, float) else v for v in values]
@@ -280,12 +288,12 @@ def _text(v: Any) -> str:
 class RowBatcher:
     """Builds RecordBatches of exactly the plan's schema from driver row tuples, column-wise."""
 
-    def __init__(self, plan: Plan, *, strict_dates: bool, stats: ReadStats) -> None:
+    def __init__(self, plan: Plan, *, strict_dates: bool, stats: ReadStats, loose_types: bool = False) -> None:
         self.plan = plan
         self.schema = plan.arrow_schema()
         self.table = plan.source.qualified_table
         self.columns = [
-            ValueColumn(spec, self.schema.field(i), strict_dates=strict_dates, stats=stats)
+            ValueColumn(spec, self.schema.field(i), strict_dates=strict_dates, stats=stats, loose_types=loose_types)
             for i, spec in enumerate(plan.columns)
         ]
         names = [c.name for c in plan.columns]

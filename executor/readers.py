@@ -181,6 +181,10 @@ class PyMySQLReader:
                 if self.snapshot:
                     cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                else:
+                    # Without autocommit the first SELECT would open an implicit REPEATABLE READ
+                    # transaction and pin a snapshot anyway; per-range means each query sees the present.
+                    conn.autocommit(True)
         except Exception as exc:  # noqa: BLE001
             conn.close()
             raise _source_error(exc, self.plan, None, "opening a read session") from exc
@@ -294,7 +298,8 @@ class SQLAlchemySession:
     def __init__(self, reader: SQLAlchemyReader, conn: sa.Connection) -> None:
         self.reader = reader
         self.conn = conn
-        self.batcher = RowBatcher(reader.plan, strict_dates=reader.strict_dates, stats=reader.stats)
+        self.batcher = RowBatcher(reader.plan, strict_dates=reader.strict_dates, stats=reader.stats,
+                                  loose_types=reader.engine.dialect.name == "sqlite")
 
     def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
         """Stream range ``r`` ordered by key."""

@@ -108,7 +108,7 @@ class PartWriter:
             self._pending, self._pending_rows = [], 0
         try:
             self._writer.write_table(table, row_group_size=self.row_group_rows)
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=self._staging.name) from exc
 
     def _commit_open(self) -> None:
@@ -117,7 +117,7 @@ class PartWriter:
         rel = part_relpath(self.relpath, len(self._parts))
         try:
             self._writer.close()
-        except OSError as exc:
+        except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=rel) from exc
         self._writer = None
         digest = _sha256(self._staging)

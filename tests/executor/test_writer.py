@@ -1,0 +1,118 @@
+"""PartWriter: streaming parts, deterministic roll names, empty groups, sha256, nothing visible until commit."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from executor.sink import LocalSink
+from executor.writer import PartWriter, part_relpath
+from sparsesync.errors import DestinationError, UsageError
+
+SCHEMA = pa.schema([
+    pa.field("id", pa.int64(), nullable=False),
+    pa.field("ts", pa.timestamp("us", tz="UTC")),
+    pa.field("v", pa.string()),
+    pa.field("d", pa.decimal128(20, 0)),
+])
+
+
+def _batch(lo: int, n: int) -> pa.RecordBatch:
+    ids = list(range(lo, lo + n))
+    return pa.RecordBatch.from_arrays([
+        pa.array(ids, pa.int64()),
+        pa.array([dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(microseconds=i) for i in ids],
+                 pa.timestamp("us", tz="UTC")),
+        pa.array([None if i % 5 == 0 else f"v{i}" for i in ids], pa.string()),
+        pa.array([2**64 - 1 - i for i in ids], pa.decimal128(20, 0)),
+    ], schema=SCHEMA)
+
+
+REL = "orders/plan1/part-00000.parquet"
+
+
+def test_part_names_are_deterministic():
+    assert part_relpath(REL, 0) == REL
+    assert part_relpath(REL, 1) == "orders/plan1/part-00000-001.parquet"
+    assert part_relpath("part-00003.parquet", 12) == "part-00003-012.parquet"
+
+
+def test_single_part_round_trip_row_groups_and_sha(tmp_path):
+    sink = LocalSink(tmp_path)
+    w = PartWriter(sink, REL, SCHEMA, row_group_rows=1000)
+    for lo in range(0, 5000, 700):
+        w.write(_batch(lo, min(700, 5000 - lo)))
+    assert sink.list("orders") == []  # nothing visible before close
+    parts = w.close()
+    assert len(parts) == 1 and parts[0].relpath == REL and parts[0].rows == 5000
+    path = tmp_path / REL
+    assert parts[0].size == path.stat().st_size
+    assert parts[0].sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    md = pq.read_metadata(path)
+    assert md.num_rows == 5000 and md.num_row_groups == 5
+    assert all(md.row_group(i).num_rows == 1000 for i in range(5))
+    assert md.row_group(0).column(0).compression == "ZSTD"
+    table = pq.read_table(path)
+    assert table.schema.remove_metadata() == SCHEMA
+    assert table.equals(pa.Table.from_batches([_batch(0, 5000)]))
+
+
+def test_rolls_past_roll_rows_without_empty_extra_parts(tmp_path):
+    sink = LocalSink(tmp_path)
+    w = PartWriter(sink, REL, SCHEMA, roll_rows=1000, row_group_rows=300)
+    for lo in range(0, 3000, 250):  # exactly 3 × roll_rows
+        w.write(_batch(lo, 250))
+    parts = w.close()
+    assert [p.relpath for p in parts] == [REL, part_relpath(REL, 1), part_relpath(REL, 2)]
+    assert [p.rows for p in parts] == [1000, 1000, 1000]
+    ids = []
+    for p in parts:
+        t = pq.read_table(p.url)
+        assert t.schema.remove_metadata() == SCHEMA
+        ids += t.column("id").to_pylist()
+    assert ids == list(range(3000))
+    assert sorted(sink.list("orders")) == sorted(p.relpath for p in parts)
+
+
+def test_empty_group_writes_a_valid_empty_file(tmp_path):
+    sink = LocalSink(tmp_path)
+    parts = PartWriter(sink, REL, SCHEMA, compression="snappy").close()
+    assert len(parts) == 1 and parts[0].rows == 0
+    t = pq.read_table(parts[0].url)
+    assert t.num_rows == 0 and t.schema.remove_metadata() == SCHEMA
+
+
+def test_abort_leaves_nothing_visible(tmp_path):
+    sink = LocalSink(tmp_path)
+    w = PartWriter(sink, REL, SCHEMA, roll_rows=100)
+    w.write(_batch(0, 250))  # one part already committed by the roll, one open
+    w.abort()
+    assert sink.list("orders") == []
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_schema_mismatch_and_bad_options(tmp_path):
+    sink = LocalSink(tmp_path)
+    w = PartWriter(sink, REL, SCHEMA)
+    other = pa.RecordBatch.from_arrays([pa.array([1], pa.int32())], names=["id"])
+    with pytest.raises(DestinationError, match="schema"):
+        w.write(other)
+    w.abort()
+    with pytest.raises(UsageError):
+        PartWriter(sink, REL, SCHEMA, compression="lzma")
+    with pytest.raises(UsageError):
+        PartWriter(sink, REL, SCHEMA, roll_rows=0)
+
+
+def test_timestamps_are_not_silently_truncated(tmp_path):
+    """coerce_timestamps='us' with allow_truncated_timestamps=False: nanoseconds would raise, not vanish."""
+    schema = pa.schema([pa.field("t", pa.timestamp("ns"))])
+    w = PartWriter(LocalSink(tmp_path), REL, schema)
+    w.write(pa.RecordBatch.from_arrays([pa.array([1], pa.timestamp("ns"))], schema=schema))
+    with pytest.raises(DestinationError, match="truncated"):
+        w.close()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
