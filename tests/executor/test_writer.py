@@ -113,6 +113,6 @@ def test_timestamps_are_not_silently_truncated(tmp_path):
     schema = pa.schema([pa.field("t", pa.timestamp("ns"))])
     w = PartWriter(LocalSink(tmp_path), REL, schema)
     w.write(pa.RecordBatch.from_arrays([pa.array([1], pa.timestamp("ns"))], schema=schema))
-    with pytest.raises(DestinationError, match="truncated"):
+    with pytest.raises(DestinationError, match="lose data"):
         w.close()
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
