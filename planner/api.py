@@ -129,7 +129,7 @@ def _histogram(conn, kt, info, chosen, *, rows_per_query, cache, ck, refresh, wa
     if cached is not None:
         old = cached.histogram
         min_key, max_key, _ = min_max_count(conn, kt, count=False)
-        if min_key is not None and min_key == old.min_key and max_key == old.max_key:
+        if min_key == old.min_key and max_key == old.max_key:  # also: empty then, empty now
             hist = replace(old, queries=1, notes=list(old.notes))
             note = f"histogram from cache ({cache.path}), measured {cached.measured_at.isoformat(timespec='seconds')}"
             if cached.age_hours() > CACHE_WARN_AGE_HOURS:
