@@ -209,6 +209,11 @@ def build_plan(
         warnings.append(f"{len(hist.outliers)} outlier key(s) far beyond the bulk of the keys: {shown}")
     if not info.key_unique:
         warnings.append(f"key {info.key!r} is not unique: a range may hold more than rows_per_query rows")
+        if not hist.exact:
+            warnings.append(
+                "sampled estimates undercount heavily repeated key values (each sample reads a bounded "
+                "number of rows); use --density exact for exact range sizes"
+            )
     summary = HistogramSummary(
         method=hist.method,
         exact=hist.exact,
