@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -89,7 +89,12 @@ class Ledger:
         return all(g.state == DONE for g in self.groups)
 
     def to_json(self) -> bytes:
-        return (json.dumps(asdict(self), indent=1, sort_keys=True) + "\n").encode("utf-8")
+        # Rewritten after every transition: a shallow hand-made dict and compact JSON keep that cheap
+        # (dataclasses.asdict deep-copies; indenting doubles the size) with one group per line to stay readable.
+        head = {k: v for k, v in vars(self).items() if k != "groups"}
+        groups = [json.dumps({**vars(g), "parts": [vars(p) for p in g.parts]}, separators=(",", ":")) for g in self.groups]
+        body = json.dumps(head, separators=(",", ":"))[:-1]
+        return (body + ',"groups":[\n' + ",\n".join(groups) + "\n]}\n").encode("utf-8")
 
     @classmethod
     def from_json(cls, data: bytes, *, origin: str = "ledger") -> "Ledger":
