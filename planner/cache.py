@@ -90,6 +90,8 @@ class HistogramCache:
                 return con
             except Exception as exc:  # noqa: BLE001 - duckdb raises IOException on a held lock
                 last = exc
+                if "lock" not in str(exc).lower():  # corrupt or unreadable: waiting will not help
+                    break
                 if attempt < self.lock_retries:
                     time.sleep(self.retry_wait * (attempt + 1))
         raise CacheUnavailable(f"histogram cache {self.path} unavailable: {str(last).splitlines()[0]}")
