@@ -36,10 +36,11 @@ def make_sqlite_table(url: str, keys: list[int], name: str = "t") -> str:
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(SQLITE_DDL.format(name=name))
-        conn.execute(
-            sa.text(f"INSERT INTO {name} (id, v, x) VALUES (:id, :v, :x)"),
-            [{"id": k, "v": f"v{k % 997}", "x": k / 7} for k in keys],
-        )
+        if keys:
+            conn.execute(
+                sa.text(f"INSERT INTO {name} (id, v, x) VALUES (:id, :v, :x)"),
+                [{"id": k, "v": f"v{k % 997}", "x": k / 7} for k in keys],
+            )
     engine.dispose()
     return name
 
@@ -259,3 +260,34 @@ def test_s3_destination_round_trip(sqlite_url, s3_bucket, s3_client, tmp_path):
     assert f"FROM 's3://{s3_bucket}/{prefix}manifest.json'" in copy
     assert verify_output(plan, dest, source_url=sqlite_url, all_columns=True).ok
     assert execute_plan(plan, dest, source_url=sqlite_url).status == "already-complete"
+
+
+def test_zero_dates_are_counted_in_the_report(mysql_engine, mysql_url, mysql_table, tmp_path):
+    from sparsesync.errors import ValueConversionError
+
+    name = mysql_table("CREATE TABLE {name} (id INT PRIMARY KEY, d DATE NOT NULL)")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql("SET SESSION sql_mode = ''")  # allow zero dates, as legacy tables hold them
+        conn.exec_driver_sql(
+            f"INSERT INTO {name} VALUES " + ",".join(f"({i}, '{'0000-00-00' if i % 4 == 0 else '2024-02-03'}')" for i in range(1, 201))
+        )
+    plan = make_plan(mysql_url, name, rows_per_query=50)
+    report = execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader="pymysql")
+    assert report.zero_dates == {"d": 50}
+    assert any("zero dates" in line for line in report.summary_lines())
+    rows = read_output(tmp_path / "out", plan, "id, d")
+    assert [r[0] for r in rows if r[1] is None] == list(range(4, 201, 4))
+    with pytest.raises(ValueConversionError):
+        execute_plan(plan, str(tmp_path / "strict"), source_url=mysql_url, reader="pymysql", strict_dates=True)
+    folder = out_dir(tmp_path / "strict", plan)
+    assert not (folder / "manifest.json").exists()
+    assert not [p for p in folder.iterdir() if p.suffix == ".parquet" or "sparsesync-tmp" in p.name]
+
+
+def test_empty_table(sqlite_url, tmp_path):
+    make_sqlite_table(sqlite_url, [])
+    plan = make_plan(sqlite_url, "t")
+    report = execute_plan(plan, str(tmp_path / "out"), source_url=sqlite_url)
+    assert report.rows == 0 and report.status == "done"
+    assert read_output(tmp_path / "out", plan, "id") == []
+    assert_clean_folder(tmp_path / "out", plan)
