@@ -85,7 +85,7 @@ def test_run_plans_saves_and_executes(app, sqlite_url, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     keys = sparse_keys(900, seed=12)
     make_sqlite_table(sqlite_url, keys)
-    res = invoke(app, "run", sqlite_url, "t", "--dest", "out", "--rows-per-query", "100")
+    res = invoke(app, "run", sqlite_url, "t", "--dest", "out", "--rows-per-query", "100", "--no-cache")
     assert res.exit_code == 0, res.output
     plans = list(Path("plans").glob("t-*.json"))
     assert len(plans) == 1

@@ -133,6 +133,11 @@ def run_command(
     rows_per_query: int = typer.Option(100_000, "--rows-per-query", help="Upper bound of estimated rows per range query."),
     file_size: int = typer.Option(256, "--file-size", help="Target Parquet file size in MB."),
     density: str = typer.Option("auto", "--density", help="Pre-scan: exact, sampled or auto."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default as for `sparsesync plan`)."),
+    refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
+    tinyint1_as_bool: bool = typer.Option(False, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean."),
+    wide_decimal_as_string: bool = typer.Option(False, "--wide-decimal-as-string", help="Export DECIMAL(p>38) as text."),
     plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Where the plan is saved."),
     reader: str = typer.Option("auto", "--reader", help="auto, pymysql or connectorx."),
     workers: int = typer.Option(1, "--workers", help="File groups read in parallel."),
@@ -146,10 +151,14 @@ def run_command(
     Example: sparsesync run mysql+pymysql://etl@db:3306/shop orders --dest ./out --rows-per-query 200000
     """
     from planner.api import make_plan
+    from planner.typemap import TypeOptions
 
     try:
-        plan = make_plan(source_url, table, key=key, rows_per_query=rows_per_query,
-                         file_size=file_size * 1024 * 1024, density=density)
+        plan = make_plan(
+            source_url, table, key=key, rows_per_query=rows_per_query, file_size=file_size * 1024 * 1024,
+            density=density, cache_path=str(cache) if cache else None, refresh=refresh, use_cache=not no_cache,
+            type_options=TypeOptions(tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string),
+        )
         path = plan.save(plans_dir / plan.default_filename())
     except SparsesyncError as exc:
         raise fail(exc)
