@@ -13,7 +13,7 @@ moto runs as a separate process on 127.0.0.1 (like a real S3 endpoint, it does n
 Each configuration runs ``--repeat`` times, interleaved; the median is reported and the ratio is
 S3 / local. Usage::
 
-    .venv/bin/python -m benchmarks.bench_s3 --parts 6 --part-mb 32 --repeat 3 [--plan-rows 400000]
+    .venv/bin/python -m benchmarks.bench_s3 --parts 6 --part-mb 32 --repeat 3 --plan-rows 1000000 --plan-file-mb 8
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import importlib.util
 import os
 import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -109,28 +110,28 @@ def _plan_level_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("executor.readers", "executor.writer"))
 
 
-def run_plan_level(rows: int, repeat: int, bucket: str, workdir: Path) -> dict[str, list[float]] | None:
+def run_plan_level(rows: int, repeat: int, bucket: str, workdir: Path, file_mb: int) -> dict | None:
     """execute_plan of one SQLite table into a directory vs into S3; None if the executor is incomplete."""
     if not _plan_level_available():
         return None
-    import sqlalchemy as sa
-
     from executor.run import execute_plan
     from planner.api import make_plan
 
     db = workdir / "bench.db"
     url = f"sqlite:///{db}"
-    engine = sa.create_engine(url)
     rng = np.random.default_rng(5)
-    ids = np.cumsum(rng.integers(1, 40, rows))
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER, amount REAL, name TEXT)")
-        conn.execute(sa.text("INSERT INTO t VALUES (:id, :q, :a, :n)"),
-                     [{"id": int(k), "q": int(k % 1000), "a": float(k) / 7, "n": f"customer-{k % 5000:05d}"}
-                      for k in ids])
-    engine.dispose()
-    plan = make_plan(url, "t", rows_per_query=50_000, file_size=16 * MiB, use_cache=False)
-    times: dict[str, list[float]] = {"local": [], "s3": []}
+    ids = np.cumsum(rng.integers(1, 40, rows))  # sparse-ish keys, ~1 in 20
+    # sqlite3 directly: the fixture is not what is measured, and tuples load ~5x faster than ORM dicts
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, qty INTEGER, amount REAL, name TEXT, note TEXT)")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?, ?, ?, ?)",
+            ((int(k), int(k % 1000), float(k) / 7, f"customer-{k % 5000:05d}", None if k % 7 == 0 else f"note {k % 997}")
+             for k in ids),
+        )
+    conn.close()
+    plan = make_plan(url, "t", rows_per_query=100_000, file_size=file_mb * MiB, use_cache=False)
+    times: dict = {"local": [], "s3": []}  # seconds per run; plus "files" and "mib" figures
     for rep in range(repeat):
         for mode in ("local", "s3"):
             dest = str(workdir / f"out-{rep}") if mode == "local" else f"s3://{bucket}/plan-{rep}"
@@ -138,6 +139,7 @@ def run_plan_level(rows: int, repeat: int, bucket: str, workdir: Path) -> dict[s
             report = execute_plan(plan, dest, source_url=url, verify=False)
             times[mode].append(time.perf_counter() - t0)
             assert report.rows == rows, (report.rows, rows)
+            times["mib"] = report.bytes / MiB
         shutil.rmtree(workdir / f"out-{rep}", ignore_errors=True)
     times["files"] = [len(plan.files)]
     return times
@@ -155,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parts", type=int, default=6)
     ap.add_argument("--part-mb", type=float, default=32.0)
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--plan-rows", type=int, default=400_000, help="rows of the plan-level fixture (0 = skip)")
+    ap.add_argument("--plan-rows", type=int, default=1_000_000, help="rows of the plan-level fixture (0 = skip)")
+    ap.add_argument("--plan-file-mb", type=int, default=8, help="file_size of the plan-level plan, in MiB")
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     args = ap.parse_args(argv)
 
@@ -186,16 +189,18 @@ def main(argv: list[str] | None = None) -> int:
                 f"## Sink level: {args.parts} Parquet parts, {total / args.parts / MiB:.1f} MiB each "
                 f"({total / MiB:.0f} MiB), write + commit, median of {args.repeat}",
                 "",
-                "| destination | seconds (median) | all runs | MiB/s | ratio vs local | of which in commit / waiting |",
-                "|---|---|---|---|---|---|",
+                "| destination | seconds (median) | all runs | MiB/s | ratio vs local (median) | ratio (best run) "
+                "| of which in commit / waiting (median) |",
+                "|---|---|---|---|---|---|---|",
             ]
+            best = {m: min(v) for m, v in times.items()}
             for m in sinks:
                 runs = ", ".join(f"{t:.2f}" for t in times[m])
                 lines.append(f"| {m} | {med[m]:.2f} | {runs} | {total / MiB / med[m]:.0f} | "
-                             f"{med[m] / med['local']:.2f} | {cmed[m]:.2f} |")
+                             f"{med[m] / med['local']:.2f} | {best[m] / best['local']:.2f} | {cmed[m]:.2f} |")
             lines.append("")
             if args.plan_rows > 0:
-                plan_times = run_plan_level(args.plan_rows, args.repeat, bucket, workdir)
+                plan_times = run_plan_level(args.plan_rows, args.repeat, bucket, workdir, args.plan_file_mb)
                 if plan_times is None:
                     lines.append("## Plan level: not measured — executor.readers / executor.writer are not in the "
                                  "repository yet, so execute_plan cannot run.")
@@ -203,14 +208,17 @@ def main(argv: list[str] | None = None) -> int:
                     pm = {m: statistics.median(plan_times[m]) for m in ("local", "s3")}
                     lines += [
                         f"## Plan level: execute_plan, SQLite table of {args.plan_rows} rows, "
-                        f"{plan_times['files'][0]} files, median of {args.repeat}",
+                        f"{plan_times['files'][0]} files of ≈{args.plan_file_mb} MiB planned, {plan_times['mib']:.0f} MiB "
+                        f"written, median of {args.repeat}",
                         "",
-                        "| destination | seconds (median) | all runs | ratio vs local |",
-                        "|---|---|---|---|",
+                        "| destination | seconds (median) | all runs | ratio vs local (median) | ratio (best run) |",
+                        "|---|---|---|---|---|",
                     ]
+                    pb = {m: min(plan_times[m]) for m in ("local", "s3")}
                     for m in ("local", "s3"):
                         runs = ", ".join(f"{t:.2f}" for t in plan_times[m])
-                        lines.append(f"| {m} | {pm[m]:.2f} | {runs} | {pm[m] / pm['local']:.2f} |")
+                        lines.append(f"| {m} | {pm[m]:.2f} | {runs} | {pm[m] / pm['local']:.2f} | "
+                                     f"{pb[m] / pb['local']:.2f} |")
                 lines.append("")
             s3.close()
     finally:

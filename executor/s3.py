@@ -146,6 +146,8 @@ class S3Sink:
 
         if not _BUCKET_RE.match(bucket or ""):
             raise UsageError(f"invalid S3 bucket name {bucket!r}", hint="3-63 lowercase letters, digits, dots or hyphens")
+        if max_attempts is not None and max_attempts < 1:
+            raise UsageError(f"S3 max_attempts must be at least 1, got {max_attempts}")
         if retry_mode is not None and retry_mode not in ("standard", "adaptive", "legacy"):
             raise UsageError(f"unknown S3 retry mode {retry_mode!r}", hint="use standard or adaptive")
         self.bucket = bucket
