@@ -378,9 +378,6 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
     return quoted, "plain"
 
 
-_ZERO_DATE_RE = r"^0000|-00(-|$| )"
-
-
 class ConnectorXReader:
     """MySQL/MariaDB through connectorx's Arrow output; each query on its own connection."""
 
@@ -455,36 +452,47 @@ class ConnectorXReader:
         return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
 
     def _zero_dates(self, arr: pa.Array, spec: ColumnSpec, ctx: Context, *, texts: bool) -> pa.Array:
-        """Zero/invalid dates → NULL and counted (or ValueConversionError with strict dates)."""
+        """Zero/invalid dates → NULL and counted (or ValueConversionError with strict dates).
+
+        Text columns take a fast path: one Arrow cast of the whole column, then a numeric check for year 0
+        (which Arrow parses but Python, hence pymysql, cannot hold). Only a column whose cast fails goes
+        through the per-value path that finds every zero/invalid date.
+        """
+        target = self.schema.field(spec.name).type
         if texts:
-            bad = pc.match_substring_regex(arr, _ZERO_DATE_RE)
-        else:
-            bad = pc.equal(arr, 0)
-        bad = pc.fill_null(bad, False)
-        n = pc.sum(bad).as_py() or 0
-        if texts:
-            # Anything else Python's datetime cannot hold (e.g. 2024-02-31 under ALLOW_INVALID_DATES) is what
-            # pymysql returns as text; treat it the same way so both readers agree.
-            rest = pc.if_else(bad, pa.scalar(None, arr.type), arr)
-            target = pa.date32() if spec.source_type.lower().startswith("date") and \
-                not spec.source_type.lower().startswith("datetime") else pa.timestamp("us")
+            parse_to = pa.date32() if pa.types.is_date(target) else pa.timestamp("us")
             try:
-                pc.cast(rest, target)
+                parsed = pc.cast(arr, parse_to)
+                bad = pc.fill_null(pc.less(parsed.cast(pa.int64() if pa.types.is_timestamp(parse_to) else pa.int32()),
+                                           _MIN_PY[parse_to.id == pa.date32().id]), False)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                bad = pa.array([_invalid_text(v) for v in rest.to_pylist()], type=pa.bool_())
-                bad = pc.or_(bad, pc.fill_null(pc.match_substring_regex(arr, _ZERO_DATE_RE), False))
-                n = pc.sum(bad).as_py() or 0
-        if not n:
-            return arr
-        if self.strict_dates:
-            j = bad.index(True).as_py()
-            raise ValueConversionError(
-                f"column {spec.name!r}: zero or invalid date {_zero_text(arr[j].as_py())!r} at key {ctx.key_at(j)}",
-                hint="drop --strict-dates to export such dates as NULL (they are counted in the run report)",
-                table=ctx.table, key_range=(ctx.key_range.lo, ctx.key_range.hi),
-            )
-        self.stats.add_zero_dates(spec.name, int(n))
-        return pc.if_else(bad, pa.scalar(None, arr.type), arr)
+                parsed = None
+                bad = pa.array([_invalid_text(v) for v in arr.to_pylist()], type=pa.bool_())
+        else:
+            parsed = arr
+            bad = pc.fill_null(pc.equal(arr, 0), False)
+        n = pc.sum(bad).as_py() or 0
+        if n:
+            if self.strict_dates:
+                j = bad.index(True).as_py()
+                raise ValueConversionError(
+                    f"column {spec.name!r}: zero or invalid date {_zero_text(arr[j].as_py())!r} at key {ctx.key_at(j)}",
+                    hint="drop --strict-dates to export such dates as NULL (they are counted in the run report)",
+                    table=ctx.table, key_range=(ctx.key_range.lo, ctx.key_range.hi),
+                )
+            self.stats.add_zero_dates(spec.name, int(n))
+            if parsed is None or texts:
+                arr = pc.if_else(bad, pa.scalar(None, arr.type), arr)
+                parsed = pc.cast(arr, parse_to) if texts else arr
+            else:
+                parsed = pc.if_else(bad, pa.scalar(None, parsed.type), parsed)
+        if parsed is None:  # Arrow refused a value Python accepts: report it with its key
+            parsed = cast_array(arr, parse_to, spec.name, ctx)
+        return parsed
+
+
+# Smallest value Python's datetime can hold (0001-01-01), as µs since the epoch and as days (date32).
+_MIN_PY = {False: pa.scalar(-62135596800 * 1_000_000, pa.int64()), True: pa.scalar(-719162, pa.int32())}
 
 
 def _zero_text(v: Any) -> str:
