@@ -55,9 +55,9 @@ def s3_env(s3_server, monkeypatch, tmp_path):
     return s3_server
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def s3_client(s3_server):
-    """A boto3 client talking to moto directly (bypassing any fault proxy)."""
+    """A boto3 client talking to moto directly (bypassing any fault proxy); one per session (clients are slow to build)."""
     return _direct_client(s3_server)
 
 

@@ -93,12 +93,13 @@ def test_run_through_throttling_s3(sqlite_url, s3_bucket, s3_client, faulty_s3, 
     faulty_s3.fail("PutObject", "drop", every=5)
     keys = sparse_keys(1500, seed=19)
     make_sqlite_table(sqlite_url, keys)
-    plan = make_plan(sqlite_url, "t", rows_per_query=200, file_size=20_000, use_cache=False)
+    plan = make_plan(sqlite_url, "t", rows_per_query=400, file_size=40_000, use_cache=False)
+    assert len(plan.files) >= 2
 
     report = execute_plan(plan, f"s3://{s3_bucket}/{PREFIX}", source_url=sqlite_url)
 
     assert report.status == "done"
-    assert faulty_s3.log.count("PutObject", "503") >= 1
+    assert faulty_s3.log.count("PutObject", "503") >= 1 and faulty_s3.log.count("PutObject", "drop") >= 1
     rows, manifest = _read_back(s3_client, s3_bucket, plan, tmp_path, "id")
     assert [r[0] for r in rows] == sorted(keys)
     _assert_nothing_stray(s3_client, s3_bucket, plan, manifest)
