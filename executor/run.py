@@ -23,7 +23,7 @@ from typing import Callable
 from sqlalchemy.engine import Engine
 
 from planner.plan import FileGroup, KeyRange, Plan
-from sparsesync.errors import DestinationError, SparsesyncError, UsageError, VerifyError
+from sparsesync.errors import DestinationError, UsageError, VerifyError
 from sparsesync.source import (
     SOURCE_URL_ENV,
     SourceIdentity,
@@ -184,7 +184,12 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     store = LedgerStore(path=ledger_path) if ledger_path else LedgerStore(sink=sink, relpath=f"{folder}/{LEDGER}")
     report.ledger = store.describe()
     manifest_rel = f"{folder}/{redshift.MANIFEST}"
-    existing = store.load()
+    try:
+        existing = store.load()
+    except DestinationError:
+        if not overwrite:
+            raise
+        existing = None  # --overwrite starts over; an unreadable ledger is replaced, not trusted
     if existing is not None and (existing.plan_sha256 != plan.sha256 or existing.plan_id != plan.plan_id):
         raise DestinationError(
             f"{store.describe()} belongs to another plan (sha256 {existing.plan_sha256[:12]}…, this plan {plan.sha256[:12]}…)",
@@ -420,4 +425,4 @@ def load_report(sink, plan: Plan) -> dict | None:
     return None if data is None else json.loads(data)
 
 
-__all__ = ["execute_plan", "ProgressEvent", "output_folder", "connect_source", "render_range_sql", "SparsesyncError"]
+__all__ = ["execute_plan", "ProgressEvent", "output_folder", "connect_source", "render_range_sql", "load_report"]

@@ -291,3 +291,16 @@ def test_empty_table(sqlite_url, tmp_path):
     assert report.rows == 0 and report.status == "done"
     assert read_output(tmp_path / "out", plan, "id") == []
     assert_clean_folder(tmp_path / "out", plan)
+
+
+def test_overwrite_replaces_a_torn_ledger(sqlite_url, tmp_path):
+    make_sqlite_table(sqlite_url, list(range(1, 301)))
+    plan = make_plan(sqlite_url, "t", rows_per_query=100)
+    dest = tmp_path / "out"
+    execute_plan(plan, str(dest), source_url=sqlite_url)
+    (out_dir(dest, plan) / "_ledger.json").write_text('{"groups": [')
+    (out_dir(dest, plan) / "manifest.json").unlink()
+    with pytest.raises(DestinationError, match="unreadable"):
+        execute_plan(plan, str(dest), source_url=sqlite_url)
+    assert execute_plan(plan, str(dest), source_url=sqlite_url, overwrite=True).rows == 300
+    assert_clean_folder(dest, plan)
