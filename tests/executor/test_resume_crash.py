@@ -27,8 +27,9 @@ TRIALS = 10
 CLI = [sys.executable, "-c", "from sparsesync.cli import main; main()"]
 
 
-def _cmd(plan_path, dest, url):
-    return CLI + ["execute", str(plan_path), "--dest", str(dest), "--source", url, "--reader", "pymysql"]
+def _cmd(plan_path, dest, url, workers: int = 1):
+    return CLI + ["execute", str(plan_path), "--dest", str(dest), "--source", url, "--reader", "pymysql",
+                  "--workers", str(workers)]
 
 
 def _env():
@@ -41,7 +42,9 @@ def test_sigkill_at_random_points_then_resume(mysql_engine, mysql_url, mysql_tab
     name = mysql_table(MYSQL_DDL)
     keys = sparse_keys(3000, seed=42)
     fill_mysql(mysql_engine, name, keys)
-    plan = make_plan(mysql_url, name, rows_per_query=60, file_size=1_200)
+    with mysql_engine.begin() as conn:  # fresh statistics: bytes/row, hence the grouping, is stable
+        conn.exec_driver_sql(f"ANALYZE TABLE {name}").all()
+    plan = make_plan(mysql_url, name, rows_per_query=60, file_size=12_000)
     assert len(plan.files) >= 10, "many small file groups, so kills land between and inside groups"
     plan_path = plan.save(tmp_path / "plan.json")
     with mysql_engine.connect() as conn:
@@ -63,7 +66,8 @@ def test_sigkill_at_random_points_then_resume(mysql_engine, mysql_url, mysql_tab
     for trial in range(TRIALS):
         dest = tmp_path / f"d{trial}"
         folder = out_dir(dest, plan)
-        proc = subprocess.Popen(_cmd(plan_path, dest, mysql_url), env=_env(), stdout=subprocess.DEVNULL,
+        workers = 1 + trial % 2  # odd trials kill a parallel run: several groups in flight at once
+        proc = subprocess.Popen(_cmd(plan_path, dest, mysql_url, workers), env=_env(), stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)
         _wait_for(folder / "_ledger.json", proc)  # kill while it writes, not while Python imports
         time.sleep(rng.uniform(0.0, 1.1) * run_time)
@@ -74,7 +78,7 @@ def test_sigkill_at_random_points_then_resume(mysql_engine, mysql_url, mysql_tab
         # Resume in-process (saves an interpreter start per trial; the CLI path is the same library call).
         t_resume = time.monotonic()
         report = execute_plan(plan, str(dest), source_url=mysql_url)
-        print(f"trial {trial}: resumed in {time.monotonic() - t_resume:.2f} s, skipped {report.groups_skipped}")
+        print(f"trial {trial} (workers {workers}): resumed in {time.monotonic() - t_resume:.2f} s, skipped {report.groups_skipped}")
         got = read_output(dest, plan, "id, v, CAST(n AS VARCHAR), b")
         assert [(r[0], r[1], r[2], bytes(r[3])) for r in got] == want, f"trial {trial}"
         assert_clean_folder(dest, plan)
