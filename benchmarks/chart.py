@@ -37,11 +37,15 @@ def render_chart(measurements, path: str | Path, title: str = "") -> Path:
                 ys.append(max(getattr(m, attr), 0.01 if attr == "wall_s" else 0.5))
                 hatches.append(not m.finished)
             bars = ax.bar(xs, ys, width, label=s, color=f"C{j}")
+            for bar, y in zip(bars, ys):
+                text = f"{y:.1f}" if attr == "wall_s" else f"{int(y):,}"
+                ax.annotate(text, (bar.get_x() + bar.get_width() / 2, y), ha="center", va="bottom", fontsize=6)
             for bar, h in zip(bars, hatches):
                 if h:
                     bar.set_hatch("//")
                     bar.set_edgecolor("black")
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.005 if attr == "wall_s" else 0.5)  # bars of 1 query/file stay visible
         ax.set_xticks(range(len(groups)))
         ax.set_xticklabels(groups, fontsize=8)
         ax.set_title(label)
