@@ -10,14 +10,14 @@ from datetime import datetime, timezone
 from sqlalchemy.engine import Engine
 
 from sparsesync import __version__
-from sparsesync.errors import UsageError
+from sparsesync.errors import PlanError, UsageError
 from sparsesync.source import create_engine, identity_of
 
 from . import partition as part
 from .cache import CacheKey, CacheUnavailable, HistogramCache
 from .histogram import Histogram, KeyTable, exact_histogram, min_max_count, resolve_outliers, tail_histogram
 from .introspect import TableInfo, introspect
-from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy
+from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy, check_structure
 from .typemap import TypeOptions
 
 DEFAULT_ROWS_PER_QUERY = 100_000
@@ -265,4 +265,8 @@ def build_plan(
         estimates=Estimates(queries=len(ranges), rows=total, bytes=int(total * bpr), files=len(files)),
         warnings=tuple(warnings),
     )
+    try:  # the executor refuses a plan that breaks the contract; never hand one out
+        check_structure(plan)
+    except ValueError as exc:
+        raise PlanError(f"internal planner error, refusing to write an inconsistent plan: {exc}", table=info.table) from exc
     return plan.sealed()

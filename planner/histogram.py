@@ -112,8 +112,8 @@ def min_max_count(conn: Connection, kt: KeyTable, *, count: bool = True) -> tupl
 def bucket_expr(conn: Connection, key_col, width: int):
     if is_mysql(conn):
         return key_col.op("DIV")(sa.literal(width, sa.BigInteger))
-    if conn.dialect.name == "sqlite":
-        return key_col / sa.literal(width, sa.Integer)  # integer / integer truncates in SQLite
+    # SQLAlchemy's ``/`` on integers is true division (it renders ``/ (? + 0.0)`` on SQLite); ``//``
+    # renders integer division, which truncates toward zero on SQLite and PostgreSQL like DIV.
     return key_col // sa.literal(width, sa.BigInteger)
 
 
@@ -127,7 +127,9 @@ def group_by_buckets(
     q = sa.select(b, sa.func.count().label("n"), sa.func.min(k).label("mn"), sa.func.max(k).label("mx")).select_from(t)
     if windows:
         q = q.where(sa.or_(*[k.between(sa.literal(lo, sa.BigInteger), sa.literal(hi, sa.BigInteger)) for lo, hi in windows]))
-    q = q.group_by("b")
+    # Positional, not by label: MySQL and SQLite resolve a GROUP BY name to a table column first, so a
+    # table with a column named like the label would be grouped by that column instead.
+    q = q.group_by(sa.text("1"))
     out = []
     for qv, n, mn, mx in _execute(conn, q, kt):
         lo, hi = grid_interval(int(qv), width)
@@ -154,7 +156,7 @@ def group_by_windows(conn: Connection, kt: KeyTable, windows: list[tuple[int, in
         sa.select(wid, b, sa.func.count().label("n"), sa.func.min(k).label("mn"), sa.func.max(k).label("mx"))
         .select_from(t)
         .where(sa.or_(*conds))
-        .group_by("w", "b")
+        .group_by(sa.text("1"), sa.text("2"))  # positional: see group_by_buckets
     )
     out = []
     for w, qv, n, mn, mx in _execute(conn, q, kt):

@@ -68,10 +68,11 @@ def partition_ranges(
     ranges: list[KeyRange] = []
     for i, g in enumerate(groups):
         lo = domain_min if i == 0 else g[0].lo
-        hi = groups[i + 1][0].lo if i + 1 < len(groups) else g[-1].hi + 1
+        # The last finite range reaches the planned max even if the buckets stop short of it (a max
+        # probed after the scan), and the tail starts exactly where it ends: no key falls between.
+        hi = groups[i + 1][0].lo if i + 1 < len(groups) else max(g[-1].hi + 1, hist.max_key + 1)
         ranges.append(_labelled(i, lo, hi, g, sparse_threshold))
-    tail_lo = max(hist.max_key + 1, ranges[-1].hi)
-    ranges.append(KeyRange(len(ranges), tail_lo, None, 0, "tail", False))
+    ranges.append(KeyRange(len(ranges), ranges[-1].hi, None, 0, "tail", False))
     return tuple(ranges)
 
 

@@ -132,3 +132,22 @@ def test_exact_histogram_matches_group_by_on_sqlite(tmp_path):
     eng.dispose()
     seen = sorted(k for k in keys if any(b.min_key <= k <= b.max_key for b in hist.buckets))
     assert seen == keys and hist.total_rows == len(keys)
+
+
+def test_columns_named_like_the_bucket_labels_do_not_hijack_grouping(tmp_path, mysql_table, mysql_engine):
+    """Regression: GROUP BY by label resolved to a table column named ``b``/``w`` on SQLite and MySQL."""
+    from planner.histogram import KeyTable, exact_histogram
+
+    keys = list(range(1, 3001)) + [10_000 + 7 * i for i in range(500)]
+    sqlite_engine = sa.create_engine(f"sqlite:///{tmp_path / 'labels.db'}")
+    with sqlite_engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE lab (id INTEGER PRIMARY KEY, b BLOB, w INTEGER, n INTEGER)")
+    insert_keys(sqlite_engine, "lab", keys)
+    name = mysql_table("CREATE TABLE {name} (id BIGINT PRIMARY KEY, b BLOB, w INT, n INT)")
+    insert_keys(mysql_engine, name, keys)
+    for engine, table in ((sqlite_engine, "lab"), (mysql_engine, name)):
+        with engine.connect() as conn:
+            hist = exact_histogram(conn, KeyTable(table, "id"), rows_per_query=200)
+        assert hist.total_rows == len(keys)
+        assert len(hist.buckets) > 10, "all rows fell into one bucket: grouped by the column, not the bucket"
+        assert sum(bk.count for bk in hist.buckets if bk.min_key >= 10_000) == 500
