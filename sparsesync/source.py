@@ -95,6 +95,14 @@ def identity_of(url: str | URL) -> SourceIdentity:
 def create_engine(url: str | URL, **kwargs) -> Engine:
     """Create an Engine and check that the server answers; failures become :class:`SourceError`."""
     parsed = parse_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database or ""
+        # SQLite silently creates a missing file; a typo in the path must not produce an empty source.
+        if db and db != ":memory:" and not db.startswith("file:") and not os.path.isfile(db):
+            raise SourceError(
+                f"SQLite database file {db!r} does not exist",
+                hint="check the path in the URL (sqlite:///relative/path.db or sqlite:////absolute/path.db)",
+            )
     try:
         engine = sa.create_engine(parsed, **kwargs)
     except NoSuchModuleError as exc:

@@ -58,3 +58,10 @@ def test_url_for_identity_takes_password_from_env(monkeypatch):
     url = url_for_identity(ident)
     assert url.password == "pw1" and url.host == "db" and url.drivername == "mysql+pymysql"
     assert url_for_identity(identity_of("sqlite:///x.db")).database == "x.db"
+
+
+def test_missing_sqlite_file_is_refused_and_not_created(tmp_path):
+    path = tmp_path / "nope.db"
+    with pytest.raises(SourceError, match="does not exist"):
+        create_engine(f"sqlite:///{path}")
+    assert not path.exists()
