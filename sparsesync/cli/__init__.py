@@ -8,6 +8,8 @@ or renders for a terminal.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -24,9 +26,35 @@ app = typer.Typer(
 )
 
 
+_state: dict = {"config_path": None, "config": None}
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    config: Optional[Path] = typer.Option(
+        None, "--config", metavar="FILE",
+        help="YAML settings for plan, execute and bench (default: $SPARSESYNC_CONFIG if set). "
+        "Command-line options override it. Example: sparsesync --config sync.yaml plan URL orders",
+    ),
+) -> None:
     """Plan and execute exactly-once exports of sparse-keyed tables into consolidated Parquet."""
+    _state["config_path"] = config
+    _state["config"] = None
+
+
+def current_config():
+    """The effective :class:`sparsesync.config.Config` (loaded once per invocation); logging follows it.
+
+    Raises :class:`ConfigError` for an unreadable file, unknown keys or bad values.
+    """
+    if _state["config"] is None:
+        from sparsesync import logs
+        from sparsesync.config import load_config
+
+        cfg = load_config(_state["config_path"])
+        logs.configure(cfg.monitoring.log_format)
+        _state["config"] = cfg
+    return _state["config"]
 
 
 def fail(exc: SparsesyncError) -> "typer.Exit":

@@ -19,15 +19,15 @@ def plan_command(
     ),
     table: Optional[str] = typer.Argument(None, metavar="TABLE", help="Table to plan."),
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
-    rows_per_query: int = typer.Option(100_000, "--rows-per-query", help="Upper bound of estimated rows per range query."),
-    file_size: int = typer.Option(256, "--file-size", help="Target Parquet file size in MB."),
-    density: str = typer.Option("auto", "--density", help="Pre-scan: exact (one index scan), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size)."),
+    rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000, or plan.rows_per_query of --config]."),
+    file_size: Optional[int] = typer.Option(None, "--file-size", help="Target Parquet file size in MB [default: 256]."),
+    density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact (one index scan), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size) [default: auto]."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default $XDG_CACHE_HOME/sparsesync/histograms.duckdb, else ~/.cache/sparsesync/histograms.duckdb)."),
     refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
-    tinyint1_as_bool: bool = typer.Option(False, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean (default: SMALLINT)."),
-    wide_decimal_as_string: bool = typer.Option(False, "--wide-decimal-as-string", help="Export DECIMAL with precision > 38 as text instead of refusing."),
-    sparse_threshold: float = typer.Option(0.10, "--sparse-threshold", help="Rows per key below which a stretch is labelled sparse."),
+    tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool/--no-tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean [default: no, SMALLINT]."),
+    wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string/--no-wide-decimal-as-string", help="Export DECIMAL with precision > 38 as text instead of refusing [default: no]."),
+    sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold", help="Rows per key below which a stretch is labelled sparse [default: 0.10]."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Plan file (default plans/<table>-<plan_id>.json)."),
 ) -> None:
     """Pre-scan key density and write a reviewable JSON plan.
@@ -39,20 +39,30 @@ def plan_command(
     """
     from planner.api import make_plan
     from planner.typemap import TypeOptions
+    from sparsesync.config import merge
     from sparsesync.source import resolve_url
+
+    from . import current_config
 
     if table is None:  # `sparsesync plan TABLE` with the URL in the environment
         source_url, table = None, source_url
     try:
+        opts = merge(
+            current_config(), "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
+            sparse_threshold=sparse_threshold, cache=str(cache) if cache else None,
+            tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string,
+        )
         if no_cache and (cache is not None or refresh):
             raise UsageError("--no-cache cannot be combined with --cache or --refresh")
         if output is not None and output.exists() and output.is_dir():
             raise UsageError(f"-o {output} is a directory", hint="give a file name, e.g. -o plans/orders.json")
         plan = make_plan(
-            resolve_url(source_url), table, key=key, rows_per_query=rows_per_query,
-            file_size=file_size * 1024 * 1024, density=density, sparse_threshold=sparse_threshold,
-            type_options=TypeOptions(tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string),
-            cache_path=str(cache) if cache else None, refresh=refresh, use_cache=not no_cache,
+            resolve_url(source_url), table, key=key, rows_per_query=opts.rows_per_query,
+            file_size=opts.file_size_mb * 1024 * 1024, density=opts.density, sparse_threshold=opts.sparse_threshold,
+            type_options=TypeOptions(
+                tinyint1_as_bool=opts.tinyint1_as_bool, wide_decimal_as_string=opts.wide_decimal_as_string
+            ),
+            cache_path=opts.cache, refresh=refresh, use_cache=not no_cache,
         )
         path = output or Path("plans") / plan.default_filename()
         try:
