@@ -88,6 +88,7 @@ def run_demo(out_dir: str | Path = "./demo-out", *, rows: int = 50_000, seed: in
     out.mkdir(parents=True)
     (out / ".sparsesync-demo").write_text("created by `sparsesync demo`; safe to delete\n")
     db = out / "source.db"
+    db.touch()  # a new, empty SQLite database (opening a missing file is refused as a typo)
     url = f"sqlite:///{db.resolve()}"
     engine = create_engine(url)
     try:

@@ -91,6 +91,7 @@ def bench_command(
     if not url:
         tmp = tempfile.mkdtemp(prefix="sparsesync-bench-src-")
         url = f"sqlite:///{tmp}/bench.db"
+        Path(tmp, "bench.db").touch()  # a new empty database; a missing file would be refused as a typo
     cfg = BenchConfig(
         source=url, fixtures=tuple(_split(fixtures)) or DEFAULT_FIXTURES,
         strategies=tuple(_split(strategies)) or DEFAULT_STRATEGIES, sizes=tuple(rows or [50_000]), seed=seed,
