@@ -92,6 +92,10 @@ def test_time_cap_reports_not_finished(tmp_path):
         ks = st.run_strategy("keyset", _ctx(engine, fx, tmp_path, "keyset", chunk=1000))
         assert ks.finished and ks.read_queries == 2
         assert compare_keys(fx.keys, _output_keys(_ctx(engine, fx, tmp_path, "keyset"), ks))[1:] == (0, 0)
+        # So does the planner, on SQLite too (a range ending at 2^63 must not reach the driver).
+        pl_ctx = _ctx(engine, fx, tmp_path, "planner_exact")
+        pl = st.run_strategy("planner_exact", pl_ctx)
+        assert pl.finished and compare_keys(fx.keys, _output_keys(pl_ctx, pl)) == (fx.rows, 0, 0)
     finally:
         engine.dispose()
 
