@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -106,6 +107,27 @@ def run_sink_level(sinks: dict, table: pa.Table, parts: int, part_bytes: int, mo
     return elapsed, in_commit, total
 
 
+class CallMeter:
+    """Counts a boto3 client's API calls and the wall time spent inside them (botocore events)."""
+
+    def __init__(self, client) -> None:
+        self.count, self.seconds, self.by_op = 0, 0.0, {}
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        client.meta.events.register("before-call.s3", self._before)
+        client.meta.events.register("after-call.s3", self._after)
+
+    def _before(self, model, **_):
+        self._local.t0 = time.perf_counter()
+
+    def _after(self, model, **_):
+        dt = time.perf_counter() - getattr(self._local, "t0", time.perf_counter())
+        with self._lock:
+            self.count += 1
+            self.seconds += dt
+            self.by_op[model.name] = self.by_op.get(model.name, 0) + 1
+
+
 def _plan_level_available() -> bool:
     return all(importlib.util.find_spec(m) is not None for m in ("executor.readers", "executor.writer"))
 
@@ -134,10 +156,19 @@ def run_plan_level(rows: int, repeat: int, bucket: str, workdir: Path, file_mb: 
     times: dict = {"local": [], "s3": []}  # seconds per run; plus "files" and "mib" figures
     for rep in range(repeat):
         for mode in ("local", "s3"):
-            dest = str(workdir / f"out-{rep}") if mode == "local" else f"s3://{bucket}/plan-{rep}"
+            if mode == "local":
+                dest = str(workdir / f"out-{rep}")
+            else:
+                # a Sink object goes through execute_plan as is; built here so its requests can be counted
+                dest = S3Sink(bucket, f"plan-{rep}", staging_dir=workdir)
+                calls = CallMeter(dest.client)
             t0 = time.perf_counter()
             report = execute_plan(plan, dest, source_url=url, verify=False)
             times[mode].append(time.perf_counter() - t0)
+            if mode == "s3":
+                times.setdefault("s3_requests", []).append(calls.count)
+                times.setdefault("s3_call_s", []).append(calls.seconds)
+                times["s3_ops"] = dict(calls.by_op)
             assert report.rows == rows, (report.rows, rows)
             times["mib"] = report.bytes / MiB
         shutil.rmtree(workdir / f"out-{rep}", ignore_errors=True)
@@ -219,6 +250,10 @@ def main(argv: list[str] | None = None) -> int:
                         runs = ", ".join(f"{t:.2f}" for t in plan_times[m])
                         lines.append(f"| {m} | {pm[m]:.2f} | {runs} | {pm[m] / pm['local']:.2f} | "
                                      f"{pb[m] / pb['local']:.2f} |")
+                    ops = ", ".join(f"{k} {v}" for k, v in sorted(plan_times["s3_ops"].items()))
+                    lines += ["", f"S3 requests per run: {statistics.median(plan_times['s3_requests']):.0f} ({ops}); "
+                                  f"wall time inside S3 calls (median): {statistics.median(plan_times['s3_call_s']):.2f} s "
+                                  "(calls from upload threads overlap, so this can exceed the added time)."]
                 lines.append("")
             s3.close()
     finally:
