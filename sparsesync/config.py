@@ -267,6 +267,9 @@ def merge(config: Config, section: str, **cli_values: Any):
 
 
 def _bad(origin: str, path: str, reason: str) -> ConfigError:
+    if origin == "command line":  # a flag's value, not a file's: name the flag the user typed
+        flag = "--" + path.rsplit(".", 1)[-1].replace("_", "-")
+        return ConfigError(f"option {flag} {reason}", hint=f"see `sparsesync {path.split('.')[0]} --help`")
     return ConfigError(f"config {origin}: {path} {reason}", hint="fix or remove the key", file=None)
 
 

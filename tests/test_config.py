@@ -71,7 +71,7 @@ def test_merge_cli_none_means_config_wins(tmp_path):
 
 
 def test_merge_refuses_bad_cli_values_and_unknown_names():
-    with pytest.raises(ConfigError, match=r"plan\.rows_per_query.*positive"):
+    with pytest.raises(ConfigError, match=r"option --rows-per-query .*positive"):
         merge(Config(), "plan", rows_per_query=-5)
     with pytest.raises(ConfigError, match=r"plan\.nope"):
         merge(Config(), "plan", nope=1)

@@ -54,13 +54,23 @@ def _progress_renderer():
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
              no_verify, iam_role) -> None:
     from executor.run import execute_plan
+    from sparsesync.config import merge
 
+    from . import current_config
+
+    try:
+        opts = merge(
+            current_config(), "execute", reader=reader, workers=workers, compression=compression, ledger=ledger,
+            strict_dates=strict_dates,
+        )
+    except SparsesyncError as exc:
+        raise fail(exc)
     callback, close = (None, lambda: None) if dry_run else _progress_renderer()
     try:
         report = execute_plan(
-            plan, dest, source_url=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
-            overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=not no_verify,
-            iam_role=iam_role, progress=callback,
+            plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
+            ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
+            verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
         )
     except SparsesyncError as exc:
         close()
@@ -78,13 +88,13 @@ def execute_command(
     plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan file written by `sparsesync plan`."),
     dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix; files go to <dest>/<table>/<plan_id>/."),
     source: Optional[str] = typer.Option(None, "--source", help="Source URL (default SPARSESYNC_SOURCE_URL, else the plan's host with SPARSESYNC_SOURCE_PASSWORD). Must be the plan's source."),
-    reader: str = typer.Option("auto", "--reader", help="auto, pymysql or connectorx."),
-    workers: int = typer.Option(1, "--workers", help="File groups read in parallel (1 = one consistent snapshot)."),
-    compression: str = typer.Option("zstd", "--compression", help="zstd, snappy, gzip or none."),
+    reader: Optional[str] = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="File groups read in parallel (1 = one consistent snapshot) [default: 1]."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, snappy, gzip or none [default: zstd]."),
     ledger: Optional[str] = typer.Option(None, "--ledger", help="Ledger file (default: _ledger.json beside the output)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo a finished run from scratch."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check drift and print the range queries; read and write nothing."),
-    strict_dates: bool = typer.Option(False, "--strict-dates", help="Fail on zero dates instead of writing NULL."),
+    strict_dates: Optional[bool] = typer.Option(None, "--strict-dates/--no-strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
 ) -> None:
@@ -130,19 +140,19 @@ def run_command(
     table: str = typer.Argument(..., metavar="TABLE", help="Table to export."),
     dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix."),
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
-    rows_per_query: int = typer.Option(100_000, "--rows-per-query", help="Upper bound of estimated rows per range query."),
-    file_size: int = typer.Option(256, "--file-size", help="Target Parquet file size in MB."),
-    density: str = typer.Option("auto", "--density", help="Pre-scan: exact, sampled or auto."),
+    rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000]."),
+    file_size: Optional[int] = typer.Option(None, "--file-size", help="Target Parquet file size in MB [default: 256]."),
+    density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact, sampled or auto [default: auto]."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default as for `sparsesync plan`)."),
     refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
-    tinyint1_as_bool: bool = typer.Option(False, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean."),
-    wide_decimal_as_string: bool = typer.Option(False, "--wide-decimal-as-string", help="Export DECIMAL(p>38) as text."),
+    tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool/--no-tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean."),
+    wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string/--no-wide-decimal-as-string", help="Export DECIMAL(p>38) as text."),
     plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Where the plan is saved."),
-    reader: str = typer.Option("auto", "--reader", help="auto, pymysql or connectorx."),
-    workers: int = typer.Option(1, "--workers", help="File groups read in parallel."),
-    compression: str = typer.Option("zstd", "--compression", help="zstd, snappy, gzip or none."),
-    strict_dates: bool = typer.Option(False, "--strict-dates", help="Fail on zero dates instead of writing NULL."),
+    reader: Optional[str] = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="File groups read in parallel [default: 1]."),
+    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, snappy, gzip or none [default: zstd]."),
+    strict_dates: Optional[bool] = typer.Option(None, "--strict-dates/--no-strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
 ) -> None:
@@ -152,12 +162,21 @@ def run_command(
     """
     from planner.api import make_plan
     from planner.typemap import TypeOptions
+    from sparsesync.config import merge
+
+    from . import current_config
 
     try:
+        po = merge(
+            current_config(), "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
+            cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,
+            wide_decimal_as_string=wide_decimal_as_string,
+        )
         plan = make_plan(
-            source_url, table, key=key, rows_per_query=rows_per_query, file_size=file_size * 1024 * 1024,
-            density=density, cache_path=str(cache) if cache else None, refresh=refresh, use_cache=not no_cache,
-            type_options=TypeOptions(tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string),
+            source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=po.file_size_mb * 1024 * 1024,
+            density=po.density, sparse_threshold=po.sparse_threshold, cache_path=po.cache, refresh=refresh,
+            use_cache=not no_cache,
+            type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
         )
         path = plan.save(plans_dir / plan.default_filename())
     except SparsesyncError as exc:
