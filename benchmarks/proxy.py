@@ -98,14 +98,18 @@ class LatencyProxy:
             a = asyncio.create_task(self._pipe(reader, up_w, self.delay, "up"))
             b = asyncio.create_task(self._pipe(up_r, writer, 0.0, "down"))
             tasks.update((a, b))
-            await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (a, b):
-                t.cancel()
-            for w in (writer, up_w):
-                try:
-                    w.close()
-                except Exception:  # noqa: BLE001 - already closed
-                    pass
+            try:
+                await asyncio.wait({a, b}, return_when=asyncio.FIRST_COMPLETED)
+            except asyncio.CancelledError:
+                pass  # the proxy is stopping: close both sides quietly
+            finally:
+                for t in (a, b):
+                    t.cancel()
+                for w in (writer, up_w):
+                    try:
+                        w.close()
+                    except Exception:  # noqa: BLE001 - already closed
+                        pass
 
         server = await asyncio.start_server(handle, self.listen_host, 0)
         self.port = server.sockets[0].getsockname()[1]
