@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from executor.sink import LocalSink
-from executor.writer import PartWriter, part_relpath
+from executor.writer import PartWriter, dictionary_columns, part_relpath
 from sparsesync.errors import DestinationError, UsageError
 
 SCHEMA = pa.schema([
@@ -116,3 +116,23 @@ def test_timestamps_are_not_silently_truncated(tmp_path):
     with pytest.raises(DestinationError, match="lose data"):
         w.close()
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_dictionary_only_for_repetitive_columns(tmp_path):
+    """Near-unique columns skip dictionary encoding (speed); repetitive ones keep it (size); values equal."""
+    n = 5000
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("cat", pa.string()), pa.field("h", pa.string())])
+    batch = pa.RecordBatch.from_arrays([
+        pa.array(range(n), pa.int64()), pa.array([f"c{i % 7}" for i in range(n)]),
+        pa.array([hashlib.md5(str(i).encode()).hexdigest() for i in range(n)]),
+    ], schema=schema)
+    assert dictionary_columns(batch) == ["cat"]
+    assert dictionary_columns(None) is True
+    w = PartWriter(LocalSink(tmp_path), REL, schema)
+    w.write(batch)
+    parts = w.close()
+    md = pq.read_metadata(parts[0].url)
+    enc = {md.schema.column(i).name: md.row_group(0).column(i).encodings for i in range(3)}
+    assert any("DICTIONARY" in e for e in enc["cat"])
+    assert not any("DICTIONARY" in e for e in enc["h"])
+    assert pq.read_table(parts[0].url).equals(pa.Table.from_batches([batch]))
