@@ -378,6 +378,9 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
     return quoted, "plain"
 
 
+_CX_DROP_PARAMS = {"charset", "binary_prefix", "use_unicode", "client_flag", "local_infile"}
+
+
 class ConnectorXReader:
     """MySQL/MariaDB through connectorx's Arrow output; each query on its own connection."""
 
@@ -405,8 +408,11 @@ class ConnectorXReader:
         self._key_pos = names.index(src.key) if src.key in names else None
 
     def _conn_str(self) -> str:
-        # Never logged; the password is URL-escaped by SQLAlchemy's renderer.
-        url = self.engine.url.set(drivername="mysql")
+        # Never logged; the password is URL-escaped by SQLAlchemy's renderer. connectorx refuses unknown
+        # URL parameters: drop the driver-only ones that do not change what is read (it always speaks
+        # utf8mb4); anything else (TLS options…) is passed on, so it fails loudly rather than silently.
+        query = {k: v for k, v in self.engine.url.query.items() if k not in _CX_DROP_PARAMS}
+        url = self.engine.url.set(drivername="mysql", query=query)
         return url.render_as_string(hide_password=False)
 
     def sql(self, r: KeyRange) -> str | None:

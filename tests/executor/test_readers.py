@@ -175,3 +175,13 @@ def test_sqlite_reader_streams_and_counts(tmp_path):
     assert max(b.num_rows for b in batches) <= 100
     assert [k for b in batches for k in b.column("id").to_pylist()] == [i * 3 for i in range(1500)]
     engine.dispose()
+
+
+def test_connectorx_url_drops_driver_only_parameters(mysql_url, mysql_table):
+    engine = sa.create_engine(mysql_url + ("&" if "?" in mysql_url else "?") + "charset=utf8mb4")
+    name = mysql_table("CREATE TABLE {name} (id BIGINT PRIMARY KEY, v VARCHAR(10))")
+    insert_keys(engine, name, [1, 2, 3], extra=lambda k: "é" * k)
+    plan = make_plan(engine, name)
+    batches = _read_all(make_reader(engine, plan, kind="connectorx"), plan)
+    assert [v for b in batches for v in b.column("v").to_pylist()] == ["é", "éé", "ééé"]
+    engine.dispose()
