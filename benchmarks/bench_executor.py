@@ -134,6 +134,7 @@ def main() -> None:
     ap.add_argument("--big-rows", type=int, default=5_000_000)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/executor.md")
+    ap.add_argument("--child-kinds", default="connectorx,pymysql", help="readers measured for peak RSS (c)")
     ap.add_argument("--child", nargs=2, metavar=("PLAN", "KIND"), help=argparse.SUPPRESS)
     ns = ap.parse_args()
     if ns.child:
@@ -149,7 +150,7 @@ def main() -> None:
         t0 = time.perf_counter()
         make_table(engine, name, ns.rows)
         print(f"filled {name}: {ns.rows} rows in {time.perf_counter() - t0:.1f}s", flush=True)
-        plan = make_plan(engine, name)
+        plan = make_plan(engine, name, use_cache=False)
         print(f"plan: {len(plan.ranges)} ranges, {len(plan.files)} files", flush=True)
         best: dict[str, float] = {}
         for rep in range(ns.repeat):
@@ -171,11 +172,11 @@ def main() -> None:
         t0 = time.perf_counter()
         make_table(engine, big, ns.big_rows)
         print(f"filled {big}: {ns.big_rows} rows in {time.perf_counter() - t0:.1f}s", flush=True)
-        big_plan = make_plan(engine, big)
+        big_plan = make_plan(engine, big, use_cache=False)
         mem = {}
         with tempfile.TemporaryDirectory() as d:
             plan_path = big_plan.save(Path(d) / "plan.json")
-            for kind in ("connectorx", "pymysql"):
+            for kind in ns.child_kinds.split(","):
                 res = subprocess.run([sys.executable, "-m", "benchmarks.bench_executor", "--url", ns.url,
                                       "--child", str(plan_path), kind], capture_output=True, text=True, check=True)
                 mem[kind] = json.loads(res.stdout.strip().splitlines()[-1])
@@ -186,7 +187,7 @@ def main() -> None:
         lines = [
             "# Executor benchmark (readers + PartWriter)", "",
             f"Command: `.venv/bin/python -m benchmarks.bench_executor --rows {ns.rows} --big-rows {ns.big_rows} "
-            f"--repeat {ns.repeat}` (best of {ns.repeat}, same process, local MariaDB over loopback, zstd)", "",
+            f"--repeat {ns.repeat} --child-kinds {ns.child_kinds}` (best of {ns.repeat}, same process, local MariaDB over loopback, zstd)", "",
             f"Machine: {machine()}", "",
             f"Table: {ns.rows:,} rows × 10 columns (BIGINT key every 3rd id + a far block; INT, BIGINT, VARCHAR, "
             f"DECIMAL, DOUBLE, DATETIME, DATE, TINYINT, VARCHAR(64)); plan: {len(plan.ranges)} ranges, "
