@@ -447,10 +447,9 @@ class ConnectorXReader:
                 arr = self._zero_dates(arr, spec, ctx, texts=True)
             elif kind == "unix_us":
                 arr = self._zero_dates(arr, spec, ctx, texts=False)
-            if pa.types.is_decimal(f.type) and pa.types.is_string(arr.type):
-                arr = cast_array(arr, f.type, spec.name, ctx)
-            else:
-                arr = cast_array(arr, f.type, spec.name, ctx)
+            # DECIMAL text, uint64 → decimal128(20,0), uint32 → int64, large_binary → binary, µs → timestamp:
+            # all safe Arrow casts; a value that does not fit raises with its column and key.
+            arr = cast_array(arr, f.type, spec.name, ctx)
             if not f.nullable and arr.null_count:
                 j = arr.is_null().index(True).as_py()
                 raise ctx.error(spec.name, j, None, f.type, "NULL in a NOT NULL column")
