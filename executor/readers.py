@@ -361,7 +361,7 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
     result it carries faithfully, and converted back to the plan's type in Arrow:
     DATE/DATETIME → text (zero/invalid dates detected like pymysql does), TIMESTAMP → UNIX microseconds
     (independent of the session time zone; 0 is the zero timestamp, as TIMESTAMP starts at 1970-01-01
-    00:00:01 UTC), TIME → signed microseconds, BIT → unsigned integer, DECIMAL → text.
+    00:00:01 UTC), TIME → signed microseconds, BIT → unsigned integer, wide DECIMAL → text.
     """
     t = spec.source_type.lower()
     tag = spec.conversion
@@ -373,7 +373,14 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
         return f"CAST(TIME_TO_SEC({quoted}) * 1000000 AS SIGNED)", "plain"
     if tag == "bit_int":
         return f"CAST({quoted} AS UNSIGNED)", "plain"
-    if t.startswith(("decimal", "numeric", "dec", "fixed")) or tag == "decimal_str":
+    if tag == "decimal_str":
+        return f"CAST({quoted} AS CHAR)", "plain"
+    if t.startswith(("decimal", "numeric", "dec", "fixed")):
+        # connectorx hands every DECIMAL over as decimal128(38, 10) through a 96-bit decimal: exact only
+        # when the scale is ≤ 10 and the integer part has ≤ 18 digits; anything else travels as text.
+        ty = spec.pa_type
+        if pa.types.is_decimal(ty) and ty.scale <= 10 and ty.precision - ty.scale <= 18:
+            return quoted, "plain"
         return f"CAST({quoted} AS CHAR)", "plain"
     return quoted, "plain"
 

@@ -28,14 +28,15 @@ ALL_TYPES_DDL = """CREATE TABLE {name} (
   id {keytype} NOT NULL PRIMARY KEY,
   i8 TINYINT, u8 TINYINT UNSIGNED, i16 SMALLINT, u16 SMALLINT UNSIGNED, i24 MEDIUMINT, i32 INT NOT NULL DEFAULT 0,
   u32 INT UNSIGNED, i64 BIGINT, u64 BIGINT UNSIGNED, flag TINYINT(1),
-  d38 DECIMAL(38,10), d5 DECIMAL(5,2), f FLOAT, db DOUBLE,
+  d38 DECIMAL(38,10), d5 DECIMAL(5,2), d28 DECIMAL(28,10), d18 DECIMAL(18,18), f FLOAT, db DOUBLE,
   dt DATE, dtm DATETIME(6), dtm0 DATETIME, ts TIMESTAMP(6) NULL DEFAULT NULL,
   tm TIME, tm6 TIME(6), yr YEAR,
   c CHAR(4), vc VARCHAR(100), tx TEXT, en ENUM('small','medium','large'), st SET('a','b','c'),
   bn BINARY(4), vb VARBINARY(16), bl BLOB, b8 BIT(8), b64 BIT(64), js JSON
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"""
 
-COLS = ["id", "i8", "u8", "i16", "u16", "i24", "i32", "u32", "i64", "u64", "flag", "d38", "d5", "f", "db", "dt",
+COLS = ["id", "i8", "u8", "i16", "u16", "i24", "i32", "u32", "i64", "u64", "flag", "d38", "d5", "d28", "d18", "f",
+        "db", "dt",
         "dtm", "dtm0", "ts", "tm", "tm6", "yr", "c", "vc", "tx", "en", "st", "bn", "vb", "bl", "b8", "b64", "js"]
 
 D38_MAX = Decimal("9999999999999999999999999999.9999999999")
@@ -43,7 +44,8 @@ D38_MAX = Decimal("9999999999999999999999999999.9999999999")
 
 def _edge_row(k: int) -> dict:
     return dict(id=k, i8=127, u8=255, i16=-32768, u16=65535, i24=-8388608, i32=-2147483648, u32=4294967295,
-                i64=-(2**63), u64=2**64 - 1, flag=1, d38=D38_MAX, d5=Decimal("-999.99"), f=1.5, db=-1.0e308,
+                i64=-(2**63), u64=2**64 - 1, flag=1, d38=D38_MAX, d5=Decimal("-999.99"),
+                d28=Decimal("999999999999999999.9999999999"), d18=Decimal("0.999999999999999999"), f=1.5, db=-1.0e308,
                 dt="0000-00-00", dtm="0000-00-00 00:00:00", dtm0="2024-00-10 00:00:00",
                 ts="0000-00-00 00:00:00", tm="838:59:59", tm6="-838:59:59.000001", yr=2155,
                 c="😀", vc="héllo wörld 😀 \u0000x", tx="emoji 🎉 and ' quotes \" and \\ backslash", en="large",
@@ -53,7 +55,8 @@ def _edge_row(k: int) -> dict:
 
 def _min_row(k: int) -> dict:
     return dict(id=k, i8=-128, u8=0, i16=32767, u16=0, i24=8388607, i32=2147483647, u32=0, i64=2**63 - 1, u64=0,
-                flag=0, d38=-D38_MAX, d5=Decimal("999.99"), f=-0.25, db=2.2250738585072014e-308,
+                flag=0, d38=-D38_MAX, d5=Decimal("999.99"),
+                d28=Decimal("-999999999999999999.9999999999"), d18=Decimal("-0.000000000000000001"), f=-0.25, db=2.2250738585072014e-308,
                 dt="1000-01-01", dtm="9999-12-31 23:59:59.999999", dtm0="1000-01-01 00:00:00",
                 ts="2038-01-19 03:14:07.999999", tm="-838:59:59", tm6="00:00:00.5", yr=1901,
                 c="", vc="", tx="", en="small", st="", bn=b"\xff\xff\xff\xff", vb=b"", bl=b"", b8=b"\x00",
@@ -71,7 +74,8 @@ def _random_row(k: int, rng: random.Random) -> dict:
                 u16=rng.randint(0, 65535), i24=rng.randint(-8388608, 8388607), i32=rng.randint(-2**31, 2**31 - 1),
                 u32=rng.randint(0, 2**32 - 1), i64=rng.randint(-2**63, 2**63 - 1), u64=rng.randint(0, 2**64 - 1),
                 flag=rng.randint(0, 1), d38=Decimal(rng.randint(-10**37, 10**37)).scaleb(-10),
-                d5=Decimal(rng.randint(-99999, 99999)).scaleb(-2), f=rng.randint(-1000, 1000) / 8,
+                d5=Decimal(rng.randint(-99999, 99999)).scaleb(-2), d28=Decimal(rng.randint(-10**27, 10**27)).scaleb(-10),
+                d18=Decimal(rng.randint(-10**17, 10**17)).scaleb(-18), f=rng.randint(-1000, 1000) / 8,
                 db=rng.uniform(-1e6, 1e6), dt=f"{rng.randint(1000, 9999)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
                 dtm=f"2020-05-{rng.randint(1, 28):02d} {rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:00.{rng.randint(0, 999999):06d}",
                 dtm0=f"1999-12-31 23:59:{rng.randint(0, 59):02d}",
