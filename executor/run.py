@@ -160,6 +160,8 @@ def execute_plan(
     finally:
         if own_engine:
             engine.dispose()
+        if sink is not dest and hasattr(sink, "close"):  # we opened it: release upload threads and staging
+            sink.close()
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
@@ -278,9 +280,23 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
         return None
     stop = threading.Event()
     if workers == 1:
-        with rdr.session() as s:
-            for g in todo:
-                _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop)
+        # One session (one snapshot) reads the groups in order; each group's finishing work (closing the
+        # Parquet file, the upload to S3, the ledger's `done`) runs on a helper thread while the next
+        # group is read. At most one group is in flight, so staging space stays bounded.
+        with rdr.session() as s, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-finish") as fin:
+            pending = None
+            try:
+                for g in todo:
+                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True)
+                    if pending is not None:
+                        pending.result()
+                    pending = fin.submit(finish)
+                if pending is not None:
+                    pending.result()
+                    pending = None
+            finally:
+                if pending is not None:  # an error while reading: let the in-flight group finish or fail
+                    wait([pending])
             return _snapshot_count(s, plan) if want_count else None
 
     def work(g: FileGroup) -> None:
@@ -310,7 +326,12 @@ def _snapshot_count(session, plan) -> int | None:
     return None if count is None else int(count())
 
 
-def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop) -> None:
+def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False):
+    """Read the group's ranges into a PartWriter; then close, commit and mark it done.
+
+    With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
+    the caller can overlap it with reading the next group.
+    """
     from .writer import PartWriter
 
     store.transition(book, g.index, RUNNING)
@@ -329,16 +350,27 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
                     counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
             range_rows[str(r.index)] = n
             counter.emit("range", rows=n, group=g.index, range_index=r.index)
-        parts = writer.close()
     except BaseException:
         writer.abort()
         raise
-    records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
-    store.transition(
-        book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
-        range_rows=range_rows,
-    )
-    counter.emit("group", rows=sum(range_rows.values()), group=g.index)
+
+    def finish() -> None:
+        try:
+            parts = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
+        store.transition(
+            book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
+            range_rows=range_rows,
+        )
+        counter.emit("group", rows=sum(range_rows.values()), group=g.index)
+
+    if defer:
+        return finish
+    finish()
+    return None
 
 
 def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: DriftReport, snapshot_count) -> None:

@@ -25,8 +25,8 @@ def plan_command(
     cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default $XDG_CACHE_HOME/sparsesync/histograms.duckdb, else ~/.cache/sparsesync/histograms.duckdb)."),
     refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
-    tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool/--no-tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean [default: no, SMALLINT]."),
-    wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string/--no-wide-decimal-as-string", help="Export DECIMAL with precision > 38 as text instead of refusing [default: no]."),
+    tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean [default: no, SMALLINT]."),
+    wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string", help="Export DECIMAL with precision > 38 as text instead of refusing [default: no]."),
     sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold", help="Rows per key below which a stretch is labelled sparse [default: 0.10]."),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="Plan file (default plans/<table>-<plan_id>.json)."),
 ) -> None:

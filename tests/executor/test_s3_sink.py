@@ -108,8 +108,9 @@ def test_commit_large_file_goes_multipart_and_leaves_no_upload(s3_bucket, s3_cli
     sink.close()
 
 
-def test_commit_async_overlaps_and_returns_committed(s3_bucket, s3_client):
-    with S3Sink(s3_bucket, "async", upload_workers=2) as sink:
+def test_commit_async_overlaps_and_returns_committed(s3_bucket, s3_client, tmp_path):
+    # Its own staging dir: other sinks of this process share the default per-pid one.
+    with S3Sink(s3_bucket, "async", upload_workers=2, staging_dir=tmp_path) as sink:
         payloads = {f"t/part-{i:05d}.parquet": os.urandom(50_000 + i) for i in range(5)}
         futures = {rel: sink.commit_async(_stage(sink, rel, data), rel) for rel, data in payloads.items()}
         results = {rel: f.result(timeout=60) for rel, f in futures.items()}

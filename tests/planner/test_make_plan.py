@@ -139,5 +139,5 @@ def test_real_process_prints_no_traceback(tmp_path):
             capture_output=True, text=True, cwd=REPO,
         )
     assert out.returncode != 0 and "Traceback" not in out.stderr
-    assert out.stderr.count("\n") == 1 and "nope" in out.stderr
+    assert out.stderr.count("\n") == 1 and "missing.db" in out.stderr and "does not exist" in out.stderr
     assert not (tmp_path / "x.json").exists()

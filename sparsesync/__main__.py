@@ -1,0 +1,5 @@
+"""``python -m sparsesync``."""
+
+from sparsesync.cli import main
+
+main()
