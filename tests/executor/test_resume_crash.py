@@ -44,7 +44,7 @@ def test_sigkill_at_random_points_then_resume(mysql_engine, mysql_url, mysql_tab
     fill_mysql(mysql_engine, name, keys)
     with mysql_engine.begin() as conn:  # fresh statistics: bytes/row, hence the grouping, is stable
         conn.exec_driver_sql(f"ANALYZE TABLE {name}").all()
-    plan = make_plan(mysql_url, name, rows_per_query=60, file_size=12_000)
+    plan = make_plan(mysql_url, name, rows_per_query=60, file_size=3_000)
     assert len(plan.files) >= 10, "many small file groups, so kills land between and inside groups"
     plan_path = plan.save(tmp_path / "plan.json")
     with mysql_engine.connect() as conn:

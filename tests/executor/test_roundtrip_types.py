@@ -189,7 +189,7 @@ def test_all_types_round_trip_both_readers(keytype, mysql_url, mysql_engine, mys
     name = mysql_table(ALL_TYPES_DDL.replace("{keytype}", keytype), prefix="rt")
     keys = KEYSETS[keytype]()
     _fill(mysql_engine, name, keys)
-    plan = make_plan(mysql_engine, name, rows_per_query=40, file_size=5_000)
+    plan = make_plan(mysql_engine, name, rows_per_query=40, file_size=1_200)
     assert len(plan.ranges) > 3 and len(plan.files) > 1
     expected, zero = _expected(mysql_url, name)
     assert len(expected) == len(keys) and zero  # the fixture really holds zero dates
