@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sparsesync.atomic import write_atomic
 from sparsesync.errors import DestinationError
 
 LEDGER_VERSION = 1
@@ -153,17 +153,7 @@ class LedgerStore:
             self.sink.put_bytes(self.relpath, data)
             return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(self.path, data, fsync=True)
         except OSError as exc:
             raise DestinationError(
                 f"cannot write ledger: {exc.strerror}", hint="pass --ledger PATH in a writable place",

@@ -7,9 +7,9 @@ half-written PNG is never visible under its name.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from sparsesync.atomic import write_atomic
 from sparsesync.errors import DestinationError
 
 from .plan import Plan
@@ -101,17 +101,6 @@ def _draw(ax, plan: Plan, bins, cells: int) -> None:
 
 def _save_atomically(fig, target: Path) -> None:
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        write_atomic(target, lambda fh: fig.savefig(fh, format="png"))
     except OSError as exc:
         raise DestinationError(f"cannot write PNG {target}: {exc.strerror or exc}", file=str(target)) from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise DestinationError(f"cannot write PNG {target}: {exc.strerror or exc}", file=str(target)) from exc
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from sparsesync.atomic import write_atomic
 from sparsesync.errors import PlanError
 
 FORMAT_VERSION = "1.0"
@@ -219,17 +219,7 @@ class Plan:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a half-written plan is never visible under its name."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(path, self.to_json())
 
     def _body(self) -> dict[str, Any]:
         src = asdict(self.source)

@@ -109,19 +109,9 @@ class Config:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_yaml` to ``path`` (whole file, replaced atomically)."""
-        import tempfile
+        from sparsesync.atomic import write_atomic
 
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_yaml())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_atomic(path, self.to_yaml())
 
 
 SECTIONS: dict[str, type] = {
