@@ -58,6 +58,9 @@ class RunReport:
     create_table_sql: str | None = None
     ledger: str | None = None
     queries_sql: list[str] = field(default_factory=list)  # dry-run only: the rendered range queries
+    # Roadmap Phase 4 summary: sparse regions found, queries saved vs fixed stride, files consolidated,
+    # mean range efficiency (actual / planned rows). See ``executor.run.run_metrics``.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -90,6 +93,13 @@ class RunReport:
             f"reader {self.reader}, consistency {self.consistency}, workers {self.workers}; "
             f"planned ~{self.planned_rows:,} rows, verified: {self.verified}",
         ]
+        m = self.metrics
+        if m:
+            lines.append(
+                f"metrics: {m['sparse_regions']} sparse region(s), {m['queries_saved_vs_fixed_stride']:,} queries saved vs "
+                f"a fixed {m['fixed_stride_keys']:,}-key stride, {m['files_consolidated']} range(s) consolidated into shared "
+                f"files, mean range efficiency {m['mean_range_efficiency']:.2f}"
+            )
         if self.groups_skipped or self.groups_redone:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
         if self.tail_rows:

@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from sparsesync import __version__
 from sparsesync.errors import PlanError, UsageError
+from sparsesync.logs import get_logger
 from sparsesync.source import create_engine, identity_of
 
 from . import partition as part
@@ -19,6 +20,9 @@ from .histogram import Histogram, KeyTable, exact_histogram, min_max_count, reso
 from .introspect import TableInfo, introspect
 from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy, check_structure
 from .typemap import TypeOptions
+
+# Sparse detections (roadmap Phase 4); `monitoring.alert_on_sparse_detection: false` silences them.
+_DETECTION_LOG = get_logger("sparsesync.detection")
 
 DEFAULT_ROWS_PER_QUERY = 100_000
 DEFAULT_FILE_SIZE_MB = 256
@@ -275,6 +279,11 @@ def build_plan(
         estimates=Estimates(queries=len(ranges), rows=total, bytes=int(total * bpr), files=len(files)),
         warnings=tuple(warnings),
     )
+    for region in plan.histogram.sparse_regions:  # roadmap Phase 4: sparse detections as events
+        _DETECTION_LOG.info(
+            "sparse_region", table=info.table, lo=region.lo, hi=region.hi, rows=region.rows,
+            density=region.rows / max(1, region.hi - region.lo),
+        )
     try:  # the executor refuses a plan that breaks the contract; never hand one out
         check_structure(plan)
     except ValueError as exc:

@@ -76,6 +76,7 @@ class MonitoringSection:
     alert_on_sparse_detection: bool = True
     track_performance_gains: bool = True
     log_format: str = "auto"
+    log_level: str = "warning"  # info shows per-range efficiency and sparse-region events
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "execute.reader": ("auto", "pymysql", "connectorx"),
     "execute.compression": ("zstd", "snappy", "gzip", "none"),  # what `execute --compression` accepts
     "monitoring.log_format": ("auto", "json", "text"),
+    "monitoring.log_level": ("debug", "info", "warning", "error"),
 }
 FRACTIONS = {"plan.sparse_threshold", "detection.efficiency_threshold"}  # 0..1 inclusive
 NON_NEGATIVE = {"bench.latency_ms", "detection.consecutive_sparse_limit"}
@@ -259,7 +261,9 @@ def merge(config: Config, section: str, **cli_values: Any):
 def _bad(origin: str, path: str, reason: str) -> ConfigError:
     if origin == "command line":  # a flag's value, not a file's: name the flag the user typed
         flag = "--" + path.rsplit(".", 1)[-1].replace("_", "-")
-        return ConfigError(f"option {flag} {reason}", hint=f"see `sparsesync {path.split('.')[0]} --help`")
+        command = path.split(".")[0]
+        where = f"sparsesync {command} --help" if command in ("plan", "execute", "bench") else "sparsesync --help"
+        return ConfigError(f"option {flag} {reason}", hint=f"see `{where}`")
     return ConfigError(f"config {origin}: {path} {reason}", hint="fix or remove the key", file=None)
 
 

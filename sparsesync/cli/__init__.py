@@ -7,6 +7,7 @@ or renders for a terminal.
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -26,7 +27,7 @@ app = typer.Typer(
 )
 
 
-_state: dict = {"config_path": None, "config": None}
+_state: dict = {"config_path": None, "config": None, "log_level": None}
 
 
 @app.callback()
@@ -36,10 +37,16 @@ def _root(
         help="YAML settings for plan, execute and bench (default: $SPARSESYNC_CONFIG if set). "
         "Command-line options override it. Example: sparsesync --config sync.yaml plan URL orders",
     ),
+    log_level: Optional[str] = typer.Option(
+        None, "--log-level", metavar="LEVEL",
+        help="debug, info, warning or error [default: warning, or monitoring.log_level]. "
+        "info logs per-range efficiency and sparse regions (JSON lines when stderr is not a terminal).",
+    ),
 ) -> None:
     """Plan and execute exactly-once exports of sparse-keyed tables into consolidated Parquet."""
     _state["config_path"] = config
     _state["config"] = None
+    _state["log_level"] = log_level
 
 
 def current_config():
@@ -49,10 +56,14 @@ def current_config():
     """
     if _state["config"] is None:
         from sparsesync import logs
-        from sparsesync.config import load_config
+        from sparsesync.config import load_config, merge
 
         cfg = load_config(_state["config_path"])
-        logs.configure(cfg.monitoring.log_format)
+        mon = merge(cfg, "monitoring", log_level=_state["log_level"])  # validates --log-level too
+        logs.configure(mon.log_format, level=mon.log_level.upper())
+        # The switches silence one kind of event each, whatever the level.
+        logging.getLogger("sparsesync.efficiency").disabled = not mon.log_efficiency_metrics
+        logging.getLogger("sparsesync.detection").disabled = not mon.alert_on_sparse_detection
         _state["config"] = cfg
     return _state["config"]
 
