@@ -251,6 +251,7 @@ class BenchConfig:
     keep_tables: bool = False
     keep_output: bool = False
     chunk: int = st.FIXED_CHUNK
+    roadmap: st.RoadmapSettings = field(default_factory=st.RoadmapSettings)
     rows_per_query: int = 100_000
     reader_kind: str | None = None
 
@@ -422,7 +423,7 @@ def _measure(cfg: BenchConfig, eng: Engine, sink, counter, fx: fxm.Fixture, stra
         _remove(sink, prefix)
         ctx = st.RunContext(engine=eng, table=fx.table, sink=sink, prefix=prefix,
                             deadline=time.monotonic() + cfg.time_cap_s, chunk=cfg.chunk,
-                            rows_per_query=cfg.rows_per_query, reader_kind=cfg.reader_kind)
+                            rows_per_query=cfg.rows_per_query, reader_kind=cfg.reader_kind, roadmap=cfg.roadmap)
         for attempt in range(3 if first is None else 1):
             ctx.deadline = time.monotonic() + cfg.time_cap_s
             counter.mark()

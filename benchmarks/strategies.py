@@ -43,6 +43,21 @@ ACC_MAX_ROWS = 200_000
 INT64_MAX = 2**63 - 1
 
 
+@dataclass(frozen=True)
+class RoadmapSettings:
+    """The roadmap's thresholds for the baselines; defaults are its published values.
+
+    ``sparsesync bench`` fills them from the config file's ``detection``, ``adaptive_scaling`` and
+    ``accumulation`` sections.
+    """
+
+    efficiency_threshold: float = SPARSE_EFFICIENCY_THRESHOLD
+    min_chunk_size_check: int = MIN_CHUNK_SIZE_FOR_SPARSE_CHECK
+    max_scale_factor: float = 10
+    max_chunk_size: int = 500_000
+    acc_max_rows: int = ACC_MAX_ROWS
+
+
 @dataclass
 class RunContext:
     """Where and how one strategy runs: the source table, the output sink and prefix, the deadline."""
@@ -57,6 +72,7 @@ class RunContext:
     rows_per_query: int = 100_000
     file_size: int = 256 * 1024 * 1024
     reader_kind: str | None = None
+    roadmap: RoadmapSettings = field(default_factory=RoadmapSettings)
 
 
 @dataclass
@@ -91,16 +107,22 @@ class StrategyRun:
 
 
 class AdaptiveChunkSizer:
-    """The roadmap's Phase 1 sizer, verbatim thresholds."""
+    """The roadmap's Phase 1 sizer: its thresholds verbatim, its caps from ``adaptive_scaling``.
 
-    def __init__(self, base_size: int = FIXED_CHUNK) -> None:
+    With the defaults (×10 up to 500k, ×3 up to 150k) this is the roadmap's code; a smaller
+    ``max_scale_factor`` or ``max_chunk_size`` caps both steps.
+    """
+
+    def __init__(self, base_size: int = FIXED_CHUNK, *, max_scale_factor: float = 10, max_chunk_size: int = 500_000) -> None:
         self.base_size = base_size
+        self.max_scale_factor = max_scale_factor
+        self.max_chunk_size = max_chunk_size
 
     def get_next_chunk_size(self, current_efficiency: float) -> int:
         if current_efficiency < 0.05:  # <5 % - extremely sparse
-            return min(self.base_size * 10, 500_000)
+            return int(min(self.base_size * min(10, self.max_scale_factor), self.max_chunk_size))
         if current_efficiency < 0.20:  # <20 % - moderately sparse
-            return min(self.base_size * 3, 150_000)
+            return int(min(self.base_size * min(3, self.max_scale_factor), 150_000, self.max_chunk_size))
         return self.base_size
 
 
@@ -171,7 +193,8 @@ def _chunk_loop(ctx: RunContext, name: str, *, quickfix: bool = False, adaptive:
         run.elapsed_s = time.monotonic() - t0
         return run
     reader = _make_reader(ctx, plan)
-    sizer = AdaptiveChunkSizer(ctx.chunk)
+    rm = ctx.roadmap
+    sizer = AdaptiveChunkSizer(ctx.chunk, max_scale_factor=rm.max_scale_factor, max_chunk_size=rm.max_chunk_size)
     size = ctx.chunk
     a = run.min_key  # next key to read; the chunk is id > a-1 AND id <= a-1+size, i.e. [a, a+size)
     buffer: list = []
@@ -201,7 +224,7 @@ def _chunk_loop(ctx: RunContext, name: str, *, quickfix: bool = False, adaptive:
             if accumulate:
                 buffer.extend(batches)
                 buffered += n
-                if buffered >= ACC_MAX_ROWS:
+                if buffered >= ctx.roadmap.acc_max_rows:
                     flush()
             elif n:
                 run.files.extend(write_file(ctx, schema, files, batches))
@@ -209,7 +232,7 @@ def _chunk_loop(ctx: RunContext, name: str, *, quickfix: bool = False, adaptive:
             a += size
             run.reached_key = a
             efficiency = n / size
-            if quickfix and size > MIN_CHUNK_SIZE_FOR_SPARSE_CHECK and n < size * SPARSE_EFFICIENCY_THRESHOLD:
+            if quickfix and size > ctx.roadmap.min_chunk_size_check and n < size * ctx.roadmap.efficiency_threshold:
                 if a <= run.max_key:
                     run.stopped_at = a
                     run.note = f"sparse sequence detected at efficiency {efficiency:.1%}: stopped, keys ≥ {a} unsynced"

@@ -73,9 +73,9 @@ def bench_command(
     strategies: Optional[List[str]] = typer.Option(None, "--strategies", help="fixed, quickfix, adaptive, accumulate, keyset, planner_exact, planner_sampled (default all)."),
     rows: Optional[List[int]] = typer.Option(None, "--rows", help="Table sizes (repeat for several); default 50000."),
     source: Optional[str] = typer.Option(None, "--source", help="Where fixtures are created (default: SPARSESYNC_SOURCE_URL, else a temporary SQLite file)."),
-    latency_ms: float = typer.Option(0.0, "--latency-ms", help="Delay per round trip through a loopback proxy (MySQL sources)."),
+    latency_ms: Optional[float] = typer.Option(None, "--latency-ms", help="Delay per round trip through a loopback proxy (MySQL sources) [default: 0, or bench.latency_ms of --config]."),
     dest: Optional[str] = typer.Option(None, "--dest", help="Output DIR or s3://bucket/prefix (default: a temp dir, removed)."),
-    time_cap: float = typer.Option(30.0, "--time-cap", help="Seconds before a strategy is stopped and reported as not finished."),
+    time_cap: Optional[float] = typer.Option(None, "--time-cap", help="Seconds before a strategy is stopped and reported as not finished [default: bench.time_cap_s of --config, 120]."),
     repeat: int = typer.Option(1, "--repeat", help="Runs per strategy and fixture; the median time is reported."),
     seed: int = typer.Option(0, "--seed"),
     out: Path = typer.Option(Path("bench-out"), "--out", help="Directory for results.md and chart.png."),
@@ -92,10 +92,34 @@ def bench_command(
         tmp = tempfile.mkdtemp(prefix="sparsesync-bench-src-")
         url = f"sqlite:///{tmp}/bench.db"
         Path(tmp, "bench.db").touch()  # a new empty database; a missing file would be refused as a typo
+    from benchmarks.strategies import RoadmapSettings
+    from sparsesync.config import merge
+
+    from . import current_config
+
+    try:
+        conf = current_config()
+        bench = merge(conf, "bench", time_cap_s=time_cap, latency_ms=latency_ms)
+    except SparsesyncError as exc:
+        raise fail(exc)
+    chosen = tuple(_split(strategies))
+    if not chosen:  # a switched-off roadmap phase is left out unless named explicitly
+        chosen = tuple(
+            s for s in DEFAULT_STRATEGIES
+            if not (s in ("adaptive", "accumulate") and not conf.adaptive_scaling.enabled)
+            and not (s == "accumulate" and not conf.accumulation.enabled)
+        )
+    roadmap = RoadmapSettings(
+        efficiency_threshold=conf.detection.efficiency_threshold,
+        min_chunk_size_check=conf.detection.min_chunk_size_check,
+        max_scale_factor=conf.adaptive_scaling.max_scale_factor,
+        max_chunk_size=conf.adaptive_scaling.max_chunk_size,
+        acc_max_rows=conf.accumulation.max_batch_size,
+    )
     cfg = BenchConfig(
         source=url, fixtures=tuple(_split(fixtures)) or DEFAULT_FIXTURES,
-        strategies=tuple(_split(strategies)) or DEFAULT_STRATEGIES, sizes=tuple(rows or [50_000]), seed=seed,
-        latency_ms=latency_ms, dest=dest, time_cap_s=time_cap, repeat=repeat,
+        strategies=chosen, sizes=tuple(rows or [50_000]), seed=seed,
+        latency_ms=bench.latency_ms, dest=dest, time_cap_s=bench.time_cap_s, repeat=repeat, roadmap=roadmap,
     )
     command = "sparsesync " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     try:

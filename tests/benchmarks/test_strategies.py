@@ -110,3 +110,29 @@ def test_planner_crosses_the_outlier_gap(mysql_engine, tmp_path):
         assert compare_keys(fx.keys, _output_keys(ctx, run)) == (fx.rows, 0, 0)
     finally:
         fxm.drop_fixture(mysql_engine, table)
+
+
+def test_roadmap_settings_from_config_reach_the_baselines(tmp_path):
+    """detection / adaptive_scaling thresholds change what the baselines do (SQLite only: quick)."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    fx = fxm.create_fixture(engine, "prealert", 3000, seed=11, table="fxr")
+    # Threshold 0: no chunk is ever "sparse enough" to stop, so the quick fix syncs everything.
+    never = st.RoadmapSettings(efficiency_threshold=0.0)
+    ctx = _ctx(engine, fx, tmp_path, "qf0")
+    ctx.roadmap = never
+    run = st.run_strategy("quickfix", ctx)
+    assert run.stopped_at is None and compare_keys(fx.keys, _output_keys(ctx, run))[1] == 0
+    # No scaling allowed: adaptive issues as many queries as fixed stride.
+    fixed = st.run_strategy("fixed", _ctx(engine, fx, tmp_path, "fx"))
+    ctx = _ctx(engine, fx, tmp_path, "ad1")
+    ctx.roadmap = st.RoadmapSettings(max_scale_factor=1)
+    assert st.run_strategy("adaptive", ctx).read_queries == fixed.read_queries
+    engine.dispose()
+
+
+def test_sizer_caps_follow_the_config():
+    sizer = st.AdaptiveChunkSizer(50_000, max_scale_factor=4, max_chunk_size=120_000)
+    assert sizer.get_next_chunk_size(0.01) == 120_000
+    assert sizer.get_next_chunk_size(0.10) == 120_000  # ×3 = 150k, capped
+    assert st.AdaptiveChunkSizer(50_000).get_next_chunk_size(0.01) == 500_000  # the roadmap's values
+    assert st.AdaptiveChunkSizer(50_000).get_next_chunk_size(0.10) == 150_000
