@@ -15,6 +15,22 @@ import sqlalchemy as sa
 DEFAULT_MYSQL_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 
+def pytest_configure(config):
+    """Keep the histogram cache of this test session out of the user's ~/.cache (and out of later runs)."""
+    import tempfile
+
+    config._sparsesync_cache = tempfile.mkdtemp(prefix="sparsesync-test-cache-")
+    os.environ["XDG_CACHE_HOME"] = config._sparsesync_cache
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    path = getattr(config, "_sparsesync_cache", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _mysql_url() -> str:
     return os.environ.get("SPARSESYNC_TEST_MYSQL_URL", DEFAULT_MYSQL_URL)
 
