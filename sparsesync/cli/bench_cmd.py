@@ -57,7 +57,10 @@ def fixtures_drop(
     source_url: str = typer.Argument(..., metavar="SOURCE_URL"),
     table: str = typer.Argument(..., metavar="TABLE"),
 ) -> None:
-    """Drop a fixture table."""
+    """Drop a fixture table.
+
+    Example: sparsesync fixtures drop sqlite:///bench.db fx_prealert_50000_s0
+    """
     from benchmarks.fixtures import drop_fixture
 
     try:
@@ -142,7 +145,10 @@ def demo_command(
     rows: int = typer.Option(50_000, "--rows", help="Rows in the demo table."),
     seed: int = typer.Option(0, "--seed"),
 ) -> None:
-    """Plan, export and verify a sparse SQLite table, and compare with fixed-stride chunking (no MySQL needed)."""
+    """Plan, export and verify a sparse SQLite table, and compare with fixed-stride chunking (no MySQL needed).
+
+    Example: sparsesync demo --out ./demo-out --rows 20000
+    """
     from benchmarks.demo import run_demo
 
     try:
