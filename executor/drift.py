@@ -119,28 +119,33 @@ def check_drift(engine: Engine, plan: Plan) -> DriftReport:
     return report
 
 
+def _key_column(plan: Plan) -> tuple[sa.TableClause, sa.ColumnClause]:
+    """The plan's table and key as SQLAlchemy constructs: quoted by the dialect, values bound."""
+    src = plan.source
+    table = sa.table(src.table, sa.column(src.key, sa.BigInteger), schema=src.schema)
+    return table, table.c[src.key]
+
+
 def key_bounds(engine: Engine, plan: Plan) -> tuple[int | None, int | None]:
     """``MIN`` and ``MAX`` of the key now (two index lookups)."""
-    src = plan.source
-    prep = engine.dialect.identifier_preparer
-    table = prep.quote(src.table) if not src.schema else f"{prep.quote(src.schema)}.{prep.quote(src.table)}"
-    key = prep.quote(src.key)
+    table, key = _key_column(plan)
     try:
         with engine.connect() as conn:
-            lo, hi = conn.execute(sa.text(f"SELECT MIN({key}), MAX({key}) FROM {table}")).one()
+            lo, hi = conn.execute(sa.select(sa.func.min(key), sa.func.max(key)).select_from(table)).one()
     except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"cannot read the key bounds: {short_db_error(exc)}", table=src.table) from exc
+        raise SourceError(f"cannot read the key bounds: {short_db_error(exc)}", table=plan.source.table) from exc
     return (None if lo is None else int(lo)), (None if hi is None else int(hi))
 
 
 def count_tail(engine: Engine, plan: Plan) -> int:
     """Rows in the plan's open tail range right now (one index range count)."""
-    src = plan.source
-    prep = engine.dialect.identifier_preparer
-    table = prep.quote(src.table) if not src.schema else f"{prep.quote(src.schema)}.{prep.quote(src.table)}"
-    key = prep.quote(src.key)
+    lo = plan.ranges[-1].lo
+    if lo > (2**63 - 1 if plan.source.key_signed else 2**64 - 1):
+        return 0  # the planned max is the key type's maximum: no key can lie above it
+    table, key = _key_column(plan)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text(f"SELECT COUNT(*) FROM {table} WHERE {key} >= {int(plan.ranges[-1].lo)}")).scalar())
+            stmt = sa.select(sa.func.count()).select_from(table).where(key >= sa.literal(lo, sa.BigInteger))
+            return int(conn.execute(stmt).scalar())
     except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"cannot count the tail range: {short_db_error(exc)}", table=src.table) from exc
+        raise SourceError(f"cannot count the tail range: {short_db_error(exc)}", table=plan.source.table) from exc
