@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
-from sparsesync.source import is_mysql, short_db_error
+from sparsesync.source import is_mysql, quoted_table, short_db_error
 
 from .convert import Context, ReadStats, RowBatcher, cast_array, empty_batch
 
@@ -242,9 +242,8 @@ class PyMySQLSession:
     def count_rows(self) -> int:
         """``COUNT(*)`` of the table inside this session's snapshot."""
         rd = self.reader
-        prep = rd.engine.dialect.identifier_preparer
         src = rd.plan.source
-        table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+        table = quoted_table(rd.engine.dialect, src.table, src.schema)
         try:
             with self.conn.cursor() as cur:
                 cur.execute(f"SELECT COUNT(*) FROM {table}")
@@ -404,7 +403,7 @@ class ConnectorXReader:
         self.schema = plan.arrow_schema()
         prep = engine.dialect.identifier_preparer
         src = plan.source
-        self._table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+        self._table = quoted_table(engine.dialect, src.table, src.schema)
         self._key = prep.quote(src.key)
         exprs = [_cx_select_expr(c, prep.quote(c.name)) for c in plan.columns]
         self._kinds = [k for _, k in exprs]

@@ -30,6 +30,7 @@ from sparsesync.source import (
     SourceIdentity,
     create_engine,
     identity_of,
+    quoted_table,
     url_for_identity,
 )
 
@@ -108,7 +109,7 @@ def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
     """The range query as the readers issue it (keys inlined), for review."""
     prep = engine.dialect.identifier_preparer
     src = plan.source
-    table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+    table = quoted_table(engine.dialect, src.table, src.schema)
     key = prep.quote(src.key)
     cols = ", ".join(prep.quote(c.name) for c in plan.columns)
     cond = f"{key} >= {r.lo}" + ("" if r.hi is None else f" AND {key} < {r.hi}")

@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from planner.plan import Plan
 from sparsesync.errors import SourceError, VerifyError
-from sparsesync.source import short_db_error
+from sparsesync.source import quoted_table, short_db_error
 
 from . import redshift
 from .dest import is_local, open_sink
@@ -220,7 +220,7 @@ def _source_sums_keys(con, engine: Engine, plan: Plan) -> dict[int, tuple[int, i
     """Stream the source's keys (one ordered query, key column only) into DuckDB and aggregate per range."""
     src = plan.source
     prep = engine.dialect.identifier_preparer
-    table = f"{prep.quote(src.schema)}.{prep.quote(src.table)}" if src.schema else prep.quote(src.table)
+    table = quoted_table(engine.dialect, src.table, src.schema)
     key = prep.quote(src.key)
     con.execute(f"CREATE TEMP TABLE src_keys ({_q(src.key)} HUGEINT)")
     try:

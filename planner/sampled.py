@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from sparsesync.errors import SourceError
-from sparsesync.source import short_db_error
+from sparsesync.source import quoted_table, short_db_error
 
 from .histogram import Bucket, Histogram, KeyTable, min_max_count
 
@@ -197,7 +197,7 @@ class _Sql:
         prep = conn.dialect.identifier_preparer
         self.conn = conn
         self.kt = kt
-        self.table = (prep.quote_schema(kt.schema) + "." if kt.schema else "") + prep.quote(kt.table)
+        self.table = quoted_table(conn.dialect, kt.table, kt.schema)
         self.key = prep.quote(kt.key)
 
     def _run(self, text: str):

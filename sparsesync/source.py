@@ -141,6 +141,12 @@ def is_mysql(engine_or_dialect) -> bool:
     return name in ("mysql", "mariadb")
 
 
+def quoted_table(dialect, table: str, schema: str | None = None) -> str:
+    """``schema.table`` quoted by the dialect, for the few statements built as text (not Core)."""
+    prep = dialect.identifier_preparer
+    return f"{prep.quote_schema(schema)}.{prep.quote(table)}" if schema else prep.quote(table)
+
+
 def url_for_identity(identity: SourceIdentity, driver: str | None = None) -> URL:
     """Rebuild a URL from a plan's identity (the password comes from ``$SPARSESYNC_SOURCE_PASSWORD``)."""
     if identity.dialect == "sqlite":
