@@ -131,11 +131,10 @@ def _source_error(exc: BaseException, plan: Plan, r: KeyRange | None, what: str)
     )
 
 
-# ---- pymysql -------------------------------------------------------------------------------------------------
-class PyMySQLReader:
-    """MySQL/MariaDB through pymysql with a server-side cursor and bulk column conversion."""
+class _ReaderBase:
+    """What every reader holds; ``supports_snapshot`` says whether one session can share one snapshot."""
 
-    name = "pymysql"
+    supports_snapshot = True
 
     def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
                  snapshot: bool = True) -> None:
@@ -143,9 +142,19 @@ class PyMySQLReader:
         self.plan = plan
         self.batch_rows = batch_rows
         self.strict_dates = strict_dates
-        self.snapshot = snapshot
-        self.consistency = "snapshot" if snapshot else "per-range"
+        self.snapshot = snapshot and self.supports_snapshot
+        self.consistency = "snapshot" if self.snapshot else "per-range"
         self.stats = ReadStats()
+
+
+# ---- pymysql -------------------------------------------------------------------------------------------------
+class PyMySQLReader(_ReaderBase):
+    """MySQL/MariaDB through pymysql with a server-side cursor and bulk column conversion."""
+
+    name = "pymysql"
+
+    def __init__(self, engine: sa.Engine, plan: Plan, **options) -> None:
+        super().__init__(engine, plan, **options)
         self._stmt_cache: dict[bool, str] = {}
 
     def _connect(self):
@@ -255,22 +264,14 @@ class PyMySQLSession:
 
 
 # ---- SQLAlchemy (SQLite, PostgreSQL) ---------------------------------------------------------------------------
-class SQLAlchemyReader:
-    """Generic streaming reader (``stream_results``/``yield_per``) for SQLite and PostgreSQL."""
+class SQLAlchemyReader(_ReaderBase):
+    """Generic streaming reader (``stream_results``/``yield_per``) for SQLite and PostgreSQL.
+
+    One transaction per session: SQLite (a read transaction) and PostgreSQL (REPEATABLE READ) give every
+    range of the session the same view.
+    """
 
     name = "sqlalchemy"
-
-    def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
-                 snapshot: bool = True) -> None:
-        self.engine = engine
-        self.plan = plan
-        self.batch_rows = batch_rows
-        self.strict_dates = strict_dates
-        self.snapshot = snapshot
-        # One transaction per session: SQLite (a read transaction) and PostgreSQL (REPEATABLE READ) give
-        # every range of the session the same view.
-        self.consistency = "snapshot" if snapshot else "per-range"
-        self.stats = ReadStats()
 
     @contextlib.contextmanager
     def session(self) -> Iterator["SQLAlchemySession"]:
@@ -387,19 +388,14 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
 _CX_DROP_PARAMS = {"charset", "binary_prefix", "use_unicode", "client_flag", "local_infile"}
 
 
-class ConnectorXReader:
+class ConnectorXReader(_ReaderBase):
     """MySQL/MariaDB through connectorx's Arrow output; each query on its own connection."""
 
     name = "connectorx"
-    consistency = "per-range"
+    supports_snapshot = False  # every query opens its own connection
 
-    def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
-                 snapshot: bool = True) -> None:
-        self.engine = engine
-        self.plan = plan
-        self.batch_rows = batch_rows
-        self.strict_dates = strict_dates
-        self.stats = ReadStats()
+    def __init__(self, engine: sa.Engine, plan: Plan, **options) -> None:
+        super().__init__(engine, plan, **options)
         self.schema = plan.arrow_schema()
         prep = engine.dialect.identifier_preparer
         src = plan.source
