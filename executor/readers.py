@@ -87,10 +87,10 @@ def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]] | N
     key = sa.column(plan.source.key)
     stmt = sa.select(*[sa.column(c.name) for c in plan.columns]).select_from(_table_clause(plan))
     params = {"lo": lo}
-    stmt = stmt.where(key >= sa.bindparam("lo"))
+    stmt = stmt.where(key >= sa.bindparam("lo", type_=sa.BigInteger))
     if hi is not None:
         params["hi"] = hi
-        stmt = stmt.where(key < sa.bindparam("hi"))
+        stmt = stmt.where(key < sa.bindparam("hi", type_=sa.BigInteger))
     return stmt.order_by(key), params
 
 

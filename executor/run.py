@@ -106,14 +106,15 @@ def connect_source(plan: Plan, source_url: str | None = None) -> Engine:
 
 # ---- SQL shown by --dry-run -----------------------------------------------------------------------------
 def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
-    """The range query as the readers issue it (keys inlined), for review."""
-    prep = engine.dialect.identifier_preparer
-    src = plan.source
-    table = quoted_table(engine.dialect, src.table, src.schema)
-    key = prep.quote(src.key)
-    cols = ", ".join(prep.quote(c.name) for c in plan.columns)
-    cond = f"{key} >= {r.lo}" + ("" if r.hi is None else f" AND {key} < {r.hi}")
-    return f"SELECT {cols} FROM {table} WHERE {cond} ORDER BY {key}"
+    """The readers' range query (:func:`executor.readers.range_query`) with its keys inlined, for review."""
+    from .readers import range_query
+
+    built = range_query(plan, r)
+    if built is None:
+        return f"-- range {r.index} [{r.lo}, ∞) lies beyond the key type's maximum: not queried"
+    stmt, params = built
+    compiled = stmt.params(**params).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    return " ".join(line.strip() for line in str(compiled).splitlines())
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
