@@ -132,8 +132,10 @@ def sampled_histogram(
                 continue
             for group in _merge(subs, leaf_target, mergeable=lambda s: not (s.exact or s.mixed or seg.final)):
                 s0 = group[0]
-                if len(group) == 1 and s0.exact:
+                if len(group) == 1 and s0.exact and (s0.est <= leaf_target or s0.first == s0.last or s0.looks_full):
                     buckets.append(_bucket(s0))
+                elif len(group) == 1 and s0.exact and not last_level:
+                    nxt.append(_Seg(s0.first, s0.last))  # counted, but too many rows to cut between: split
                 elif len(group) == 1 and s0.first == s0.last:
                     single.append(s0.first)
                 elif len(group) == 1 and s0.mixed and not last_level:
@@ -289,7 +291,9 @@ def _read_sub(row, m: int, h: int, unique_key: bool) -> _Sub | None:
     # Keys spanned by h rows at four places: two stretches at each end.
     spans = (p1 - first + 1, max(1, p2 - p1), last - s1 + 1, max(1, s1 - s2))
     dens = [h / w for w in spans]
-    mixed = max(dens) > MIXED_RATIO * min(dens)
+    # Also mixed: the two samples meet (repeated values hide how many rows lie between them), or, on a
+    # non-unique key, one value holds a whole half-sample (it may be heavy: split down to it and count).
+    mixed = max(dens) > MIXED_RATIO * min(dens) or (last > first and (s2 <= p2 or (not unique_key and min(spans) == 1)))
     sampled_keys = (p2 - first + 1) + (last - s2 + 1)
     middle = max(0, s2 - p2 - 1)
     est = 2 * m + 2 * m / sampled_keys * middle
