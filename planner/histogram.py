@@ -199,6 +199,25 @@ def is_heavy(bk: Bucket, heavy_limit: int, unique_key: bool) -> bool:
     return bk.count > heavy_limit and bk.max_key > bk.min_key and not (unique_key and bk.full)
 
 
+MAX_FIRST_PASS_BUCKETS = 200_000
+
+
+def first_pass_width(span: int, est_rows: int, heavy_limit: int, unique_key: bool) -> int:
+    """Grid width of the first ``GROUP BY`` pass (a power of two).
+
+    On a unique key a cell no wider than ``heavy_limit`` keys can never be heavy, so no refinement
+    pass re-reads any row: used whenever the non-empty cells it yields (at most the rows, at most the
+    span / width) stay under :data:`MAX_FIRST_PASS_BUCKETS`. Otherwise about 16 cells per range, so
+    random keys rarely exceed the heavy limit; clustered keys are refined (their rows read again).
+    """
+    safe = 1 << max(0, heavy_limit.bit_length() - 1)  # largest power of two ≤ heavy_limit
+    cells = span // safe if est_rows <= 0 else min(est_rows, span // safe)
+    if unique_key and cells <= MAX_FIRST_PASS_BUCKETS:
+        return safe
+    target = int(min(MAX_FIRST_PASS_BUCKETS, max(1024, 2 * max(est_rows, 1) // max(1, heavy_limit))))
+    return pow2_at_least(-(-span // target))
+
+
 def exact_histogram(
     conn: Connection,
     kt: KeyTable,
@@ -230,16 +249,13 @@ def exact_histogram(
         return Histogram("exact", [], None, None, 0, queries=queries, unique_key=unique_key)
     est = known_count if known_count is not None else row_estimate
     span = max_key - min_key + 1
-    # About 16 buckets per range: a bucket averages rows_per_query / 16, so random keys rarely
-    # exceed the heavy limit (rows_per_query / 8) and need no second read.
-    target = int(min(200_000, max(1024, 16 * max(est, 1) // max(1, rows_per_query))))
-    width = pow2_at_least(-(-span // target))
+    heavy_limit = max(1, rows_per_query // 8)
+    width = first_pass_width(span, est, heavy_limit, unique_key)
     # The whole table needs no WHERE: the server may then scan its smallest covering index.
     buckets = group_by_buckets(conn, kt, width, None if whole_table else [(min_key, max_key)])
     if not whole_table:  # cells reach past the window; keep them inside it (still power-of-two cells)
         buckets = [Bucket(max(bk.lo, min_key), min(bk.hi, max_key + 1), bk.count, bk.min_key, bk.max_key) for bk in buckets]
     queries += 1
-    heavy_limit = max(1, rows_per_query // 8)
     for _ in range(max_rounds):
         heavy = [bk for bk in buckets if is_heavy(bk, heavy_limit, unique_key)]
         if not heavy:
