@@ -118,6 +118,18 @@ def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
+def memory_budget(memory_limit_mb: int, workers: int):
+    """The byte sizes for ``--memory-limit`` MB shared by ``workers``; refuses a limit below the reserve."""
+    from .budget import RESERVED_MB, MemoryBudget
+
+    if memory_limit_mb < RESERVED_MB + 32:
+        raise UsageError(
+            f"--memory-limit {memory_limit_mb} MB is too small: the libraries alone take about {RESERVED_MB} MB",
+            hint=f"pass --memory-limit {RESERVED_MB + 64} or more (default 512)",
+        )
+    return MemoryBudget(memory_limit_mb, workers)
+
+
 class _Cancelled(Exception):
     """Raised inside a worker when another worker failed: stop reading, discard staging."""
 
@@ -138,6 +150,7 @@ def execute_plan(
     iam_role: str | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     batch_rows: int = 65536,
+    memory_limit_mb: int = 512,
     engine: Engine | None = None,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
@@ -149,6 +162,7 @@ def execute_plan(
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    budget = memory_budget(memory_limit_mb, workers)
     t0 = time.monotonic()
     sink = open_sink(dest)
     folder = output_folder(plan)
@@ -158,7 +172,7 @@ def execute_plan(
         return _execute(
             plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
             ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
-            iam_role=iam_role, progress=progress, batch_rows=batch_rows,
+            iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
         )
     finally:
         if own_engine:
@@ -168,12 +182,12 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows) -> RunReport:
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     drift = check_drift(engine, plan)
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
-                      snapshot=(workers == 1))
+                      snapshot=(workers == 1), batch_bytes=budget.batch_bytes)
     report = RunReport(
         plan_id=plan.plan_id, table=plan.source.table, source=plan_identity(plan).describe(),
         dest=sink.url(folder), reader=rdr.name, workers=workers, compression=compression,
@@ -223,7 +237,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
     counter.emit("start")
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped)
+                                 want_count=verify and not skipped, budget=budget)
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
     if verify:
@@ -277,7 +291,8 @@ class _Counter:
             self.callback(event)
 
 
-def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count) -> int | None:
+def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
+                budget=None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
     if not todo:
         return None
@@ -290,7 +305,8 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             pending = None
             try:
                 for g in todo:
-                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True)
+                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
+                                        budget=budget)
                     if pending is not None:
                         pending.result()
                     pending = fin.submit(finish)
@@ -306,7 +322,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
         if stop.is_set():
             raise _Cancelled()
         with rdr.session() as s:
-            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop)
+            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -329,7 +345,8 @@ def _snapshot_count(session, plan) -> int | None:
     return None if count is None else int(count())
 
 
-def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False):
+def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
+               budget=None):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
@@ -339,7 +356,10 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
 
     store.transition(book, g.index, RUNNING)
     relpath = f"{folder}/{g.name}"
-    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression)
+    budget = budget or memory_budget(512, 1)
+    # Parts roll at the plan's file size whatever its estimates said; row groups are bounded by bytes.
+    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression,
+                        roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
     range_rows: dict[str, int] = {}
     try:
         for r in plan.ranges_of(g):
