@@ -30,11 +30,13 @@ def manifest_json(parts) -> bytes:
     return (json.dumps({"entries": entries}, indent=2) + "\n").encode("utf-8")
 
 
-def copy_sql(plan, manifest_url: str, iam_role: str | None = None) -> str:
-    """The one COPY statement loading every part through the manifest."""
+def copy_sql(plan, manifest_url: str, iam_role: str | None = None, warnings=()) -> str:
+    """The one COPY statement loading every part through the manifest; ``warnings`` become comment lines."""
     role = (iam_role or IAM_ROLE_PLACEHOLDER).replace("'", "''")
     url = manifest_url.replace("'", "''")
-    return (
+    # One comment line each, whatever they hold: a line break could turn the rest into a statement.
+    notes = "".join(f"-- WARNING: {' '.join(str(w).splitlines())}\n" for w in warnings)
+    return notes + (
         f"-- sparsesync plan {plan.plan_id}: load {plan.source.table} from its manifest\n"
         f"COPY {qualified_name(plan)}\n"
         f"FROM '{url}'\n"

@@ -151,6 +151,7 @@ def execute_plan(
     progress: Callable[[ProgressEvent], None] | None = None,
     batch_rows: int = 65536,
     memory_limit_mb: int = 512,
+    oversize: str = "fail",
     engine: Engine | None = None,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
@@ -163,6 +164,9 @@ def execute_plan(
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     budget = memory_budget(memory_limit_mb, workers)
+    from .oversize import check_mode
+
+    check_mode(oversize)
     t0 = time.monotonic()
     sink = open_sink(dest)
     folder = output_folder(plan)
@@ -173,6 +177,7 @@ def execute_plan(
             plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
             ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
             iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
+            oversize=oversize,
         )
     finally:
         if own_engine:
@@ -182,7 +187,7 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget) -> RunReport:
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail") -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     drift = check_drift(engine, plan)
@@ -237,9 +242,10 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
     counter.emit("start")
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped, budget=budget)
+                                 want_count=verify and not skipped, budget=budget, oversize=oversize)
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
+    _oversize_report(report, plan, book, oversize)
     if verify:
         _check_counts(plan, sink, book, report)
         report.verified = "counts"
@@ -292,7 +298,7 @@ class _Counter:
 
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
-                budget=None) -> int | None:
+                budget=None, oversize="fail") -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
     if not todo:
         return None
@@ -306,7 +312,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             try:
                 for g in todo:
                     finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
-                                        budget=budget)
+                                        budget=budget, oversize=oversize)
                     if pending is not None:
                         pending.result()
                     pending = fin.submit(finish)
@@ -322,7 +328,8 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
         if stop.is_set():
             raise _Cancelled()
         with rdr.session() as s:
-            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget)
+            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget,
+                       oversize=oversize)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -346,12 +353,13 @@ def _snapshot_count(session, plan) -> int | None:
 
 
 def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
-               budget=None):
+               budget=None, oversize="fail"):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
     the caller can overlap it with reading the next group.
     """
+    from .oversize import OversizeGuard
     from .writer import PartWriter
 
     store.transition(book, g.index, RUNNING)
@@ -361,6 +369,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
     writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression,
                         roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
     range_rows: dict[str, int] = {}
+    guard = OversizeGuard(plan, oversize)
     try:
         for r in plan.ranges_of(g):
             n = 0
@@ -368,6 +377,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
                 if stop.is_set():
                     raise _Cancelled()
                 if batch.num_rows:
+                    batch = guard.apply(batch, r)  # before writing: an oversize value stops the run here
                     writer.write(batch)
                     n += batch.num_rows
                     counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
@@ -387,7 +397,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
         records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
         store.transition(
             book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
-            range_rows=range_rows,
+            range_rows=range_rows, max_bytes=guard.max_bytes, oversize=guard.counts,
         )
         counter.emit("group", rows=sum(range_rows.values()), group=g.index)
 
@@ -451,6 +461,14 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     report.snapshot_count = snapshot_count
 
 
+def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> None:
+    """Widest values and oversize counts over every group (resumed ones from the ledger) into the report."""
+    from .oversize import summarize, warning_lines
+
+    report.oversize = summarize(book.groups, mode)
+    report.warnings.extend(warning_lines(plan, report.oversize))
+
+
 def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport) -> None:
     """Rows streamed == rows in the parts (writer count, Parquet footers where local); snapshot COUNT(*)."""
     for g in book.groups:
@@ -495,7 +513,8 @@ def _write_load_files(report: RunReport, plan: Plan, sink, folder: str, book: Le
     manifest_rel = f"{folder}/{redshift.MANIFEST}"
     manifest_url = sink.url(manifest_rel)
     sink.put_bytes(f"{folder}/{redshift.CREATE_TABLE_SQL}", redshift.create_table_sql(plan).encode())
-    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}", redshift.copy_sql(plan, manifest_url, iam_role).encode())
+    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}",
+                   redshift.copy_sql(plan, manifest_url, iam_role, warnings=report.warnings).encode())
     report.create_table_sql = sink.url(f"{folder}/{redshift.CREATE_TABLE_SQL}")
     report.copy_sql = sink.url(f"{folder}/{redshift.COPY_SQL}")
     report.manifest = manifest_url
