@@ -226,7 +226,7 @@ class ValueColumn:
             elif isinstance(v, int) and v in (0, 1):
                 out.append(bool(v))
             else:
-                raise ctx.error(self.name, i, v, self.type, "only 0 and 1 are booleans")
+                raise ctx.error(self.name, i, v, self.type, NOT_A_BOOL)
         return pa.array(out, type=self.type)
 
     def _decimal_str(self, values: Sequence[Any], ctx: Context) -> pa.Array:
@@ -244,6 +244,20 @@ class ValueColumn:
             values = [_parse_iso(v, self.type, self.name, i, ctx) if isinstance(v, str) else v
                       for i, v in enumerate(values)]
         return values_to_array(values, self.type, self.name, ctx)
+
+
+NOT_A_BOOL = "only 0 and 1 are booleans"
+
+
+def int_to_bool(arr: pa.Array, column: str, target: pa.DataType, ctx: Context) -> pa.Array:
+    """An integer column → bool, refusing any value but 0/1 with the same error as the row-wise readers."""
+    if pa.types.is_boolean(arr.type):
+        return arr
+    bad = pc.and_(pc.is_valid(arr), pc.invert(pc.is_in(arr, value_set=pa.array([0, 1], arr.type))))
+    if pc.any(bad).as_py():
+        i = bad.index(True).as_py()
+        raise ctx.error(column, i, arr[i].as_py(), target, NOT_A_BOOL)
+    return pc.not_equal(arr, pa.scalar(0, arr.type))
 
 
 def _iso_date_cast(arr: pa.Array, target: pa.DataType, column: str, ctx: Context) -> pa.Array:

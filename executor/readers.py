@@ -26,7 +26,7 @@ from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError
 from sparsesync.source import is_mysql, quoted_table, short_db_error
 
 from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
-from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch
+from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
 
 __all__ = [
     "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query", "key_bounds",
@@ -374,7 +374,13 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
             return f"CAST(UNIX_TIMESTAMP({quoted}) * 1000000 AS SIGNED)", "unix_us"
         return f"CAST({quoted} AS CHAR)", "date_text"
     if tag == "time_us":
-        return f"CAST(TIME_TO_SEC({quoted}) * 1000000 AS SIGNED)", "plain"
+        # Integer parts only: TIME_TO_SEC() keeps the fraction on MariaDB (a DECIMAL) but drops it on MySQL 8
+        # (an integer). HOUR() of a TIME goes up to 838; the sign is read from the text form ('-00:00:00.5').
+        return (f"IF(LEFT(CAST({quoted} AS CHAR), 1) = '-', -1, 1) * ((HOUR({quoted}) * 3600 + MINUTE({quoted}) * 60 "
+                f"+ SECOND({quoted})) * 1000000 + MICROSECOND({quoted}))"), "plain"
+    if tag == "bool":
+        # As the integer stored (connectorx would turn any non-zero into true); 0/1 are checked in Arrow.
+        return f"CAST({quoted} AS SIGNED)", "bool"
     if tag == "bit_int":
         return f"CAST({quoted} AS UNSIGNED)", "plain"
     if tag == "decimal_str":
@@ -453,6 +459,8 @@ class ConnectorXReader(_ReaderBase):
                 arr = self._zero_dates(arr, spec, ctx, texts=True)
             elif kind == "unix_us":
                 arr = self._zero_dates(arr, spec, ctx, texts=False)
+            elif kind == "bool":
+                arr = int_to_bool(arr, spec.name, f.type, ctx)
             # DECIMAL text, uint64 → decimal128(20,0), uint32 → int64, large_binary → binary, µs → timestamp:
             # all safe Arrow casts; a value that does not fit raises with its column and key.
             arr = cast_array(arr, f.type, spec.name, ctx)
