@@ -171,6 +171,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
              dry_run, strict_dates, verify, iam_role, progress, batch_rows) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
+    redshift.check_load_inputs(plan, iam_role)
     drift = check_drift(engine, plan)
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
                       snapshot=(workers == 1))
