@@ -102,6 +102,7 @@ class FileLock:
         self.purpose = purpose
         self.info: dict | None = None
         self._fd: int | None = None
+        self._made: list[Path] = []  # folders this lock created, removed again on release when empty
 
     def describe(self) -> str:
         return str(self.path)
@@ -110,6 +111,7 @@ class FileLock:
         """Take the lock or raise :class:`LockedError` naming the holder."""
         import fcntl
 
+        self._made = [p for p in [self.path.parent, *self.path.parent.parents] if not p.exists()]
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -124,6 +126,9 @@ class FileLock:
             except BlockingIOError:
                 os.close(fd)
                 raise self._held_error(self._read_holder()) from None
+            except BaseException:
+                os.close(fd)
+                raise
             # A holder releasing unlinks the file before unlocking: make sure we hold the file the path
             # names now, not an unlinked one (else two runs could each hold "the" lock).
             try:
@@ -181,6 +186,11 @@ class FileLock:
             pass
         os.close(self._fd)  # closing drops the flock
         self._fd = None
+        for folder in self._made:  # folders created for the lock alone (e.g. a run refused before writing)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
 
     def __enter__(self) -> "FileLock":
         return self.acquire()

@@ -13,6 +13,7 @@ The manifest is the commit marker: a folder with a manifest is a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from sparsesync.source import (
 
 from . import redshift
 from .dest import open_sink
+from .lock import destination_lock
 from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
@@ -61,6 +63,11 @@ class ProgressEvent:
 def output_folder(plan: Plan) -> str:
     """``<table>/<plan_id>``: the one folder a plan writes into."""
     return f"{plan.source.table}/{plan.plan_id}"
+
+
+def lock_relpath(plan: Plan) -> str:
+    """``<table>/<plan_id>.lock``: held while a run writes the plan's folder (beside it, so no listing sees it)."""
+    return f"{output_folder(plan)}.lock"
 
 
 # ---- source -------------------------------------------------------------------------------------------
@@ -155,11 +162,14 @@ def execute_plan(
     own_engine = engine is None
     engine = engine or connect_source(plan, source_url)
     try:
-        return _execute(
-            plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
-            ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
-            iam_role=iam_role, progress=progress, batch_rows=batch_rows,
-        )
+        # One run per plan and destination: a second one is refused, naming the holder (executor.lock).
+        lock = None if dry_run else destination_lock(sink, lock_relpath(plan), purpose=f"execute plan {plan.plan_id}")
+        with lock or contextlib.nullcontext():
+            return _execute(
+                plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
+                ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
+                iam_role=iam_role, progress=progress, batch_rows=batch_rows, lock=lock,
+            )
     finally:
         if own_engine:
             engine.dispose()
@@ -168,7 +178,7 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows) -> RunReport:
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, lock=None) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
@@ -224,12 +234,14 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
     counter.emit("start")
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped)
+                                 want_count=verify and not skipped, lock=lock)
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
     if verify:
         _check_counts(plan, sink, book, report)
         report.verified = "counts"
+    if lock is not None:
+        lock.check()  # a run that lost its lock must not write the commit marker
     _write_load_files(report, plan, sink, folder, book, iam_role, t0)
     counter.emit("finish")
     return report
@@ -278,7 +290,8 @@ class _Counter:
             self.callback(event)
 
 
-def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count) -> int | None:
+def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
+                lock=None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
     if not todo:
         return None
@@ -291,7 +304,8 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             pending = None
             try:
                 for g in todo:
-                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True)
+                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
+                                        lock=lock)
                     if pending is not None:
                         pending.result()
                     pending = fin.submit(finish)
@@ -307,7 +321,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
         if stop.is_set():
             raise _Cancelled()
         with rdr.session() as s:
-            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop)
+            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, lock=lock)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -330,7 +344,8 @@ def _snapshot_count(session, plan) -> int | None:
     return None if count is None else int(count())
 
 
-def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False):
+def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
+               lock=None):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
@@ -338,6 +353,8 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
     """
     from .writer import PartWriter
 
+    if lock is not None:
+        lock.check()  # taken over as stale (a paused run): stop before writing anything more
     store.transition(book, g.index, RUNNING)
     relpath = f"{folder}/{g.name}"
     writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression)
