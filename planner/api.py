@@ -18,7 +18,7 @@ from sparsesync.source import SourceIdentity, create_engine, identity_of
 from . import partition as part
 from .cache import CacheKey, CacheUnavailable, HistogramCache
 from .histogram import Histogram, KeyTable, exact_histogram, min_max_count, resolve_outliers, tail_histogram
-from .introspect import TableInfo, introspect
+from .introspect import TableInfo, count_null_keys, introspect
 from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy, check_structure, validate_against_schema
 from .typemap import TypeOptions
 
@@ -105,16 +105,31 @@ def make_plan(
                 conn, kt, info, chosen, rows_per_query=rows_per_query, cache=cache, ck=ck,
                 refresh=refresh, warnings=warnings,
             )
+            null_rows = count_null_keys(conn, table, info.key, schema) if _key_nullable(engine, info) else None
         if note:
             reason = f"{reason}; {note}"
         return build_plan(
             engine, info, kt, hist, chosen=hist.method, requested=density, reason=reason,
             rows_per_query=rows_per_query, file_size=file_size, sparse_threshold=sparse_threshold,
-            from_cache=from_cache, warnings=warnings,
+            from_cache=from_cache, warnings=warnings, null_rows=null_rows,
         )
     finally:
         if not isinstance(source, Engine):
             engine.dispose()
+
+
+def _key_nullable(engine: Engine, info: TableInfo) -> bool:
+    """Whether the key column can hold NULL (then the plan gets a ``key IS NULL`` range)."""
+    spec = next(c for c in info.columns if c.name == info.key)
+    if not spec.nullable:
+        return False
+    if engine.dialect.name == "sqlite" and spec.source_type.upper() == "INTEGER":
+        # SQLite reports its rowid alias (INTEGER PRIMARY KEY) as nullable, but it never holds NULL.
+        import sqlalchemy as sa
+
+        pk = sa.inspect(engine).get_pk_constraint(info.table, info.schema).get("constrained_columns") or []
+        return pk != [info.key]
+    return True
 
 
 def scan_histogram(conn, kt: KeyTable, info: TableInfo, method: str, *, rows_per_query: int, min_key=None, max_key=None) -> Histogram:
@@ -265,11 +280,17 @@ def build_plan(
     sparse_threshold: float,
     from_cache: bool = False,
     warnings: list[str] | None = None,
+    null_rows: int | None = None,
 ) -> Plan:
-    """Assemble the Plan from a histogram; pure apart from reading the clock."""
+    """Assemble the Plan from a histogram; pure apart from reading the clock.
+
+    ``null_rows`` (a nullable key column's ``COUNT(*) … IS NULL``) adds the last range, ``key IS NULL``.
+    """
     now = datetime.now(timezone.utc)
     domain_min, _ = kt.domain
     ranges = part.partition_ranges(hist, rows_per_query, domain_min=domain_min, sparse_threshold=sparse_threshold)
+    if null_rows is not None:
+        ranges = part.with_null_range(ranges, null_rows)
     bpr, bpr_source = bytes_per_row(info)
     files = part.group_files(ranges, bpr, file_size)
     total = sum(r.est_rows for r in ranges)
@@ -278,6 +299,11 @@ def build_plan(
     if hist.outliers:
         shown = ", ".join(str(k) for k in hist.outliers[:5]) + (" …" if len(hist.outliers) > 5 else "")
         warnings.append(f"{len(hist.outliers)} outlier key(s) far beyond the bulk of the keys: {shown}")
+    if null_rows is not None:
+        warnings.append(
+            f"key column {info.key!r} is nullable: {null_rows:,} row(s) with a NULL key now; they (and any added "
+            f"later) are read by the last range #{ranges[-1].index} (key IS NULL), in no key order"
+        )
     if not info.key_unique:
         warnings.append(f"key {info.key!r} is not unique: a range may hold more than rows_per_query rows")
     heavy = [r for r in ranges if r.label == "heavy"]
@@ -330,7 +356,7 @@ def build_plan(
             bytes_per_row=round(bpr, 2),
             bytes_per_row_source=bpr_source,
             bucket_width=hist.width,
-            prescan_queries=hist.queries,
+            prescan_queries=hist.queries + (null_rows is not None),
             sparse_threshold=sparse_threshold,
             from_cache=from_cache,
         ),

@@ -121,13 +121,19 @@ def part_name(j: int) -> str:
     return f"part-{j:05d}.parquet"
 
 
+def with_null_range(ranges: tuple[KeyRange, ...], null_rows: int) -> tuple[KeyRange, ...]:
+    """``ranges`` plus the last range of a nullable key: the rows whose key is NULL (counted exactly)."""
+    return ranges + (KeyRange(len(ranges), None, None, int(null_rows), "nulls", True, nulls=True),)
+
+
 def group_files(ranges: tuple[KeyRange, ...], bytes_per_row: float, file_size: int) -> tuple[FileGroup, ...]:
     """Consecutive whole ranges per file, each file ≈ ``file_size`` bytes; the tail joins the last file."""
     files: list[list[KeyRange]] = [[]]
     size = 0.0
     for r in ranges:
         est = r.est_rows * bytes_per_row
-        if files[-1] and r.hi is not None and size + est > file_size:
+        # The tail joins the file before it; the NULL-key range gets its own file when that one is full.
+        if files[-1] and (r.hi is not None or r.nulls) and size + est > file_size:
             files.append([])
             size = 0.0
         files[-1].append(r)

@@ -22,11 +22,11 @@ import pyarrow as pa
 from sparsesync.atomic import write_atomic
 from sparsesync.errors import PlanError
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: the NULL-key range ({"nulls": true}); 1.0 plans load unchanged
 SUPPORTED_MAJOR = 1
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "plans" / "schema.json"
 
-RANGE_LABELS = ("dense", "sparse", "gap", "tail", "heavy")
+RANGE_LABELS = ("dense", "sparse", "gap", "tail", "heavy", "nulls")
 
 
 def _key_out(value: int | None) -> str | None:
@@ -133,18 +133,31 @@ class HistogramSummary:
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Half-open key range ``[lo, hi)``; ``hi is None`` is the open tail ``[lo, ∞)``."""
+    """Half-open key range ``[lo, hi)``; ``hi is None`` is the open tail ``[lo, ∞)``.
+
+    ``nulls`` marks the one range of the rows whose key is NULL (``lo`` and ``hi`` are then ``None``):
+    a nullable key column gets it as the plan's last range, read with ``key IS NULL``.
+    """
 
     index: int
-    lo: int
+    lo: int | None
     hi: int | None
     est_rows: int
     label: str
     exact: bool = False
     heavy_key: int | None = None  # label "heavy": the one key value holding more than rows_per_query rows
+    nulls: bool = False
 
-    def contains(self, key: int) -> bool:
+    def contains(self, key: int | None) -> bool:
+        if self.nulls or key is None:
+            return self.nulls and key is None
         return key >= self.lo and (self.hi is None or key < self.hi)
+
+    def describe(self) -> str:
+        """``[lo, hi)`` / ``[lo, ∞)`` / ``key IS NULL``, for messages."""
+        if self.nulls:
+            return "key IS NULL"
+        return f"[{self.lo}, {'∞' if self.hi is None else self.hi})"
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,22 @@ class Plan:
 
     def ranges_of(self, group: FileGroup) -> tuple[KeyRange, ...]:
         return self.ranges[group.first_range : group.last_range + 1]
+
+    @property
+    def key_ranges(self) -> tuple[KeyRange, ...]:
+        """The contiguous ``[lo, hi)`` ranges, without the NULL-key range."""
+        return tuple(r for r in self.ranges if not r.nulls)
+
+    @property
+    def tail(self) -> KeyRange:
+        """The open tail ``[planned_max + 1, ∞)``: the last key range."""
+        return self.key_ranges[-1]
+
+    @property
+    def null_range(self) -> KeyRange | None:
+        """The range of the rows whose key is NULL (nullable key columns only)."""
+        last = self.ranges[-1]
+        return last if last.nulls else None
 
     @property
     def planned_max(self) -> int | None:
@@ -340,6 +369,7 @@ class Plan:
                 label=r["label"],
                 exact=bool(r.get("exact", False)),
                 heavy_key=_key_in(r.get("heavy_key")),
+                nulls=bool(r.get("nulls", False)),
             )
             for r in d["ranges"]
         )
@@ -390,12 +420,17 @@ def load_plan(path: str | os.PathLike) -> Plan:
 
 def check_structure(plan: Plan) -> None:
     """Invariants the executor relies on: ranges contiguous and ordered, files cover ranges once."""
-    rs = plan.ranges
+    for i, r in enumerate(plan.ranges):
+        if r.index != i:
+            raise ValueError(f"range {i} has index {r.index}")
+        if r.nulls and (i != len(plan.ranges) - 1 or r.lo is not None or r.hi is not None):
+            raise ValueError(f"range {i}: the NULL-key range must be the last range, with lo and hi null")
+    rs = plan.key_ranges if plan.ranges else ()
     if not rs:
         raise ValueError("a plan needs at least the tail range")
     for i, r in enumerate(rs):
-        if r.index != i:
-            raise ValueError(f"range {i} has index {r.index}")
+        if r.lo is None:
+            raise ValueError(f"range {i} has no lo")
         if r.hi is not None and r.hi <= r.lo:
             raise ValueError(f"range {i} is empty or reversed: [{r.lo}, {r.hi})")
         if i + 1 < len(rs) and r.hi != rs[i + 1].lo:
@@ -409,7 +444,7 @@ def check_structure(plan: Plan) -> None:
         if f.index != j or f.first_range != expected or f.last_range < f.first_range:
             raise ValueError(f"file group {j} does not continue the ranges in order")
         expected = f.last_range + 1
-    if expected != len(rs):
+    if expected != len(plan.ranges):
         raise ValueError("the file groups do not cover every range exactly once")
     names = [c.name for c in plan.columns]
     if plan.source.key not in names:
@@ -508,8 +543,16 @@ def _check_items(data: dict[str, Any]) -> tuple[str, str] | None:
     for i, r in enumerate(data.get("ranges") or ()):
         if not isinstance(r, dict) or not all(k in r for k in ("index", "lo", "hi", "est_rows", "label")):
             return f"ranges/{i}", "needs index, lo, hi, est_rows and label"
+        if "nulls" in r and not isinstance(r["nulls"], bool):
+            return f"ranges/{i}/nulls", "must be a boolean"
+        if r.get("nulls"):  # the NULL-key range: no bounds, its own label
+            if r["lo"] is not None or r["hi"] is not None or r["label"] != "nulls" or not is_count(r["index"]) or not is_count(r["est_rows"]):
+                return f"ranges/{i}", "the NULL-key range has lo and hi null, label nulls and counts for index and est_rows"
+            continue
         if not (is_count(r["index"]) and is_key(r["lo"]) and (r["hi"] is None or is_key(r["hi"])) and is_count(r["est_rows"])):
             return f"ranges/{i}", "index and est_rows must be counts, lo and hi decimal key strings (hi may be null)"
+        if r["label"] == "nulls":
+            return f"ranges/{i}/label", "label nulls needs nulls: true"
         if r["label"] not in rules["labels"]:
             return f"ranges/{i}/label", f"{r['label']!r} is not one of {sorted(rules['labels'])}"
         if ("exact" in r and not isinstance(r["exact"], bool)) or ("heavy_key" in r and not is_key(r["heavy_key"])):
@@ -582,9 +625,12 @@ def _major(version: Any) -> int | None:
 
 
 def _range_out(r: KeyRange) -> dict[str, Any]:
-    out = {"index": r.index, "lo": _key_out(r.lo), "hi": _key_out(r.hi), "est_rows": r.est_rows, "label": r.label, "exact": r.exact}
+    out = {"index": r.index, "lo": _key_out(r.lo), "hi": _key_out(r.hi), "est_rows": r.est_rows, "label": r.label,
+           "exact": r.exact}
     if r.heavy_key is not None:  # only heavy ranges carry it; other ranges' JSON is unchanged
         out["heavy_key"] = _key_out(r.heavy_key)
+    if r.nulls:  # only when set: a 1.0 plan re-serialises byte for byte (its sha256 stays valid)
+        out["nulls"] = True
     return out
 
 

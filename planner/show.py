@@ -160,7 +160,7 @@ def summarize(plan: Plan, *, width: int = DEFAULT_WIDTH) -> PlanSummary:
         f"~{e.bytes / 1e6:,.1f} MB, {e.queries} queries (density {exactness}, plan {plan.plan_id})"
     )
     fp = plan.fingerprint
-    strip = density_strip(without_gaps(plan.histogram.bins, plan.histogram.gaps), plan.ranges, width=width)
+    strip = density_strip(without_gaps(plan.histogram.bins, plan.histogram.gaps), plan.key_ranges, width=width)
     return PlanSummary(
         table=plan.source.table,
         plan_id=plan.plan_id,
@@ -544,8 +544,8 @@ def diff_plans(old: Plan, new: Plan, *, regions: int = 32) -> PlanDiff:
         notes.append(f"rows_per_query: {old.strategy.rows_per_query:,} → {new.strategy.rows_per_query:,}")
     if old.strategy.file_size != new.strategy.file_size:
         notes.append(f"file_size: {old.strategy.file_size / 1e6:,.0f} MB → {new.strategy.file_size / 1e6:,.0f} MB")
-    ob = {r.lo for r in old.ranges[1:]}
-    nb = {r.lo for r in new.ranges[1:]}
+    ob = {r.lo for r in old.key_ranges[1:]}
+    nb = {r.lo for r in new.key_ranges[1:]}
     unchanged = len({(r.lo, r.hi) for r in old.ranges} & {(r.lo, r.hi) for r in new.ranges})
     drift, scale = density_drift(
         without_gaps(old.histogram.bins, old.histogram.gaps),
