@@ -167,15 +167,24 @@ def within_2x(engine, name: str, plan) -> tuple[int, int, float]:
     return ok, len(body), worst
 
 
-def section_prescan(args, engine, say, created) -> None:
-    """Acceptance 3a/3b: refinement cost and one pass over the index."""
-    name = f"bench_random_{uuid.uuid4().hex[:8]}"
+def random_table(engine, kind: str, *, seed: int, draws: int, dense_from: int = 0, dense: int = 0) -> str:
+    """``draws`` random keys over 5·10^7 (duplicates dropped), then ``dense`` keys after ``dense_from``."""
+    name = f"bench_{kind}_{uuid.uuid4().hex[:8]}"
     with engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, v INT)")
-        conn.exec_driver_sql(f"INSERT IGNORE INTO {name} (id) SELECT FLOOR(RAND(8) * 50000000) FROM seq_1_to_1050000")
+        conn.exec_driver_sql(f"INSERT IGNORE INTO {name} (id) SELECT FLOOR(RAND({seed}) * 50000000) FROM seq_1_to_{draws}")
+        if dense:
+            conn.exec_driver_sql(f"INSERT INTO {name} (id) SELECT {dense_from} + seq FROM seq_1_to_{dense}")
         conn.exec_driver_sql(f"ANALYZE TABLE {name}")
-        rows = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {name}").scalar())
+    return name
+
+
+def section_prescan(args, engine, say, created) -> None:
+    """Acceptance 3a/3b: refinement cost and one pass over the index."""
+    name = random_table(engine, "random", seed=8, draws=1_050_000)
     created.append(name)
+    with engine.connect() as conn:
+        rows = int(conn.exec_driver_sql(f"SELECT COUNT(*) FROM {name}").scalar())
     sess = Session(args.url)
     say()
     say(f"## 4. Exact pre-scan cost: {rows:,} random keys over 5·10^7 (InnoDB, BIGINT PRIMARY KEY + INT)")
@@ -250,12 +259,7 @@ def section_shapes(args, engine, say, created) -> None:
 
 def section_show(args, engine, say, created) -> None:
     """Acceptance 4: show and --png on a plan of ~10k ranges."""
-    name = f"bench_show_{uuid.uuid4().hex[:8]}"
-    with engine.begin() as conn:
-        conn.exec_driver_sql(f"CREATE TABLE {name} (id BIGINT PRIMARY KEY, v INT)")
-        conn.exec_driver_sql(f"INSERT IGNORE INTO {name} (id) SELECT FLOOR(RAND(10) * 50000000) FROM seq_1_to_1010000")
-        conn.exec_driver_sql(f"INSERT INTO {name} (id) SELECT 60000000 + seq FROM seq_1_to_200000")
-        conn.exec_driver_sql(f"ANALYZE TABLE {name}")
+    name = random_table(engine, "show", seed=10, draws=1_010_000, dense_from=60_000_000, dense=200_000)
     created.append(name)
     plan = make_plan(engine, name, rows_per_query=120, density="exact", use_cache=False)
     tmp = Path(tempfile.mkdtemp(prefix="bench_show_"))

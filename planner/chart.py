@@ -82,7 +82,7 @@ def _draw(ax, plan: Plan, bins, cells: int) -> None:
         if b > a:
             x0, x1 = sorted((pos(a), pos(b)))
             ax.axvspan(x0, x1, color="#f0a030", alpha=0.15, linewidth=0)
-    boundaries = [r.lo for r in plan.ranges[1:] if lo < r.lo < hi]
+    boundaries = [r.lo for r in plan.key_ranges[1:] if lo < r.lo < hi]
     # Ticks along the bottom edge (one collection), not full-height lines: ten thousand boundaries
     # become a rug whose darkness shows where cuts are dense, and the density above stays visible.
     many = len(boundaries) > 200

@@ -224,3 +224,19 @@ def test_a_corrupt_cache_file_is_moved_aside_once(tmp_path):
     second = make_plan(url, "t", rows_per_query=100, cache_path=str(cache))
     assert second.strategy.from_cache and not any("cache" in w for w in second.warnings)
     assert sum(sum(c.values()) for c in per_range(second, list(range(1000)))) == 1000
+
+
+def test_png_of_a_plan_with_heavy_values_and_null_keys(tmp_path):
+    """The PNG marks heavy key values and skips the NULL-key range (it has no key bounds)."""
+    from planner.chart import render_png
+
+    con = sqlite3.connect(tmp_path / "n.db")
+    con.execute("CREATE TABLE t (rid INTEGER PRIMARY KEY, k INTEGER)")
+    con.execute("CREATE INDEX t_k ON t (k)")
+    con.executemany("INSERT INTO t (k) VALUES (?)", [(k,) for k in list(range(1, 2001)) + [700] * 500 + [None] * 3])
+    con.commit()
+    con.close()
+    plan = make_plan(f"sqlite:///{tmp_path / 'n.db'}", "t", key="k", rows_per_query=200, use_cache=False)
+    assert plan.ranges[-1].nulls and [r.heavy_key for r in plan.ranges if r.label == "heavy"] == [700]
+    out = render_png(plan, tmp_path / "p.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
