@@ -4,10 +4,11 @@ A :class:`Histogram` is a sorted list of non-empty :class:`Bucket` s. Each bucke
 interval ``[lo, hi)``, its row count and its real min/max key, so partition boundaries can sit on real
 keys and stretches with no rows cost nothing.
 
-The ``exact`` pre-scan is one ``GROUP BY key DIV width`` pass (plus a refinement pass over buckets
-too heavy to place boundaries in). ``key DIV width`` cannot overflow for any signed or unsigned
-64-bit key, unlike ``(key - base) DIV width``; its truncation toward zero only makes bucket 0 twice as
-wide, which the grid arithmetic below accounts for.
+The ``exact`` pre-scan is one ``GROUP BY key DIV width`` pass over the key index (plus, where
+buckets are too heavy to place boundaries in, refinement passes over only their rows). Widths are
+powers of two, so every finer grid nests in the coarser one. ``key DIV width`` cannot overflow for any
+signed or unsigned 64-bit key, unlike ``(key - base) DIV width``; its truncation toward zero only makes
+bucket 0 twice as wide, which the grid arithmetic below accounts for.
 """
 
 from __future__ import annotations
