@@ -105,6 +105,9 @@ class Strategy:
     prescan_queries: int = 0
     sparse_threshold: float = 0.10
     from_cache: bool = False
+    # Set when the plan covers only some key spans (a sync run: changed spans + the new tail), as
+    # decimal-string pairs [lo, hi|None]; empty means the whole key domain. See planner.spans.
+    key_spans: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -365,7 +368,7 @@ class Plan:
             source=src,
             fingerprint=fingerprint,
             columns=tuple(_pick(ColumnSpec, c) for c in d["columns"]),
-            strategy=_pick(Strategy, d["strategy"]),
+            strategy=_strategy_in(d["strategy"]),
             histogram=histogram,
             ranges=ranges,
             files=files,
@@ -397,13 +400,21 @@ def check_structure(plan: Plan) -> None:
     rs = plan.ranges
     if not rs:
         raise ValueError("a plan needs at least the tail range")
+    # A plan restricted to key spans (a sync run) skips the keys between its spans, nothing else:
+    # within each span its ranges are contiguous from the span's lo to its hi.
+    spans = [(int(lo), None if hi is None else int(hi)) for lo, hi in plan.strategy.key_spans]
+    span_his = {hi for _, hi in spans}
+    span_los = {lo for lo, _ in spans}
     for i, r in enumerate(rs):
         if r.index != i:
             raise ValueError(f"range {i} has index {r.index}")
         if r.hi is not None and r.hi <= r.lo:
             raise ValueError(f"range {i} is empty or reversed: [{r.lo}, {r.hi})")
         if i + 1 < len(rs) and r.hi != rs[i + 1].lo:
-            raise ValueError(f"ranges {i} and {i + 1} are not contiguous")
+            if not (r.hi in span_his and rs[i + 1].lo in span_los and r.hi < rs[i + 1].lo):
+                raise ValueError(f"ranges {i} and {i + 1} are not contiguous")
+    if spans and sorted((r.lo for r in rs if r.lo in span_los)) != sorted(span_los) or (spans and rs[0].lo != spans[0][0]):
+        raise ValueError("the ranges do not cover the plan's key spans")
     if rs[-1].hi is not None:
         raise ValueError("the last range must be the open tail (hi = null)")
     expected = 0
@@ -504,6 +515,11 @@ def _region_out(r: Region) -> list:
 
 def _region_in(v: list) -> Region:
     return Region(lo=int(v[0]), hi=int(v[1]), rows=int(v[2]))
+
+
+def _strategy_in(data: dict[str, Any]) -> Strategy:
+    st = _pick(Strategy, data)
+    return replace(st, key_spans=tuple((lo, hi) for lo, hi in st.key_spans))
 
 
 def _pick(cls, data: dict[str, Any]):
