@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
@@ -148,6 +148,11 @@ class _Run:
         kind = "full" if (state is not None and o.full) else ("first" if state is None else "append")
         seq = (state.sequence if state else 0) + 1
         run_id = new_run_id(started, seq)
+        while self.sink.list(f"{self.table}/{run_id}"):
+            # A crashed run of this sequence left its folder (gc removes it, no image refers to it);
+            # never write into it: the next second's name is free.
+            started += timedelta(seconds=1)
+            run_id = new_run_id(started, seq)
         r.run_id, r.sequence = run_id, seq
         self.emit({"event": "sync_start", "table": self.table, "run_id": run_id, "kind": kind, "detect": str(self.detect)})
 
