@@ -61,6 +61,10 @@ def restrict_to_spans(plan: Plan, spans: list[tuple[int, int | None]]) -> Plan:
                                  r.exact and (a, b) == (r.lo, r.hi)))
         if not mine:  # a span below the planned minimum (the plan's range 0 starts at the type's minimum)
             mine.append(KeyRange(len(ranges), lo, hi, 0, "tail" if hi is None else "gap", False))
+        if hi is None and len(mine) >= 2 and mine[-2].est_rows + mine[-1].est_rows <= plan.strategy.rows_per_query:
+            # New keys since the last run usually fit one range: read them and the open tail in one query.
+            last = mine.pop()
+            mine[-1] = KeyRange(mine[-1].index, mine[-1].lo, None, mine[-1].est_rows + last.est_rows, "tail", False)
         local = tuple(replace(r, index=i) for i, r in enumerate(mine))
         for g in group_files(local, bpr, plan.strategy.file_size):
             j = len(files)
