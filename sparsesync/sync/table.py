@@ -284,7 +284,7 @@ class _Run:
             try:
                 return execute_plan(plan, self.sink, engine=self.engine, reader=o.reader, workers=o.workers,
                                     compression=o.compression, strict_dates=o.strict_dates, verify=verify,
-                                    iam_role=o.iam_role, batch_rows=o.batch_rows)
+                                    iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress)
             except SparsesyncError as exc:
                 if not exc.transient or attempt >= o.retries:
                     raise
@@ -292,6 +292,12 @@ class _Run:
                 self.result.retries = attempt
                 self.emit({"event": "sync_retry", "table": self.table, "attempt": attempt, "error": exc.one_line()})
                 time.sleep(min(30.0, 0.5 * 2**attempt))
+
+    def _progress(self, ev) -> None:
+        """The executor's progress as sync events: export start, each file group, finish (not batches)."""
+        if ev.kind in ("start", "group", "finish"):
+            self.emit({"event": f"export_{ev.kind}", "table": self.table, "run_id": self.result.run_id,
+                       "rows_done": ev.rows_done, "rows_total": ev.rows_total, "group": ev.group})
 
     def _new_parts(self, plan: Plan, run_id: str, seq: int, checksums: dict) -> list[Part]:
         """One image part per file group of the run, from the executor's ledger."""

@@ -37,3 +37,7 @@ def state_of(dest: Path, table: str) -> dict:
 def sync_table_name(mysql_table):
     """A fresh table (see SYNC_DDL) with rows id 1..n inserted by the test."""
     return lambda: mysql_table(SYNC_DDL, prefix="sy")
+
+
+# The loopback moto S3 fixtures live with the executor's tests; sync tests use the same ones.
+from tests.executor.conftest import s3_bucket, s3_client, s3_env, s3_server  # noqa: E402,F401
