@@ -446,18 +446,23 @@ def plan_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
-def validate_against_schema(data: dict[str, Any], *, origin: str = "plan") -> None:
-    """Validate against ``plans/schema.json``; the first violation becomes one line with its JSON path."""
+def first_violation(data: Any, schema: dict[str, Any]) -> str | None:
+    """``"at <json/path>: <message>"`` for the most relevant violation of ``schema``, or None."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(plan_schema())
+    validator = jsonschema.Draft202012Validator(schema)
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise PlanError(
-            f"{origin} does not match plans/schema.json at {where}: {error.message}",
-            hint="re-create it with `sparsesync plan`",
-        )
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"at {where}: {error.message}"
+
+
+def validate_against_schema(data: dict[str, Any], *, origin: str = "plan") -> None:
+    """Validate against ``plans/schema.json``; the first violation becomes one line with its JSON path."""
+    violation = first_violation(data, plan_schema())
+    if violation is not None:
+        raise PlanError(f"{origin} does not match plans/schema.json {violation}", hint="re-create it with `sparsesync plan`")
 
 
 # ---- Arrow type strings ---------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.plan import canonical_json, content_hash
+from planner.plan import canonical_json, content_hash, first_violation
 from sparsesync.errors import DestinationError
 
 FORMAT_VERSION = "1.0"
@@ -195,14 +195,10 @@ def image_schema() -> dict[str, Any]:
 
 def validate_state(data: dict[str, Any], *, origin: str = "image state") -> None:
     """Validate against ``plans/image.schema.json``; the first violation becomes one line with its path."""
-    import jsonschema
-
-    validator = jsonschema.Draft202012Validator(image_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise DestinationError(f"image state {origin} does not match plans/image.schema.json at {where}: "
-                               f"{error.message}", hint="re-sync the table with --full", file=origin)
+    violation = first_violation(data, image_schema())
+    if violation is not None:
+        raise DestinationError(f"image state {origin} does not match plans/image.schema.json {violation}",
+                               hint="re-sync the table with --full", file=origin)
 
 
 def check_coverage(parts: tuple[Part, ...] | list[Part]) -> None:
