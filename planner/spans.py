@@ -57,8 +57,12 @@ def restrict_to_spans(plan: Plan, spans: list[tuple[int, int | None]]) -> Plan:
                 continue
             a, b = cut
             label = "tail" if b is None else ("dense" if r.label == "tail" else r.label)
+            # A heavy range keeps its label (and key value) only if the cut still holds that value.
+            heavy = r.heavy_key if label == "heavy" and a <= r.heavy_key and (b is None or r.heavy_key < b) else None
+            if label == "heavy" and heavy is None:
+                label = "dense"
             mine.append(KeyRange(len(ranges) + len(mine), a, b, _clipped_rows(r, a, b), label,
-                                 r.exact and (a, b) == (r.lo, r.hi)))
+                                 r.exact and (a, b) == (r.lo, r.hi), heavy_key=heavy))
         if not mine:  # a span below the planned minimum (the plan's range 0 starts at the type's minimum)
             mine.append(KeyRange(len(ranges), lo, hi, 0, "tail" if hi is None else "gap", False))
         if hi is None and len(mine) >= 2 and mine[-2].est_rows + mine[-1].est_rows <= plan.strategy.rows_per_query:

@@ -240,3 +240,18 @@ def test_png_of_a_plan_with_heavy_values_and_null_keys(tmp_path):
     assert plan.ranges[-1].nulls and [r.heavy_key for r in plan.ranges if r.label == "heavy"] == [700]
     out = render_png(plan, tmp_path / "p.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_plan_restricted_to_key_spans_keeps_heavy_ranges_valid(tmp_path):
+    """A sync run's span restriction cuts ranges; a heavy range keeps its key value or its label goes."""
+    con = sqlite3.connect(tmp_path / "h.db")
+    con.execute("CREATE TABLE t (rid INTEGER PRIMARY KEY, k INTEGER NOT NULL)")
+    con.execute("CREATE INDEX t_k ON t (k)")
+    con.executemany("INSERT INTO t (k) VALUES (?)", [(k,) for k in list(range(1, 1001)) + [500] * 400])
+    con.commit()
+    con.close()
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    for spans in ([(400, 600), (900, None)], [(600, None)]):
+        plan = make_plan(url, "t", key="k", rows_per_query=100, use_cache=False, spans=spans)
+        heavy = [r.heavy_key for r in plan.ranges if r.label == "heavy"]
+        assert heavy == ([500] if spans[0][0] <= 500 else [])
