@@ -38,7 +38,8 @@ from sqlalchemy.engine import Engine
 from sparsesync.errors import SourceError, UsageError
 from sparsesync.source import is_mysql, quoted_table, short_db_error
 
-__all__ = ["Span", "SpanChecksum", "span_checksums", "parquet_span_checksums", "spans_of_plan", "EMPTY_CHECKSUM"]
+__all__ = ["Span", "SpanChecksum", "span_checksums", "span_counts_dbapi", "parquet_span_checksums", "spans_of_plan",
+           "EMPTY_CHECKSUM"]
 
 _MASK = 2**64 - 1
 EMPTY_CHECKSUM = "0" * 32
@@ -90,9 +91,13 @@ def _fmt(xor: int, total: int) -> str:
     return f"{int(xor) & _MASK:016x}{int(total) & _MASK:016x}"
 
 
-def spans_of_plan(plan) -> list[Span]:
-    """One span per planned range, in range order."""
-    return [Span.of_range(r) for r in plan.ranges]
+def spans_of_plan(plan, *, unplanned: bool = False) -> list[Span]:
+    """One span per planned range, in range order. With ``unplanned``, plus the NULL-key span when the key
+    column is nullable but the plan has no range for it (plans made before format 1.1)."""
+    spans = [Span.of_range(r) for r in plan.ranges]
+    if unplanned and plan.null_range is None and any(c.name == plan.source.key and c.nullable for c in plan.columns):
+        spans.append(Span.null_keys())
+    return spans
 
 
 # ---- what is hashed --------------------------------------------------------------------------------------
@@ -186,24 +191,12 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     out = []
     top = 2**63 - 1 if signed else 2**64 - 1
     for sp in spans:
-        if sp.nulls:
-            where, params = f"{qkey} IS NULL", {}
-        else:
-            lo = sp.lo
-            hi = None if sp.hi is None or sp.hi > top else sp.hi
-            if lo is not None and lo > top:  # nothing can be there (and SQLite cannot bind it)
-                out.append(SpanChecksum(sp, 0, None if counts_only else EMPTY_CHECKSUM))
-                continue
-            conds, params = [], {}
-            if lo is not None:
-                conds.append(f"{qkey} >= :lo")
-                params["lo"] = int(lo)
-            if hi is not None:
-                conds.append(f"{qkey} < :hi")
-                params["hi"] = int(hi)
-            where = " AND ".join(conds) or f"{qkey} IS NOT NULL"
+        where = _span_where(qkey, sp, top)
+        if where is None:  # nothing can be there (and SQLite cannot bind it)
+            out.append(SpanChecksum(sp, 0, None if counts_only else EMPTY_CHECKSUM))
+            continue
         try:
-            res = conn.execute(sa.text(f"SELECT {agg} FROM {qtable} WHERE {where}"), params).one()
+            res = conn.execute(sa.text(f"SELECT {agg} FROM {qtable} WHERE {where[0]}"), where[1]).one()
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"checksum query failed: {short_db_error(exc)}", table=table,
                               key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
@@ -211,6 +204,45 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
             out.append(SpanChecksum(sp, int(res[0]), None))
         else:
             out.append(SpanChecksum(sp, int(res[0]), _fmt(int(res[1] or 0), int(res[2] or 0))))
+    return out
+
+
+def _span_where(qkey: str, sp: Span, top: int) -> tuple[str, dict[str, int]] | None:
+    """The WHERE clause (``:lo``/``:hi`` bound) selecting span ``sp``; ``None`` when it cannot hold a key."""
+    if sp.nulls:
+        return f"{qkey} IS NULL", {}
+    if sp.lo is not None and sp.lo > top:
+        return None
+    hi = None if sp.hi is None or sp.hi > top else sp.hi
+    conds, params = [], {}
+    if sp.lo is not None:
+        conds.append(f"{qkey} >= :lo")
+        params["lo"] = int(sp.lo)
+    if hi is not None:
+        conds.append(f"{qkey} < :hi")
+        params["hi"] = int(hi)
+    return " AND ".join(conds) or f"{qkey} IS NOT NULL", params
+
+
+def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]) -> list[SpanChecksum]:
+    """``COUNT(*)`` per span over a raw DBAPI cursor (e.g. inside a pymysql reader's snapshot)."""
+    table, schema, key, signed = _identity(plan_or_table_info)
+    qtable = quoted_table(dialect, table, schema)
+    qkey = dialect.identifier_preparer.quote(key)
+    top = 2**63 - 1 if signed else 2**64 - 1
+    out = []
+    for sp in spans:
+        where = _span_where(qkey, sp, top)
+        if where is None:
+            out.append(SpanChecksum(sp, 0, None))
+            continue
+        sql = str(sa.text(f"SELECT COUNT(*) FROM {qtable} WHERE {where[0]}").compile(dialect=dialect))
+        try:
+            cursor.execute(sql, where[1])
+            out.append(SpanChecksum(sp, int(cursor.fetchone()[0]), None))
+        except Exception as exc:  # noqa: BLE001 - a driver error, mapped with its range
+            raise SourceError(f"count query failed: {short_db_error(exc)}", table=table,
+                              key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
     return out
 
 

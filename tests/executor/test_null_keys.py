@@ -153,6 +153,11 @@ def test_a_1_0_plan_without_the_null_range_loads_and_verify_reports_the_unplanne
     body["sha256"] = content_hash(body)
     old = Plan.from_dict(body)
     assert old.null_range is None and old.format_version == "1.0"
-    with pytest.raises(VerifyError, match="30 rows streamed|COUNT"):
+    with pytest.raises(VerifyError, match=r"10 row\(s\) with a NULL key are in no range of this plan"):
         execute_plan(old, str(tmp_path / "out"), source_url=url)
     engine.dispose()
+    with pytest.raises(VerifyError, match="10 row\\(s\\) with a NULL key are in no range of this plan"):
+        execute_plan(old, str(tmp_path / "out2"), source_url=url, workers=2)  # counted after the run
+    execute_plan(old, str(tmp_path / "out3"), source_url=url, verify=False)
+    rep = verify_output(old, str(tmp_path / "out3"), source_url=url, raise_on_mismatch=False)
+    assert not rep.ok and rep.unplanned_null_rows == 10 and rep.output_rows == rep.source_rows == 30
