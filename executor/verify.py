@@ -208,13 +208,16 @@ def _output_checksums(plan, sink, entries, rel_of, spans, columns) -> tuple[list
 
 
 def _fetch(plan: Plan, sink, rel_of: dict[str, str], url: str, path: Path) -> Path:
-    """Stream one remote part to ``path`` (boto3's ranged download: bounded memory, never the whole part)."""
+    """Stream one remote part to ``path`` in 1 MiB chunks: never the whole part in memory."""
     rel = rel_of.get(url)
     if rel is None:
         raise VerifyError("a part listed in the manifest is gone", hint="re-run `sparsesync execute --overwrite`",
                           table=plan.source.table, file=url)
     try:
-        sink.client.download_file(sink.bucket, sink.key(rel), str(path), Config=sink.transfer_config)
+        body = sink.client.get_object(Bucket=sink.bucket, Key=sink.key(rel))["Body"]
+        with open(path, "wb") as f:
+            for chunk in body.iter_chunks(1 << 20):
+                f.write(chunk)
     except Exception as exc:  # noqa: BLE001 - botocore/S3 transfer errors: one line naming the part
         raise DestinationError(f"cannot download a part to verify it: {str(exc).splitlines()[0][:200]}",
                                hint="check the S3 credentials and that the object exists", table=plan.source.table,
