@@ -118,3 +118,24 @@ def test_merge_of_pieces_equals_checksum_of_the_whole(tmp_path):
     a, _ = arrow_span_checksums(t.slice(0, 3), Info, spans)
     b, _ = arrow_span_checksums(t.slice(3), Info, spans)
     assert [x.merge(y) for x, y in zip(a, b)] == whole
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("kind", ["pymysql", "connectorx"])
+def test_bool_columns_agree_and_a_value_2_differs(kind, mysql_engine, mysql_table, tmp_path):
+    from planner.typemap import TypeOptions
+
+    name = mysql_table("CREATE TABLE {name} (id INT PRIMARY KEY, f TINYINT(1), g BOOL NOT NULL)", prefix="ck")
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:i, :f, :g)"),
+                     [{"i": i, "f": None if i % 7 == 0 else i % 2, "g": 1 - i % 2} for i in range(100)])
+    plan = make_plan(mysql_engine, name, rows_per_query=30, type_options=TypeOptions(tinyint1_as_bool=True))
+    assert plan.columns[1].arrow_type == "bool"
+    spans = spans_of_plan(plan)
+    parts, _ = _export(mysql_engine, plan, kind, tmp_path)
+    out, _ = _parquet(plan, parts, spans)
+    src = span_checksums(mysql_engine, plan, spans)
+    assert [(s.rows, s.checksum) for s in src] == [(o.rows, o.checksum) for o in out]
+    with mysql_engine.begin() as conn:  # a value the export would refuse now differs from the output
+        conn.exec_driver_sql(f"UPDATE `{name}` SET f = 2 WHERE id = 1")
+    assert span_checksums(mysql_engine, plan, spans)[0].checksum != out[0].checksum
