@@ -74,6 +74,10 @@ def test_checksum_sees_every_kind_of_change(mysql_engine, mysql_table):
         now = span_checksums(mysql_engine, plan, whole)[0]
         assert now.rows == 20 and now.checksum != base.checksum, stmt
         base = now
+    from planner.introspect import introspect
+
+    info = introspect(mysql_engine, name)  # the sync side passes a TableInfo, not a plan
+    assert span_checksums(mysql_engine, info, whole) == [base]
     key_only = span_checksums(mysql_engine, plan, whole, columns=["id"])[0]
     counts = span_checksums(mysql_engine, plan, whole, counts_only=True)[0]
     assert counts == SpanChecksum(whole[0], 20, None) and key_only.checksum != base.checksum
