@@ -53,6 +53,8 @@ class GroupRecord:
     zero_dates: dict[str, int] = field(default_factory=dict)  # zero/invalid dates read as NULL, per column
     consistency: str | None = None  # snapshot | per-range: how this group's rows were read
     run: int | None = None  # which run of the ledger (``Ledger.runs``) read it; groups of one snapshot share it
+    max_bytes: dict[str, int] = field(default_factory=dict)  # widest text/binary value per column (bytes)
+    oversize: dict[str, int] = field(default_factory=dict)  # values over the Redshift DDL limit per column
     attempts: int = 0
     started_at: str | None = None
     finished_at: str | None = None

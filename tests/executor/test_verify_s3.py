@@ -29,7 +29,7 @@ def test_s3_nullable_key_export_and_verify(reader, s3_bucket, s3_client, mysql_e
     rep = execute_plan(plan, dest, source_url=mysql_url, reader=reader, workers=2)
     assert rep.rows == n and rep.count_check["mismatched"] == 0
     v = verify_output(plan, dest, source_url=mysql_url, all_columns=True)
-    assert v.ok and v.output_rows == n and v.files == len(plan.files)
+    assert v.ok and v.output_rows == n and v.files >= len(plan.files)  # parts may rotate at --file-size
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql(f"INSERT INTO `{name}` (ext_id, v) VALUES (NULL, 'late')")
     with pytest.raises(VerifyError) as err:
