@@ -28,10 +28,11 @@ def _parquet(plan, parts, spans, **kw):
 
 
 @pytest.mark.mysql
-@pytest.mark.parametrize("kind", ["pymysql", "connectorx"])
-def test_all_types_source_checksum_equals_parquet_checksum(kind, mysql_engine, mysql_table, tmp_path):
-    name = mysql_table(ALL_TYPES_DDL.replace("{keytype}", "BIGINT"), prefix="ck")
-    keys = KEYSETS["BIGINT"]()
+@pytest.mark.parametrize("kind,keytype", [("pymysql", "BIGINT"), ("connectorx", "BIGINT"),
+                                          ("connectorx", "BIGINT UNSIGNED")])
+def test_all_types_source_checksum_equals_parquet_checksum(kind, keytype, mysql_engine, mysql_table, tmp_path):
+    name = mysql_table(ALL_TYPES_DDL.replace("{keytype}", keytype), prefix="ck")
+    keys = KEYSETS[keytype]()
     _fill(mysql_engine, name, keys)
     plan = make_plan(mysql_engine, name, rows_per_query=60, file_size=5_000)
     spans = spans_of_plan(plan)
