@@ -16,14 +16,17 @@ be ``N``). Per Arrow type of the plan:
 * text, ENUM, SET, JSON, wide DECIMAL as text: ``<UTF-8 byte length>:<text>`` (the length prefix keeps
   ``|`` inside a value from shifting fields);
 * binary: upper-case hex;
-* FLOAT/DOUBLE: ``F`` (present) or ``N``: the engines print floating-point numbers differently (``1e20``
-  vs ``1e+20``), so floating values are checked for presence only, never for their digits.
+* DOUBLE: the shortest round-trip digits and the decimal exponent, from each engine's own text (value
+  0.<digits> × 10^exponent; −1500 is ``-15e4``): MySQL/MariaDB and DuckDB agree on the digits, not on the
+  layout (``1e20`` / ``1e+20``);
+* FLOAT: ``F`` (present) or ``N`` only: MariaDB prints FLOAT with 6 significant digits, fewer than the
+  value the export holds, so single-precision values are checked for presence, not digits.
 
 The checksum string is the xor as 16 hex digits; checksums of disjoint pieces of one span combine with
 :meth:`SpanChecksum.merge`. Only the xor, no second aggregate: building the row text is most of the cost
 (``benchmarks/results/checksum.md``), and a second aggregate over ``h`` makes the server build it twice.
-A change the xor cancels needs the same row to appear an even number of times more (with the count
-unchanged), which the count and the xor of the rest still reveal unless the rows cancel exactly.
+The xor cancels a row that appears twice; that changes the count, unless another row of the range went
+missing too, whose hash then stays missing from the xor.
 """
 
 from __future__ import annotations
@@ -109,7 +112,9 @@ def _kind(spec) -> str:
     src = (spec.source_type or "").lower()
     if t == "bool":
         return "bool"
-    if t in ("float", "double"):
+    if t == "double":
+        return "double"
+    if t == "float":
         return "float"
     if t.startswith(("int", "uint")):
         if spec.conversion == "time_us":
@@ -259,6 +264,49 @@ def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]
     return out
 
 
+# DOUBLE: both engines print the shortest digits that round-trip, but lay them out differently
+# (``1e20`` / ``1e+20``, ``123456789`` / ``123456789.0``). The canonical form is layout-free:
+# ``[-]<significant digits>e<exponent>`` with value 0.<digits> × 10^exponent (``0`` for zero), derived from
+# each engine's own text by the same string steps.
+def _mysql_double(q: str) -> str:
+    t = f"CAST(ABS({q}) AS CHAR)"
+    m = f"SUBSTRING_INDEX({t}, 'e', 1)"
+    e = f"IF(LOCATE('e', {t}) > 0, CAST(SUBSTRING_INDEX({t}, 'e', -1) AS SIGNED), 0)"
+    ip = f"SUBSTRING_INDEX({m}, '.', 1)"
+    fp = f"IF(LOCATE('.', {m}) > 0, SUBSTRING_INDEX({m}, '.', -1), '')"
+    digits = f"CONCAT({ip}, {fp})"
+    lead = f"TRIM(LEADING '0' FROM {digits})"
+    sig = f"TRIM(TRAILING '0' FROM {lead})"
+    exp10 = f"(LENGTH({ip}) + {e} - (LENGTH({digits}) - LENGTH({lead})))"
+    return f"IF({sig} = '', '0', CONCAT(IF({q} < 0, '-', ''), {sig}, 'e', {exp10}))"
+
+
+def _duckdb_double(q: str) -> str:
+    t = f"CAST(abs({q}) AS VARCHAR)"
+    m = f"split_part({t}, 'e', 1)"
+    e = f"COALESCE(TRY_CAST(NULLIF(split_part({t}, 'e', 2), '') AS INTEGER), 0)"
+    ip = f"split_part({m}, '.', 1)"
+    fp = f"split_part({m}, '.', 2)"
+    digits = f"({ip} || {fp})"
+    lead = f"ltrim({digits}, '0')"
+    sig = f"rtrim({lead}, '0')"
+    exp10 = f"(length({ip}) + {e} - (length({digits}) - length({lead})))"
+    return (f"CASE WHEN {q} IS NULL THEN NULL WHEN {sig} = '' THEN '0' "
+            f"ELSE (CASE WHEN {q} < 0 THEN '-' ELSE '' END) || {sig} || 'e' || CAST({exp10} AS VARCHAR) END")
+
+
+def _py_double(x: float) -> str:
+    t = repr(abs(x))
+    m, _, e = t.partition("e")
+    ip, _, fp = m.partition(".")
+    digits = ip + fp
+    lead = digits.lstrip("0")
+    sig = lead.rstrip("0")
+    if not sig:
+        return "0"
+    return f"{'-' if x < 0 else ''}{sig}e{len(ip) + int(e or 0) - (len(digits) - len(lead))}"
+
+
 def _mysql_field(spec, q: str) -> str:
     """The canonical text of one column in MySQL/MariaDB SQL (NULL → ``N``), as a binary string."""
     kind = _kind(spec)
@@ -271,6 +319,8 @@ def _mysql_field(spec, q: str) -> str:
         return f"COALESCE(CAST(CAST({q} AS UNSIGNED) AS BINARY), '{NULL_MARK}')"
     if kind == "float":
         text = f"IF({q} IS NULL, NULL, 'F')"
+    elif kind == "double":
+        text = _mysql_double(q)
     elif kind == "time_us":
         text = (f"CAST(IF({q} < 0, -1, 1) * ((HOUR({q}) * 3600 + MINUTE({q}) * 60 + SECOND({q})) * 1000000 "
                 f"+ MICROSECOND({q})) AS CHAR)")
@@ -303,6 +353,8 @@ def _py_field(kind: str, v: Any, spec) -> str:
         return f"{Decimal(str(v)).quantize(Decimal(1).scaleb(-scale)):f}" if scale else str(int(Decimal(str(v))))
     if kind == "float":
         return "F"
+    if kind == "double":
+        return _py_double(float(v))
     if kind == "time_us":
         return str(int(v))
     if kind in ("date", "datetime", "timestamp_tz"):
@@ -382,6 +434,8 @@ def duckdb_field(spec) -> str:
         text = f"CAST(CAST({q} AS TINYINT) AS VARCHAR)"
     elif kind == "float":
         text = f"CASE WHEN {q} IS NULL THEN NULL ELSE 'F' END"
+    elif kind == "double":
+        text = _duckdb_double(q)
     elif kind == "date":
         text = f"strftime({q}, '%Y-%m-%d')"
     elif kind == "datetime":
