@@ -147,3 +147,32 @@ def test_bool_columns_agree_and_a_value_2_differs(kind, mysql_engine, mysql_tabl
     with mysql_engine.begin() as conn:  # a value the export would refuse now differs from the output
         conn.exec_driver_sql(f"UPDATE `{name}` SET f = 2 WHERE id = 1")
     assert span_checksums(mysql_engine, plan, spans)[0].checksum != out[0].checksum
+
+
+@pytest.mark.mysql
+def test_double_canonical_text_agrees_on_mysql_duckdb_and_python(mysql_engine):
+    """Extremes, subnormals, powers of ten and random bit patterns: one canonical text on all three sides."""
+    import struct
+
+    import pyarrow as pa
+
+    from executor.checksum import _duckdb_double, _mysql_double, _py_double
+
+    rng = random.Random(5)
+    vals = [0.0, -0.0, 0.1, 0.1 + 0.2, 123456789.0, 1e15, 1e16, 1e20, 1e21, 1e22, 1e23, 1.5e-7, 1e-5, 1e-4, 2.0**53,
+            1 / 3, 1e300, -1e-300, 5e-324, -1.0e308, 2.2250738585072014e-308, 100.0, 0.5, 10.0, -1500.0]
+    vals += [rng.uniform(-1e6, 1e6) for _ in range(100)]
+    vals += [rng.random() * 10.0 ** rng.randint(-300, 300) * rng.choice([-1, 1]) for _ in range(300)]
+    bits = (struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(400))
+    vals += [v for v in bits if v == v and abs(v) != float("inf")]
+    with mysql_engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE dbl (i INT PRIMARY KEY, d DOUBLE)")
+        conn.execute(sa.text("INSERT INTO dbl VALUES (:i, :d)"), [{"i": i, "d": v} for i, v in enumerate(vals)])
+        rows = conn.execute(sa.text(f"SELECT i, d, {_mysql_double('d')} FROM dbl ORDER BY i")).all()
+    t = pa.table({"i": [r[0] for r in rows], "d": pa.array([r[1] for r in rows], pa.float64())})
+    con = duckdb.connect()
+    con.register("t", t)
+    duck = [r[0] for r in con.execute(f"SELECT {_duckdb_double('d')} FROM t ORDER BY i").fetchall()]
+    assert len(rows) == len(vals)
+    assert [r[2] for r in rows] == duck == [_py_double(r[1]) for r in rows]
+    assert _py_double(-1500.0) == "-15e4" and _py_double(0.0) == "0" and _py_double(1e20) == "1e21"
