@@ -16,9 +16,8 @@ be ``N``). Per Arrow type of the plan:
 * text, ENUM, SET, JSON, wide DECIMAL as text: ``<UTF-8 byte length>:<text>`` (the length prefix keeps
   ``|`` inside a value from shifting fields);
 * binary: upper-case hex;
-* DOUBLE: the shortest round-trip digits and the decimal exponent, from each engine's own text (value
-  0.<digits> × 10^exponent; −1500 is ``-15e4``): MySQL/MariaDB and DuckDB agree on the digits, not on the
-  layout (``1e20`` / ``1e+20``);
+* DOUBLE: MySQL's own ``CAST(x AS CHAR)`` (shortest round-trip digits, ``1e20``, ``0.00001``); DuckDB's
+  side renders the same text with :func:`mysql_double_text` (a Python UDF), as DuckDB's own layout differs;
 * FLOAT: ``F`` (present) or ``N`` only: MariaDB prints FLOAT with 6 significant digits, fewer than the
   value the export holds, so single-precision values are checked for presence, not digits.
 
@@ -264,47 +263,35 @@ def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]
     return out
 
 
-# DOUBLE: both engines print the shortest digits that round-trip, but lay them out differently
-# (``1e20`` / ``1e+20``, ``123456789`` / ``123456789.0``). The canonical form is layout-free:
-# ``[-]<significant digits>e<exponent>`` with value 0.<digits> × 10^exponent (``0`` for zero), derived from
-# each engine's own text by the same string steps.
-def _mysql_double(q: str) -> str:
-    t = f"CAST(ABS({q}) AS CHAR)"
-    m = f"SUBSTRING_INDEX({t}, 'e', 1)"
-    e = f"IF(LOCATE('e', {t}) > 0, CAST(SUBSTRING_INDEX({t}, 'e', -1) AS SIGNED), 0)"
-    ip = f"SUBSTRING_INDEX({m}, '.', 1)"
-    fp = f"IF(LOCATE('.', {m}) > 0, SUBSTRING_INDEX({m}, '.', -1), '')"
-    digits = f"CONCAT({ip}, {fp})"
-    lead = f"TRIM(LEADING '0' FROM {digits})"
-    sig = f"TRIM(TRAILING '0' FROM {lead})"
-    exp10 = f"(LENGTH({ip}) + {e} - (LENGTH({digits}) - LENGTH({lead})))"
-    return f"IF({sig} = '', '0', CONCAT(IF({q} < 0, '-', ''), {sig}, 'e', {exp10}))"
+def mysql_double_text(x: float) -> str:
+    """``CAST(x AS CHAR)`` of a MySQL/MariaDB DOUBLE, computed in Python (DuckDB and SQLite side).
 
-
-def _duckdb_double(q: str) -> str:
-    t = f"CAST(abs({q}) AS VARCHAR)"
-    m = f"split_part({t}, 'e', 1)"
-    e = f"COALESCE(TRY_CAST(NULLIF(split_part({t}, 'e', 2), '') AS INTEGER), 0)"
-    ip = f"split_part({m}, '.', 1)"
-    fp = f"split_part({m}, '.', 2)"
-    digits = f"({ip} || {fp})"
-    lead = f"ltrim({digits}, '0')"
-    sig = f"rtrim({lead}, '0')"
-    exp10 = f"(length({ip}) + {e} - (length({digits}) - length({lead})))"
-    return (f"CASE WHEN {q} IS NULL THEN NULL WHEN {sig} = '' THEN '0' "
-            f"ELSE (CASE WHEN {q} < 0 THEN '-' ELSE '' END) || {sig} || 'e' || CAST({exp10} AS VARCHAR) END")
-
-
-def _py_double(x: float) -> str:
-    t = repr(abs(x))
-    m, _, e = t.partition("e")
+    Both print the shortest digits that round-trip (as ``repr`` does); MySQL's ``my_gcvt`` lays them out
+    fixed for decimal exponents −14…15 (0.<digits> × 10^exponent, and 16 with 17 digits), otherwise as
+    ``d.ddde±x`` without ``+`` or leading zeros. Checked value by value against MariaDB in the tests.
+    """
+    if x == 0:
+        return "0"
+    m, _, e = repr(abs(x)).partition("e")
     ip, _, fp = m.partition(".")
     digits = ip + fp
     lead = digits.lstrip("0")
     sig = lead.rstrip("0")
-    if not sig:
-        return "0"
-    return f"{'-' if x < 0 else ''}{sig}e{len(ip) + int(e or 0) - (len(digits) - len(lead))}"
+    decpt = len(ip) + int(e or 0) - (len(digits) - len(lead))
+    n = len(sig)
+    sign = "-" if x < 0 else ""
+    if -14 <= decpt <= 15 or (decpt == 16 and n >= 17):
+        if decpt <= 0:
+            return f"{sign}0.{'0' * -decpt}{sig}"
+        if decpt < n:
+            return f"{sign}{sig[:decpt]}.{sig[decpt:]}"
+        return f"{sign}{sig}{'0' * (decpt - n)}"
+    return f"{sign}{sig[0]}{'.' + sig[1:] if n > 1 else ''}e{decpt - 1}"
+
+
+def _duckdb_mysql_double(values: pa.Array) -> pa.Array:
+    """Vectorised :func:`mysql_double_text` for DuckDB (an Arrow UDF)."""
+    return pa.array([None if v is None else mysql_double_text(v) for v in values.to_pylist()], pa.string())
 
 
 def _mysql_field(spec, q: str) -> str:
@@ -320,7 +307,7 @@ def _mysql_field(spec, q: str) -> str:
     if kind == "float":
         text = f"IF({q} IS NULL, NULL, 'F')"
     elif kind == "double":
-        text = _mysql_double(q)
+        text = f"CAST({q} AS CHAR)"
     elif kind == "time_us":
         text = (f"CAST(IF({q} < 0, -1, 1) * ((HOUR({q}) * 3600 + MINUTE({q}) * 60 + SECOND({q})) * 1000000 "
                 f"+ MICROSECOND({q})) AS CHAR)")
@@ -354,7 +341,7 @@ def _py_field(kind: str, v: Any, spec) -> str:
     if kind == "float":
         return "F"
     if kind == "double":
-        return _py_double(float(v))
+        return mysql_double_text(float(v))
     if kind == "time_us":
         return str(int(v))
     if kind in ("date", "datetime", "timestamp_tz"):
@@ -435,7 +422,7 @@ def duckdb_field(spec) -> str:
     elif kind == "float":
         text = f"CASE WHEN {q} IS NULL THEN NULL ELSE 'F' END"
     elif kind == "double":
-        text = _duckdb_double(q)
+        text = f"sparsesync_mysql_double({q})"
     elif kind == "date":
         text = f"strftime({q}, '%Y-%m-%d')"
     elif kind == "datetime":
@@ -481,6 +468,8 @@ def parquet_span_checksums(
             [(i, str(lo_min if sp.lo is None else sp.lo), str(hi_max if sp.hi is None else sp.hi)) for i, sp in bounded],
         )
     h = "0" if counts_only else duckdb_row_hash(specs)
+    if any(_kind(c) == "double" for c in specs):
+        _register_duckdb(con)
     k = f"CAST({_q(key)} AS HUGEINT)"
     null_idx = nulls[0] if nulls else -1
     # A row whose key is in no span gets idx -1 (stray) — or the NULL span's index when its key is NULL.
@@ -497,6 +486,16 @@ def parquet_span_checksums(
         n, x = got.get(i, (0, 0))
         out.append(SpanChecksum(sp, n, None if counts_only else _fmt(x)))
     return out, stray
+
+
+def _register_duckdb(con) -> None:
+    import duckdb
+
+    try:
+        con.create_function("sparsesync_mysql_double", _duckdb_mysql_double, ["DOUBLE"], "VARCHAR", type="arrow",
+                            null_handling="special", side_effects=False)
+    except duckdb.CatalogException:
+        pass  # registered on this connection already
 
 
 def arrow_span_checksums(table: pa.Table, plan_or_table_info, spans, **kw) -> tuple[list[SpanChecksum], int]:

@@ -150,29 +150,31 @@ def test_bool_columns_agree_and_a_value_2_differs(kind, mysql_engine, mysql_tabl
 
 
 @pytest.mark.mysql
-def test_double_canonical_text_agrees_on_mysql_duckdb_and_python(mysql_engine):
-    """Extremes, subnormals, powers of ten and random bit patterns: one canonical text on all three sides."""
+def test_double_text_matches_mysql_cast_value_by_value(mysql_engine):
+    """Extremes, subnormals, every power of ten, random bit patterns: mysql_double_text == CAST(x AS CHAR),
+    and DuckDB's UDF over the same Arrow doubles gives the same text."""
     import struct
 
     import pyarrow as pa
 
-    from executor.checksum import _duckdb_double, _mysql_double, _py_double
+    from executor.checksum import _register_duckdb, mysql_double_text
 
     rng = random.Random(5)
-    vals = [0.0, -0.0, 0.1, 0.1 + 0.2, 123456789.0, 1e15, 1e16, 1e20, 1e21, 1e22, 1e23, 1.5e-7, 1e-5, 1e-4, 2.0**53,
-            1 / 3, 1e300, -1e-300, 5e-324, -1.0e308, 2.2250738585072014e-308, 100.0, 0.5, 10.0, -1500.0]
-    vals += [rng.uniform(-1e6, 1e6) for _ in range(100)]
-    vals += [rng.random() * 10.0 ** rng.randint(-300, 300) * rng.choice([-1, 1]) for _ in range(300)]
-    bits = (struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(400))
+    vals = [0.0, 0.1, 0.1 + 0.2, 123456789.0, 1.5e-7, 2.0**53, 1 / 3, 5e-324, -1.0e308, 2.2250738585072014e-308,
+            1234567890123456.7, 9007199254740993.0, -1500.0]
+    vals += [float(f"1e{k}") for k in range(-323, 309)] + [float(f"1.2345678901234567e{k}") for k in range(-300, 300)]
+    vals += [rng.uniform(-1e6, 1e6) for _ in range(200)]
+    vals += [rng.random() * 10.0 ** rng.randint(-30, 30) for _ in range(1000)]
+    bits = (struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(1000))
     vals += [v for v in bits if v == v and abs(v) != float("inf")]
     with mysql_engine.connect() as conn:
         conn.exec_driver_sql("CREATE TEMPORARY TABLE dbl (i INT PRIMARY KEY, d DOUBLE)")
         conn.execute(sa.text("INSERT INTO dbl VALUES (:i, :d)"), [{"i": i, "d": v} for i, v in enumerate(vals)])
-        rows = conn.execute(sa.text(f"SELECT i, d, {_mysql_double('d')} FROM dbl ORDER BY i")).all()
-    t = pa.table({"i": [r[0] for r in rows], "d": pa.array([r[1] for r in rows], pa.float64())})
-    con = duckdb.connect()
-    con.register("t", t)
-    duck = [r[0] for r in con.execute(f"SELECT {_duckdb_double('d')} FROM t ORDER BY i").fetchall()]
+        rows = conn.execute(sa.text("SELECT i, d, CAST(d AS CHAR) FROM dbl ORDER BY i")).all()
     assert len(rows) == len(vals)
-    assert [r[2] for r in rows] == duck == [_py_double(r[1]) for r in rows]
-    assert _py_double(-1500.0) == "-15e4" and _py_double(0.0) == "0" and _py_double(1e20) == "1e21"
+    assert [mysql_double_text(r[1]) for r in rows] == [r[2] for r in rows]
+    con = duckdb.connect()
+    _register_duckdb(con)
+    con.register("t", pa.table({"i": [r[0] for r in rows], "d": pa.array([r[1] for r in rows], pa.float64())}))
+    assert [r[0] for r in con.execute("SELECT sparsesync_mysql_double(d) FROM t ORDER BY i").fetchall()] == \
+        [r[2] for r in rows]
