@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
-from sparsesync.source import is_mysql, quoted_table, short_db_error
+from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
 
 from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
 from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
@@ -413,14 +413,19 @@ class ConnectorXReader(_ReaderBase):
     def __init__(self, engine: sa.Engine, plan: Plan, **options) -> None:
         super().__init__(engine, plan, **options)
         self.schema = plan.arrow_schema()
-        prep = engine.dialect.identifier_preparer
+        # connectorx sends the text as is: identifiers with single % (see single_percents)
+        d = engine.dialect
         src = plan.source
-        self._table = quoted_table(engine.dialect, src.table, src.schema)
-        self._key = prep.quote(src.key)
-        exprs = [_cx_select_expr(c, prep.quote(c.name)) for c in plan.columns]
+
+        def quote(name: str) -> str:
+            return single_percents(d, d.identifier_preparer.quote(name))
+
+        self._table = single_percents(d, quoted_table(d, src.table, src.schema))
+        self._key = quote(src.key)
+        exprs = [_cx_select_expr(c, quote(c.name)) for c in plan.columns]
         self._kinds = [k for _, k in exprs]
         self._select = ", ".join(
-            e if e == prep.quote(c.name) else f"{e} AS {prep.quote(c.name)}" for (e, _), c in zip(exprs, plan.columns)
+            e if e == quote(c.name) else f"{e} AS {quote(c.name)}" for (e, _), c in zip(exprs, plan.columns)
         )
         names = [c.name for c in plan.columns]
         self._key_pos = names.index(src.key) if src.key in names else None

@@ -147,6 +147,13 @@ def quoted_table(dialect, table: str, schema: str | None = None) -> str:
     return f"{prep.quote_schema(schema)}.{prep.quote(table)}" if schema else prep.quote(table)
 
 
+def single_percents(dialect, quoted: str) -> str:
+    """A dialect-quoted identifier as the server must see it, for SQL that no ``%`` formatting touches
+    (connectorx) or that ``sa.text`` compiles (which doubles ``%`` again): drivers with a ``%`` paramstyle
+    get ``%`` doubled by the dialect's quoting, which is undone here."""
+    return quoted.replace("%%", "%") if dialect.paramstyle in ("format", "pyformat") else quoted
+
+
 def url_for_identity(identity: SourceIdentity, driver: str | None = None) -> URL:
     """Rebuild a URL from a plan's identity (the password comes from ``$SPARSESYNC_SOURCE_PASSWORD``)."""
     if identity.dialect == "sqlite":

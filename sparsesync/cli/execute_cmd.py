@@ -123,9 +123,10 @@ def verify_command(
     plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan file of the finished run."),
     dest: str = typer.Option(..., "--dest", help="The --dest given to execute."),
     source: Optional[str] = typer.Option(None, "--source", help="Source URL (default as for execute)."),
-    all_columns: bool = typer.Option(False, "--all-columns", help="Compare every value, not only keys and counts."),
+    all_columns: bool = typer.Option(False, "--all-columns", help="Checksum every value, not only keys and counts (FLOAT: presence only)."),
 ) -> None:
-    """Compare the output with the source, per key range: row counts and an order-independent checksum.
+    """Compare the output with the source, per key range (NULL keys included): row counts and an order-independent
+    checksum computed by the source server in SQL and by DuckDB over the Parquet parts; exit 9 names the ranges.
 
     Example: sparsesync verify plans/orders-20250101T000000Z-abc123.json --dest ./out --all-columns
     """
