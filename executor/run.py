@@ -13,6 +13,7 @@ The manifest is the commit marker: a folder with a manifest is a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from sparsesync.source import (
 
 from . import redshift
 from .dest import open_sink
+from .lock import destination_lock
 from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
@@ -61,6 +63,11 @@ class ProgressEvent:
 def output_folder(plan: Plan) -> str:
     """``<table>/<plan_id>``: the one folder a plan writes into."""
     return f"{plan.source.table}/{plan.plan_id}"
+
+
+def lock_relpath(plan: Plan) -> str:
+    """``<table>/<plan_id>.lock``: held while a run writes the plan's folder (beside it, so no listing sees it)."""
+    return f"{output_folder(plan)}.lock"
 
 
 # ---- source -------------------------------------------------------------------------------------------
@@ -173,12 +180,15 @@ def execute_plan(
     own_engine = engine is None
     engine = engine or connect_source(plan, source_url)
     try:
-        return _execute(
-            plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
-            ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
-            iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-            oversize=oversize,
-        )
+        # One run per plan and destination: a second one is refused, naming the holder (executor.lock).
+        lock = None if dry_run else destination_lock(sink, lock_relpath(plan), purpose=f"execute plan {plan.plan_id}")
+        with lock or contextlib.nullcontext():
+            return _execute(
+                plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
+                ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
+                iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
+                oversize=oversize, lock=lock,
+            )
     finally:
         if own_engine:
             engine.dispose()
@@ -187,9 +197,11 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail") -> RunReport:
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
+             lock=None) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
+    redshift.check_load_inputs(plan, iam_role)
     drift = check_drift(engine, plan)
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
                       snapshot=(workers == 1), batch_bytes=budget.batch_bytes)
@@ -242,13 +254,16 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
     counter.emit("start")
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped, budget=budget, oversize=oversize)
+                                 want_count=verify and not skipped, budget=budget, oversize=oversize,
+                                 lock=lock)
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
     _oversize_report(report, plan, book, oversize)
     if verify:
         _check_counts(plan, sink, book, report)
         report.verified = "counts"
+    if lock is not None:
+        lock.check()  # a run that lost its lock must not write the commit marker
     _write_load_files(report, plan, sink, folder, book, iam_role, t0)
     counter.emit("finish")
     return report
@@ -298,7 +313,7 @@ class _Counter:
 
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
-                budget=None, oversize="fail") -> int | None:
+                budget=None, oversize="fail", lock=None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
     if not todo:
         return None
@@ -312,7 +327,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             try:
                 for g in todo:
                     finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
-                                        budget=budget, oversize=oversize)
+                                        budget=budget, oversize=oversize, lock=lock)
                     if pending is not None:
                         pending.result()
                     pending = fin.submit(finish)
@@ -329,7 +344,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             raise _Cancelled()
         with rdr.session() as s:
             _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget,
-                       oversize=oversize)
+                       oversize=oversize, lock=lock)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -353,7 +368,7 @@ def _snapshot_count(session, plan) -> int | None:
 
 
 def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
-               budget=None, oversize="fail"):
+               budget=None, oversize="fail", lock=None):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
@@ -362,6 +377,8 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
     from .oversize import OversizeGuard
     from .writer import PartWriter
 
+    if lock is not None:
+        lock.check()  # taken over as stale (a paused run): stop before writing anything more
     store.transition(book, g.index, RUNNING)
     relpath = f"{folder}/{g.name}"
     budget = budget or memory_budget(512, 1)
