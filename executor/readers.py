@@ -572,6 +572,13 @@ class ConnectorXSession:
             yield out
 
 
+# connectorx reports faults as text (often a Rust panic): a connection killed mid-stream shows up as
+# "CodecError { IO error: `bytes remaining on stream' }", a refused reconnect as "Connection refused".
+_CX_TRANSIENT = ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe", "connection reset",
+                 "timed out", "2013", "2006", "1205", "1213", "io error", "bytes remaining on stream",
+                 "unexpected eof", "connection refused", "connection closed", "too many connections")
+
+
 def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> SparsesyncError:
     text = str(exc).split("\n", 1)[0]
     # connectorx errors can echo the connection string; never let a password through.
@@ -579,8 +586,7 @@ def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> Sparsesy
     if pw:
         text = text.replace(str(pw), "***")
     low = text.lower()
-    transient = any(s in low for s in ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe",
-                                       "connection reset", "timed out", "2013", "2006"))
+    transient = any(s in low for s in _CX_TRANSIENT)
     cls = TransientSourceError if transient else SourceError
     return cls(f"connectorx range query failed: {text[:300]}",
                hint="a retry may cure it" if transient else "try --reader pymysql",

@@ -104,7 +104,8 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
                 hint="check the path in the URL (sqlite:///relative/path.db or sqlite:////absolute/path.db)",
             )
     try:
-        engine = sa.create_engine(parsed, **kwargs)
+        # pool_pre_ping: a pooled connection a network blip or KILL ended is replaced, not handed out dead
+        engine = sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
     except NoSuchModuleError as exc:
         raise UsageError(
             f"unknown database dialect in {redact(parsed)!r}",

@@ -52,7 +52,7 @@ def _progress_renderer():
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role) -> None:
+             no_verify, iam_role, retries=None, staging=None) -> None:
     from executor.run import execute_plan
     from sparsesync.config import merge
 
@@ -61,7 +61,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
     try:
         opts = merge(
             current_config(), "execute", reader=reader, workers=workers, compression=compression, ledger=ledger,
-            strict_dates=strict_dates,
+            strict_dates=strict_dates, retries=retries, staging=staging,
         )
     except SparsesyncError as exc:
         raise fail(exc)
@@ -71,6 +71,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
+            retries=opts.retries, staging=opts.staging,
         )
     except SparsesyncError as exc:
         close()
@@ -81,6 +82,12 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             typer.echo(sql + ";")
     for line in report.summary_lines():
         typer.echo(line)
+
+
+_RETRIES_HELP = ("Retries per range after a transient source fault (lost connection, deadlock, lock wait "
+                 "timeout), with exponential backoff; 0 stops at the first [default: 5].")
+_STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload "
+                 "[default: $TMPDIR]. Example: --staging /mnt/scratch")
 
 
 @app.command("execute")
@@ -97,6 +104,8 @@ def execute_command(
     strict_dates: Optional[bool] = typer.Option(None, "--strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
+    retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
+    staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
 
@@ -109,7 +118,8 @@ def execute_command(
     except SparsesyncError as exc:
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
-             overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role)
+             overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
+             retries=retries, staging=staging)
 
 
 @app.command("verify")
@@ -155,6 +165,8 @@ def run_command(
     strict_dates: Optional[bool] = typer.Option(None, "--strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
+    retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
+    staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
 ) -> None:
     """Plan and execute in one go (the plan is saved under plans/ for review and resume).
 
@@ -183,4 +195,5 @@ def run_command(
         raise fail(exc)
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
-             overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role)
+             overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
+             retries=retries, staging=staging)

@@ -1,0 +1,193 @@
+"""Transient source faults are retried per range and survived; permanent ones stop the run at once.
+
+Faults are real: the export connects as a MariaDB user of its own, and another connection runs
+``KILL CONNECTION`` on that user's connections in the middle of the export (from the progress callback,
+so the moment is deterministic). The output is read back with DuckDB and compared with the source.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+import duckdb
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from executor.retry import RetryPolicy
+from executor.run import execute_plan
+from planner.api import make_plan
+from sparsesync.errors import SourceError, TransientSourceError, UsageError
+from tests.executor.test_run import assert_clean_folder, out_dir, source_keys
+
+pytestmark = pytest.mark.mysql
+
+# 4 KB rows: a range of 2,000 rows (8 MB) outgrows the socket buffers, so a kill lands while it streams.
+WIDE_DDL = "CREATE TABLE {name} (id BIGINT PRIMARY KEY, pad VARCHAR(4000), n INT) ENGINE=InnoDB"
+
+
+@pytest.fixture
+def own_user(mysql_engine, mysql_url):
+    """A MariaDB user only this test connects as (so its connections can be found and killed); its URL."""
+    user = f"sps_{uuid.uuid4().hex[:10]}"
+    password = "pw-" + uuid.uuid4().hex[:8]
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{password}'")
+        conn.exec_driver_sql(f"CREATE USER '{user}'@'localhost' IDENTIFIED BY '{password}'")
+        db = make_url(mysql_url).database
+        for host in ("%%", "localhost"):
+            conn.exec_driver_sql(f"GRANT SELECT ON `{db}`.* TO '{user}'@'{host}'")
+    url = make_url(mysql_url).set(username=user, password=password)
+    yield user, url.render_as_string(hide_password=False)
+    _kill_all(mysql_engine, user)
+    with mysql_engine.begin() as conn:
+        for host in ("%%", "localhost"):
+            conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+def _connections(conn, user: str, busy_only: bool = False) -> list[int]:
+    """Connection ids of ``user`` (only those running a statement with ``busy_only``)."""
+    busy = " AND COMMAND <> 'Sleep'" if busy_only else ""
+    rows = conn.exec_driver_sql(
+        f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID(){busy} ORDER BY ID",
+        (user,),
+    ).all()
+    return [int(r[0]) for r in rows]
+
+
+def _kill_all(engine, user: str, busy_only: bool = False, limit: int | None = None) -> int:
+    """KILL CONNECTION connections of ``user``; how many were live (one may end meanwhile: fine)."""
+    n = 0
+    with engine.begin() as conn:
+        for pid in _connections(conn, user, busy_only)[:limit]:
+            try:
+                conn.exec_driver_sql(f"KILL CONNECTION {pid}")
+                n += 1
+            except sa.exc.OperationalError as exc:
+                if "1094" not in str(exc):  # unknown thread id: it closed on its own
+                    raise
+    return n
+
+
+def _fill(engine, name: str, n: int) -> list[int]:
+    keys = list(range(1, n + 1))
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO {name} (id, pad, n) VALUES (:id, :pad, :n)"),
+                     [{"id": k, "pad": f"{k:08d}" * 500, "n": k % 97} for k in keys])
+    return keys
+
+
+def _killer(mysql_engine, user: str, at_rows: list[int]):
+    """A progress callback that kills one connection of ``user`` that is streaming rows at each mark.
+
+    A mark passes only when a kill found such a connection, so every mark is exactly one real fault.
+    """
+    marks = list(at_rows)
+    killed = []
+    mutex = threading.Lock()
+
+    def progress(ev):
+        with mutex:  # workers call in from several threads
+            if ev.kind == "batch" and marks and ev.rows_done >= marks[0]:
+                n = _kill_all(mysql_engine, user, busy_only=True, limit=1)
+                if n:  # none streaming (a killed worker draining its buffer): try again at the next batch
+                    marks.pop(0)
+                    killed.append(n)
+
+    return progress, killed
+
+
+def _output_keys(dest, plan) -> list[int]:
+    import json
+
+    manifest = json.loads((out_dir(dest, plan) / "manifest.json").read_text())
+    listing = "[" + ", ".join(f"'{e['url']}'" for e in manifest["entries"]) + "]"
+    return [r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({listing}) ORDER BY id").fetchall()]
+
+
+@pytest.mark.parametrize("reader,workers", [("pymysql", 1), ("pymysql", 2), ("connectorx", 1)])
+def test_three_killed_connections_are_survived_with_every_row_once(
+    reader, workers, mysql_engine, mysql_table, own_user, tmp_path
+):
+    user, url = own_user
+    name = mysql_table(WIDE_DDL)
+    keys = _fill(mysql_engine, name, 6000)
+    plan = make_plan(url, name, rows_per_query=2000, file_size=1_000, use_cache=False)
+    assert len(plan.files) >= 3
+    progress, killed = _killer(mysql_engine, user, [300, 2300, 4300])
+    dest = tmp_path / "out"
+    report = execute_plan(plan, str(dest), source_url=url, reader=reader, workers=workers, batch_rows=100,
+                          retry_base_s=0.05, progress=progress)
+    assert killed == [1, 1, 1]
+    assert report.retries == 3, report.retried_ranges
+    assert sum(report.retried_ranges.values()) == report.retries
+    assert report.rows == len(keys)
+    assert _output_keys(dest, plan) == source_keys(mysql_engine, name)
+    assert_clean_folder(dest, plan)
+    if reader == "pymysql" and workers == 1:
+        assert report.consistency == "mixed"  # the snapshot ended with the first kill
+    assert any(line.startswith(f"transient source faults survived: {report.retries} retr") for line in report.summary_lines())
+
+
+def test_a_range_that_keeps_failing_stops_after_its_retries(mysql_engine, mysql_table, own_user, tmp_path):
+    user, url = own_user
+    name = mysql_table(WIDE_DDL)
+    _fill(mysql_engine, name, 4000)
+    plan = make_plan(url, name, rows_per_query=4000, file_size=1_000, use_cache=False)
+    state = {"rows": 0, "killed": False}
+    kills, taken_back = [], []
+
+    def progress(ev):  # kill once in every attempt, after its first 200 rows
+        if ev.kind == "retry":
+            taken_back.append(ev.rows)
+            state.update(rows=0, killed=False)
+        elif ev.kind == "batch":
+            state["rows"] += ev.rows
+            if state["rows"] >= 200 and not state["killed"]:
+                state["killed"] = _kill_all(mysql_engine, user, busy_only=True, limit=1) == 1
+                kills.extend([1] if state["killed"] else [])
+
+    with pytest.raises(TransientSourceError, match="still failing after 2 retries") as err:
+        execute_plan(plan, str(tmp_path / "out"), source_url=url, reader="pymysql", batch_rows=100, retries=2,
+                     retry_base_s=0.01, progress=progress)
+    assert len(kills) == 3  # the first try and two retries
+    assert err.value.key_range in [(r.lo, r.hi) for r in plan.ranges if r.est_rows]
+    assert len(taken_back) == 3 and all(r < 0 for r in taken_back)  # each discarded attempt was taken back
+    assert not list((tmp_path / "out").rglob("*.sparsesync-tmp"))
+
+
+def test_permanent_error_stops_at_once_without_retry(mysql_engine, mysql_table, own_user, tmp_path, caplog):
+    user, url = own_user
+    name = mysql_table(WIDE_DDL)
+    _fill(mysql_engine, name, 3000)
+    plan = make_plan(url, name, rows_per_query=500, file_size=300_000, use_cache=False)
+    renamed = {"done": False}
+
+    def progress(ev):
+        if ev.kind == "range" and not renamed["done"]:
+            renamed["done"] = True
+            with mysql_engine.begin() as conn:
+                conn.exec_driver_sql(f"RENAME TABLE {name} TO {name}_gone")
+
+    caplog.set_level(logging.WARNING, logger="sparsesync")
+    try:
+        with pytest.raises(SourceError) as err:
+            execute_plan(plan, str(tmp_path / "out"), source_url=url, reader="connectorx", retries=5,
+                         retry_base_s=0.01, progress=progress)
+    finally:
+        with mysql_engine.begin() as conn:
+            conn.exec_driver_sql(f"RENAME TABLE {name}_gone TO {name}")
+    assert not err.value.transient
+    assert not [r for r in caplog.records if "range_retry" in r.getMessage()]
+
+
+def test_retry_policy_backoff_is_bounded_jittered_and_validated():
+    policy = RetryPolicy(retries=5, base_s=0.5, cap_s=4.0)
+    waits = [policy.delay(n) for n in (1, 2, 3, 4, 5, 6) for _ in range(200)]
+    assert all(0.0 <= w <= 4.0 for w in waits)
+    assert max(policy.delay(1) for _ in range(200)) <= 0.5 < max(policy.delay(3) for _ in range(200))
+    assert len({round(policy.delay(4), 6) for _ in range(50)}) > 40  # jitter: waiters do not line up
+    with pytest.raises(UsageError, match="--retries"):
+        RetryPolicy(retries=-1)
