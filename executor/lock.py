@@ -46,7 +46,8 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this host (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,7 +89,7 @@ def owner_is_dead(info: dict | None) -> bool:
         pid = int(info.get("pid"))
     except (TypeError, ValueError):
         return False
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return True
     start = info.get("pid_start")
     return start is not None and _process_start(pid) not in (None, start)
@@ -362,5 +363,5 @@ def destination_lock(sink, relpath: str, *, purpose: str = "sparsesync",
     raise DestinationError(f"cannot lock destination {sink.describe()}: unknown kind {type(sink).__name__}")
 
 
-__all__ = ["LockedError", "FileLock", "S3Lock", "destination_lock", "describe_holder", "owner_is_dead",
+__all__ = ["pid_alive", "LockedError", "FileLock", "S3Lock", "destination_lock", "describe_holder", "owner_is_dead",
            "DEFAULT_STALE_AFTER_S"]

@@ -250,8 +250,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
                                  want_count=verify and not skipped, lock=lock, policy=policy, retried=retried)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
-    if retried.snapshots > 1:  # a fault ended the serial run's snapshot; groups after it read a newer one
-        report.consistency = "mixed"
+    if retried.snapshots > 1 and report.consistency == "snapshot":
+        report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
     if verify:
@@ -321,11 +321,17 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
     def read(sessions: SessionHolder, g: FileGroup, defer: bool):
         def attempt(session):
             tally = _AttemptCounter(counter)
+            # Zero dates the discarded attempt counted are taken back too; with one reading thread the
+            # counts before the attempt are exact (parallel workers share the counters, see README).
+            zero_before = dict(rdr.stats.zero_dates) if workers == 1 else None
             try:
                 return _run_group(plan, sink, folder, session, book, store, g, compression, tally, stop, defer=defer,
                                   lock=lock)
             except BaseException:
                 tally.retract()  # the attempt's rows are discarded: take them back from the progress total
+                if zero_before is not None:
+                    rdr.stats.zero_dates.clear()
+                    rdr.stats.zero_dates.update(zero_before)
                 raise
 
         return with_retries(attempt, sessions, plan, policy, retried, stop=stop, group=g.index)

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from executor.lock import pid_alive
 from executor.sink import STAGING_MARK, Committed
 from sparsesync.errors import DestinationError, TransientDestinationError, UsageError
 
@@ -99,16 +100,6 @@ def _root_client_error(exc: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__ or seen.__context__
     return exc
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
 class S3Sink:
@@ -501,7 +492,7 @@ class S3Sink:
                 pid = int(m.group(1))
                 if root.stat().st_uid != os.getuid():
                     continue  # another user's: never touched
-                if pid != os.getpid() and _pid_alive(pid):
+                if pid != os.getpid() and pid_alive(pid):
                     continue  # another live process: its staging files are in use
                 base = root / bucket_dir_name / key_prefix if key_prefix else root / bucket_dir_name
                 if base.is_dir():
