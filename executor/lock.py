@@ -127,9 +127,10 @@ class FileLock:
             except BlockingIOError:
                 os.close(fd)
                 raise self._held_error(self._read_holder()) from None
-            except BaseException:
+            except OSError as exc:  # e.g. a network filesystem without flock
                 os.close(fd)
-                raise
+                raise DestinationError(f"cannot lock {self.path}: {exc.strerror}",
+                                       hint="write to a local filesystem that supports flock") from exc
             # A holder releasing unlinks the file before unlocking: make sure we hold the file the path
             # names now, not an unlinked one (else two runs could each hold "the" lock).
             try:

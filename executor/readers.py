@@ -34,8 +34,9 @@ __all__ = [
 
 READER_KINDS = ("auto", "pymysql", "connectorx", "sqlalchemy")
 # MySQL error codes a retry may cure: server gone / lost connection, lock wait timeout, deadlock,
-# too many connections, query interrupted by a server shutdown.
-TRANSIENT_MYSQL_CODES = {2006, 2013, 2055, 1205, 1213, 1040, 1053}
+# too many connections, query interrupted by a server shutdown; and "can't connect" (2003), which a reader
+# only meets when reconnecting after a fault (a server unreachable from the start fails before reading).
+TRANSIENT_MYSQL_CODES = {2003, 2006, 2013, 2055, 1205, 1213, 1040, 1053}
 
 
 class ReadSession(Protocol):
@@ -253,6 +254,9 @@ class PyMySQLSession:
             # Closing an SSCursor drains unread rows; on a broken connection that may fail too.
             with contextlib.suppress(Exception):
                 cur.close()
+            result = getattr(cur, "_result", None)
+            if result is not None:  # a broken stream: nothing to drain when it is garbage-collected either
+                result.unbuffered_active = False
 
     def count_rows(self) -> int:
         """``COUNT(*)`` of the table inside this session's snapshot."""

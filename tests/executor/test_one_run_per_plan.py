@@ -43,7 +43,7 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": ROOT}
 
 
-def _parts(dest: str, plan, s3_client, tmp_path) -> list[str]:
+def manifest_parts(dest: str, plan, s3_client, tmp_path) -> list[str]:
     """Local paths of the manifest's parts (downloaded into ``tmp_path`` first when on S3)."""
     folder = output_folder(plan)
     if not dest.startswith("s3://"):
@@ -100,7 +100,7 @@ def test_second_execute_of_the_same_plan_is_refused_and_the_first_is_exact(
             first.kill()
             first.wait()
 
-    listing = "[" + ", ".join(f"'{p}'" for p in _parts(dest, plan, s3_client, tmp_path)) + "]"
+    listing = "[" + ", ".join(f"'{p}'" for p in manifest_parts(dest, plan, s3_client, tmp_path)) + "]"
     got = [r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({listing}) ORDER BY id").fetchall()]
     assert got == source_keys(mysql_engine, name)
     # The lock is gone with its run: the same command now finds a finished run.

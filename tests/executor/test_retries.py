@@ -20,7 +20,8 @@ from executor.retry import RetryPolicy
 from executor.run import execute_plan
 from planner.api import make_plan
 from sparsesync.errors import SourceError, TransientSourceError, UsageError
-from tests.executor.test_run import assert_clean_folder, out_dir, source_keys
+from tests.executor.test_one_run_per_plan import manifest_parts
+from tests.executor.test_run import assert_clean_folder, source_keys
 
 pytestmark = pytest.mark.mysql
 
@@ -99,17 +100,11 @@ def _killer(mysql_engine, user: str, at_rows: list[int]):
     return progress, killed
 
 
-def _output_keys(dest, plan) -> list[int]:
-    import json
-
-    manifest = json.loads((out_dir(dest, plan) / "manifest.json").read_text())
-    listing = "[" + ", ".join(f"'{e['url']}'" for e in manifest["entries"]) + "]"
-    return [r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({listing}) ORDER BY id").fetchall()]
-
-
-@pytest.mark.parametrize("reader,workers", [("pymysql", 1), ("pymysql", 2), ("connectorx", 1)])
+@pytest.mark.parametrize("reader,workers,where", [
+    ("pymysql", 1, "local"), ("pymysql", 2, "local"), ("connectorx", 1, "local"), ("connectorx", 1, "s3"),
+])
 def test_three_killed_connections_are_survived_with_every_row_once(
-    reader, workers, mysql_engine, mysql_table, own_user, tmp_path
+    reader, workers, where, mysql_engine, mysql_table, own_user, tmp_path, request
 ):
     user, url = own_user
     name = mysql_table(WIDE_DDL)
@@ -117,15 +112,22 @@ def test_three_killed_connections_are_survived_with_every_row_once(
     plan = make_plan(url, name, rows_per_query=2000, file_size=1_000, use_cache=False)
     assert len(plan.files) >= 3
     progress, killed = _killer(mysql_engine, user, [300, 2300, 4300])
-    dest = tmp_path / "out"
+    if where == "s3":
+        dest, s3_client = f"s3://{request.getfixturevalue('s3_bucket')}/exports", request.getfixturevalue("s3_client")
+    else:
+        dest, s3_client = tmp_path / "out", None
     report = execute_plan(plan, str(dest), source_url=url, reader=reader, workers=workers, batch_rows=100,
                           retry_base_s=0.05, progress=progress)
     assert killed == [1, 1, 1]
     assert report.retries == 3, report.retried_ranges
     assert sum(report.retried_ranges.values()) == report.retries
     assert report.rows == len(keys)
-    assert _output_keys(dest, plan) == source_keys(mysql_engine, name)
-    assert_clean_folder(dest, plan)
+    parts = manifest_parts(str(dest), plan, s3_client, tmp_path)
+    listing = "[" + ", ".join(f"'{p}'" for p in parts) + "]"
+    got = [r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({listing}) ORDER BY id").fetchall()]
+    assert got == source_keys(mysql_engine, name)
+    if where == "local":
+        assert_clean_folder(dest, plan)
     if reader == "pymysql" and workers == 1:
         assert report.consistency == "mixed"  # the snapshot ended with the first kill
     assert any(line.startswith(f"transient source faults survived: {report.retries} retr") for line in report.summary_lines())
@@ -191,3 +193,17 @@ def test_retry_policy_backoff_is_bounded_jittered_and_validated():
     assert len({round(policy.delay(4), 6) for _ in range(50)}) > 40  # jitter: waiters do not line up
     with pytest.raises(UsageError, match="--retries"):
         RetryPolicy(retries=-1)
+
+
+@pytest.mark.parametrize("code,transient", [
+    (2013, True), (2006, True), (2003, True), (1213, True), (1205, True), (1146, False), (1064, False), (1045, False),
+])
+def test_driver_errors_are_classified_by_code(code, transient):
+    """The codes pymysql raises (real exception objects) decide retry or stop."""
+    import pymysql
+
+    from executor.readers import _source_error
+
+    plan = type("P", (), {"source": type("S", (), {"qualified_table": "t"})()})()
+    err = _source_error(pymysql.err.OperationalError(code, "server said no"), plan, None, "range query")
+    assert err.transient is transient and isinstance(err, SourceError)
