@@ -1,8 +1,9 @@
 """Transient faults on a 1M-row export: connections killed three times, the run finishes by itself, exactly.
 
 For each reader, paired and repeated: a reference export with no fault, then the same plan exported while
-another connection runs ``KILL CONNECTION`` on the export's streaming connection three times (at 25 %,
-50 % and 75 % of the rows). Each fault export must finish on its own with every row exactly once (COUNT,
+another connection runs ``KILL CONNECTION`` on the export's connection three times (at 20 %, 40 % and 60 %
+of the rows: pymysql's streaming connection; connectorx's next range query, caught waiting on a brief
+``LOCK TABLES … WRITE``). Each fault export must finish on its own with every row exactly once (COUNT,
 COUNT DISTINCT and SUM of the keys read back with DuckDB equal the table's) and three retries in its
 report. The cost of a fault is the redone file group: the ratio fault/reference says what three cost.
 
@@ -16,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -38,22 +41,81 @@ def _busy(conn, user: str) -> list[int]:
     return [int(r[0]) for r in rows]
 
 
-def killer(engine, user: str, marks: list[int]):
-    """A progress callback killing one streaming connection of ``user`` at each row mark; the kill log."""
-    left, log, mutex = list(marks), [], threading.Lock()
+def kill_one_busy(engine, user: str) -> bool:
+    """``KILL CONNECTION`` one connection of ``user`` that is running a statement; False if none is."""
+    with engine.begin() as conn:
+        for pid in _busy(conn, user)[:1]:
+            try:
+                conn.exec_driver_sql(f"KILL CONNECTION {pid}")
+                return True
+            except sa.exc.OperationalError:
+                return False  # it ended by itself meanwhile
+    return False
+
+
+_KILL_NEXT = """
+import sys, time
+import sqlalchemy as sa
+from benchmarks.bench_faults import kill_one_busy
+engine = sa.create_engine(sys.argv[1])
+with engine.connect() as conn:
+    conn.exec_driver_sql("LOCK TABLES " + sys.argv[3] + " WRITE")
+    print("locked", flush=True)
+    deadline = time.monotonic() + float(sys.argv[4])
+    try:
+        while time.monotonic() < deadline and not kill_one_busy(engine, sys.argv[2]):
+            time.sleep(0.005)
+    finally:
+        conn.exec_driver_sql("UNLOCK TABLES")
+"""
+
+
+class _Waiter:
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.proc = proc
+
+    def join(self) -> None:
+        self.proc.wait(120)
+
+
+def kill_next_query(engine, user: str, table: str, timeout_s: float = 30.0) -> _Waiter:
+    """Hold ``LOCK TABLES table WRITE`` until a query of ``user`` waits on it, kill that one, unlock.
+
+    For readers that open a connection per query (connectorx) and may have received a whole range before
+    the caller sees its first batch: the *next* range query is caught waiting, so the kill lands mid-query.
+    It runs in a child process: connectorx keeps the GIL while it waits for its server.
+    """
+    url = engine.url.render_as_string(hide_password=False)
+    quoted = engine.dialect.identifier_preparer.quote(table)
+    proc = subprocess.Popen([sys.executable, "-c", _KILL_NEXT, url, user, quoted, str(timeout_s)],
+                            stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).resolve().parent.parent))
+    proc.stdout.readline()  # "locked": the next range query will wait for it
+    return _Waiter(proc)
+
+
+def killer(engine, user: str, marks: list[int], table: str | None = None):
+    """A progress callback killing the export's connection once per row mark; the kill log.
+
+    Without ``table``: one connection of ``user`` streaming rows right now (tried again at the next batch
+    until one is). With ``table``: when a range has ended past the mark, the next query of ``user`` on it
+    (see :func:`kill_next_query`; at a range's end connectorx holds no lock on the table).
+    """
+    left, log, mutex, threads = list(marks), [], threading.Lock(), []
+    kind = "batch" if table is None else "range"
 
     def progress(ev) -> None:
         with mutex:
-            if ev.kind != "batch" or not left or ev.rows_done < left[0]:
+            if ev.kind != kind or not left or ev.rows_done < left[0]:
                 return
-            with engine.begin() as conn:
-                for pid in _busy(conn, user)[:1]:
-                    try:
-                        conn.exec_driver_sql(f"KILL CONNECTION {pid}")
-                    except sa.exc.OperationalError:
-                        continue  # it ended by itself: try at the next batch
-                    log.append((left.pop(0), time.monotonic()))
+            for t in threads:
+                t.join()  # one kill at a time
+            if table is not None:
+                threads.append(kill_next_query(engine, user, table))
+            elif not kill_one_busy(engine, user):
+                return  # none streaming: try at the next batch
+            log.append((left.pop(0), time.monotonic()))
 
+    progress.threads = threads
     return progress, log
 
 
@@ -88,12 +150,14 @@ def main() -> None:
             truth = tuple(int(v) for v in conn.exec_driver_sql(
                 f"SELECT COUNT(*), COUNT(DISTINCT id), SUM(id) FROM {table}").one())
         plan = make_plan(url, table, file_size=args.file_size_mb * 1024 * 1024, use_cache=False)
-        marks = [args.rows // 4, args.rows // 2, 3 * args.rows // 4]
+        marks = [args.rows // 5, 2 * args.rows // 5, 3 * args.rows // 5]
         for rep in range(args.repeat):
             for reader in args.readers.split(","):
                 for mode in ("reference", "faults"):
                     with tempfile.TemporaryDirectory(prefix="bench-faults-") as tmp:
-                        progress, kills = killer(admin, user, marks) if mode == "faults" else (None, [])
+                        # connectorx may hold a whole range before we see its first batch: catch its next query
+                        how = table if reader == "connectorx" else None
+                        progress, kills = killer(admin, user, marks, how) if mode == "faults" else (None, [])
                         t0 = time.monotonic()
                         report = execute_plan(plan, tmp, source_url=url, reader=reader, progress=progress,
                                               retry_base_s=0.5)
@@ -101,6 +165,8 @@ def main() -> None:
                         got = tuple(int(v) for v in read_back(Path(tmp), plan))
                     exact = got == truth
                     assert exact, (reader, mode, got, truth)
+                    for t in getattr(progress, "threads", []):
+                        t.join()
                     assert mode == "reference" or (len(kills) == 3 and report.retries == 3), (kills, report.retries)
                     results.append({"rep": rep + 1, "reader": reader, "mode": mode, "seconds": seconds,
                                     "retries": report.retries, "kills": len(kills), "rows": report.rows,
@@ -127,7 +193,8 @@ def main() -> None:
         "",
         f"Table: {args.rows:,} rows × 10 columns (benchmarks.bench_executor's table); plan: {len(plan.ranges)} ranges, "
         f"{len(plan.files)} file group(s) of ≤ {args.file_size_mb} MB; kills at rows {', '.join(f'{m:,}' for m in marks)} "
-        "(`KILL CONNECTION` of the export's streaming connection, from another connection).",
+        "(`KILL CONNECTION` from another connection: pymysql's streaming connection; connectorx's next range query, "
+        "held by a brief `LOCK TABLES … WRITE` so the kill lands mid-query).",
         "",
         "| rep | reader | run | seconds | kills | retries | rows | every row once | consistency |",
         "|---|---|---|---|---|---|---|---|---|",

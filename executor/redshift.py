@@ -71,11 +71,14 @@ def manifest_json(parts) -> bytes:
     return (json.dumps({"entries": entries}, indent=2) + "\n").encode("utf-8")
 
 
-def copy_sql(plan, manifest_url: str, iam_role: str | None = None) -> str:
-    """The one COPY statement loading every part through the manifest."""
+def copy_sql(plan, manifest_url: str, iam_role: str | None = None, warnings=()) -> str:
+    """The one COPY statement loading every part through the manifest; ``warnings`` become comment lines."""
     check_load_inputs(plan, iam_role)
+    # One comment line each, whatever they hold: a line break could turn the rest into a statement.
+    notes = "".join(f"-- WARNING: {' '.join(str(w).splitlines())}\n" for w in warnings)
     return (
-        _comment(plan, "load the table from its manifest")
+        notes
+        + _comment(plan, "load the table from its manifest")
         + f"COPY {qualified_name(plan)}\n"
         f"FROM {sql_string(manifest_url)}\n"
         f"IAM_ROLE {sql_string(iam_role or IAM_ROLE_PLACEHOLDER)}\n"

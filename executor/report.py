@@ -60,6 +60,9 @@ class RunReport:
     create_table_sql: str | None = None
     ledger: str | None = None
     queries_sql: list[str] = field(default_factory=list)  # dry-run only: the rendered range queries
+    # Widest text/binary value per column and values over the Redshift DDL limit (executor.oversize).
+    oversize: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     # Roadmap Phase 4 summary: sparse regions found, queries saved vs fixed stride, files consolidated,
     # mean range efficiency (actual / planned rows). See ``executor.run.run_metrics``.
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -122,6 +125,8 @@ class RunReport:
             ranges = ", ".join(f"#{k}×{v}" if k != "-1" else f"connect×{v}" for k, v in self.retried_ranges.items())
             lines.append(f"transient source faults survived: {self.retries} retr{'y' if self.retries == 1 else 'ies'} "
                          f"({ranges}); each redid its file group on a new connection")
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
         if self.zero_dates:
             lines.append("zero dates → NULL: " + ", ".join(f"{k} {v:,}" for k, v in self.zero_dates.items()))
         if self.manifest:

@@ -129,6 +129,18 @@ def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
+def memory_budget(memory_limit_mb: int, workers: int):
+    """The byte sizes for ``--memory-limit`` MB shared by ``workers``; refuses a limit below the reserve."""
+    from .budget import RESERVED_MB, MemoryBudget
+
+    if memory_limit_mb < RESERVED_MB + 32:
+        raise UsageError(
+            f"--memory-limit {memory_limit_mb} MB is too small: the libraries alone take about {RESERVED_MB} MB",
+            hint=f"pass --memory-limit {RESERVED_MB + 64} or more (default 512)",
+        )
+    return MemoryBudget(memory_limit_mb, workers)
+
+
 class _Cancelled(Exception):
     """Raised inside a worker when another worker failed: stop reading, discard staging."""
 
@@ -149,6 +161,8 @@ def execute_plan(
     iam_role: str | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     batch_rows: int = 65536,
+    memory_limit_mb: int = 512,
+    oversize: str = "fail",
     engine: Engine | None = None,
     staging: str | None = None,
     retries: int = 5,
@@ -167,6 +181,10 @@ def execute_plan(
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     policy = RetryPolicy(retries=retries, base_s=retry_base_s)
+    budget = memory_budget(memory_limit_mb, workers)
+    from .oversize import check_mode
+
+    check_mode(oversize)
     t0 = time.monotonic()
     sink = open_sink(dest, staging=staging)
     folder = output_folder(plan)
@@ -179,7 +197,8 @@ def execute_plan(
             return _execute(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
-                iam_role=iam_role, progress=progress, batch_rows=batch_rows, lock=lock, policy=policy,
+                iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
+                oversize=oversize, lock=lock, policy=policy,
             )
     finally:
         if own_engine:
@@ -189,14 +208,14 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows, lock=None,
-             policy: RetryPolicy = RetryPolicy()) -> RunReport:
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
+             lock=None, policy: RetryPolicy = RetryPolicy()) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
     drift = check_drift(engine, plan)
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
-                      snapshot=(workers == 1))
+                      snapshot=(workers == 1), batch_bytes=budget.batch_bytes)
     report = RunReport(
         plan_id=plan.plan_id, table=plan.source.table, source=plan_identity(plan).describe(),
         dest=sink.url(folder), reader=rdr.name, workers=workers, compression=compression,
@@ -247,13 +266,15 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter.emit("start")
     retried = RetryStats()
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped, lock=lock, policy=policy, retried=retried)
+                                 want_count=verify and not skipped, budget=budget, oversize=oversize,
+                                 lock=lock, policy=policy, retried=retried)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
+    _oversize_report(report, plan, book, oversize)
     if verify:
         _check_counts(plan, sink, book, report)
         report.verified = "counts"
@@ -308,7 +329,8 @@ class _Counter:
 
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
-                lock=None, policy: RetryPolicy = RetryPolicy(), retried: RetryStats | None = None) -> int | None:
+                budget=None, oversize="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
+                retried: RetryStats | None = None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot).
 
     A transient source fault redoes the group on a new session (:func:`executor.retry.with_retries`).
@@ -326,7 +348,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             zero_before = dict(rdr.stats.zero_dates) if workers == 1 else None
             try:
                 return _run_group(plan, sink, folder, session, book, store, g, compression, tally, stop, defer=defer,
-                                  lock=lock)
+                                  budget=budget, oversize=oversize, lock=lock)
             except BaseException:
                 tally.retract()  # the attempt's rows are discarded: take them back from the progress total
                 if zero_before is not None:
@@ -412,20 +434,25 @@ def _snapshot_count(session, plan) -> int | None:
 
 
 def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
-               lock=None):
+               budget=None, oversize="fail", lock=None):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
     the caller can overlap it with reading the next group.
     """
+    from .oversize import OversizeGuard
     from .writer import PartWriter
 
     if lock is not None:
         lock.check()  # taken over as stale (a paused run): stop before writing anything more
     store.transition(book, g.index, RUNNING)
     relpath = f"{folder}/{g.name}"
-    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression)
+    budget = budget or memory_budget(512, 1)
+    # Parts roll at the plan's file size whatever its estimates said; row groups are bounded by bytes.
+    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression,
+                        roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
     range_rows: dict[str, int] = {}
+    guard = OversizeGuard(plan, oversize)
     try:
         for r in plan.ranges_of(g):
             n = 0
@@ -433,6 +460,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
                 if stop.is_set():
                     raise _Cancelled()
                 if batch.num_rows:
+                    batch = guard.apply(batch, r)  # before writing: an oversize value stops the run here
                     writer.write(batch)
                     n += batch.num_rows
                     counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
@@ -452,7 +480,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
         records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
         store.transition(
             book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
-            range_rows=range_rows,
+            range_rows=range_rows, max_bytes=guard.max_bytes, oversize=guard.counts,
         )
         counter.emit("group", rows=sum(range_rows.values()), group=g.index)
 
@@ -517,6 +545,14 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     report.snapshot_count = snapshot_count
 
 
+def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> None:
+    """Widest values and oversize counts over every group (resumed ones from the ledger) into the report."""
+    from .oversize import summarize, warning_lines
+
+    report.oversize = summarize(book.groups, mode)
+    report.warnings.extend(warning_lines(plan, report.oversize))
+
+
 def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport) -> None:
     """Rows streamed == rows in the parts (writer count, Parquet footers where local); snapshot COUNT(*)."""
     for g in book.groups:
@@ -561,7 +597,8 @@ def _write_load_files(report: RunReport, plan: Plan, sink, folder: str, book: Le
     manifest_rel = f"{folder}/{redshift.MANIFEST}"
     manifest_url = sink.url(manifest_rel)
     sink.put_bytes(f"{folder}/{redshift.CREATE_TABLE_SQL}", redshift.create_table_sql(plan).encode())
-    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}", redshift.copy_sql(plan, manifest_url, iam_role).encode())
+    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}",
+                   redshift.copy_sql(plan, manifest_url, iam_role, warnings=report.warnings).encode())
     report.create_table_sql = sink.url(f"{folder}/{redshift.CREATE_TABLE_SQL}")
     report.copy_sql = sink.url(f"{folder}/{redshift.COPY_SQL}")
     report.manifest = manifest_url

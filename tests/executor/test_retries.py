@@ -8,7 +8,6 @@ so the moment is deterministic). The output is read back with DuckDB and compare
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 
 import duckdb
@@ -20,6 +19,7 @@ from executor.retry import RetryPolicy
 from executor.run import execute_plan
 from planner.api import make_plan
 from sparsesync.errors import SourceError, TransientSourceError, UsageError
+from benchmarks.bench_faults import kill_one_busy, killer
 from tests.executor.test_one_run_per_plan import manifest_parts
 from tests.executor.test_run import assert_clean_folder, source_keys
 
@@ -48,21 +48,19 @@ def own_user(mysql_engine, mysql_url):
             conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
 
 
-def _connections(conn, user: str, busy_only: bool = False) -> list[int]:
-    """Connection ids of ``user`` (only those running a statement with ``busy_only``)."""
-    busy = " AND COMMAND <> 'Sleep'" if busy_only else ""
+def _connections(conn, user: str) -> list[int]:
+    """Connection ids of ``user``."""
     rows = conn.exec_driver_sql(
-        f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID(){busy} ORDER BY ID",
-        (user,),
+        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID() ORDER BY ID", (user,)
     ).all()
     return [int(r[0]) for r in rows]
 
 
-def _kill_all(engine, user: str, busy_only: bool = False, limit: int | None = None) -> int:
-    """KILL CONNECTION connections of ``user``; how many were live (one may end meanwhile: fine)."""
+def _kill_all(engine, user: str) -> int:
+    """KILL CONNECTION every connection of ``user``; how many were live (one may end meanwhile: fine)."""
     n = 0
     with engine.begin() as conn:
-        for pid in _connections(conn, user, busy_only)[:limit]:
+        for pid in _connections(conn, user):
             try:
                 conn.exec_driver_sql(f"KILL CONNECTION {pid}")
                 n += 1
@@ -77,27 +75,8 @@ def _fill(engine, name: str, n: int) -> list[int]:
     with engine.begin() as conn:
         conn.execute(sa.text(f"INSERT INTO {name} (id, pad, n) VALUES (:id, :pad, :n)"),
                      [{"id": k, "pad": f"{k:08d}" * 500, "n": k % 97} for k in keys])
+        conn.exec_driver_sql(f"ANALYZE TABLE {name}")  # real row sizes for the planner's file groups
     return keys
-
-
-def _killer(mysql_engine, user: str, at_rows: list[int]):
-    """A progress callback that kills one connection of ``user`` that is streaming rows at each mark.
-
-    A mark passes only when a kill found such a connection, so every mark is exactly one real fault.
-    """
-    marks = list(at_rows)
-    killed = []
-    mutex = threading.Lock()
-
-    def progress(ev):
-        with mutex:  # workers call in from several threads
-            if ev.kind == "batch" and marks and ev.rows_done >= marks[0]:
-                n = _kill_all(mysql_engine, user, busy_only=True, limit=1)
-                if n:  # none streaming (a killed worker draining its buffer): try again at the next batch
-                    marks.pop(0)
-                    killed.append(n)
-
-    return progress, killed
 
 
 @pytest.mark.parametrize("reader,workers,where", [
@@ -109,16 +88,20 @@ def test_three_killed_connections_are_survived_with_every_row_once(
     user, url = own_user
     name = mysql_table(WIDE_DDL)
     keys = _fill(mysql_engine, name, 6000)
-    plan = make_plan(url, name, rows_per_query=2000, file_size=1_000, use_cache=False)
+    plan = make_plan(url, name, rows_per_query=2000, file_size=1_000_000, use_cache=False)
     assert len(plan.files) >= 3
-    progress, killed = _killer(mysql_engine, user, [300, 2300, 4300])
+    # pymysql: kill the connection streaming at each mark; connectorx (which may hold a whole range before its
+    # first batch reaches us) opens one per query: its next query is caught waiting on a brief table lock.
+    progress, kills = killer(mysql_engine, user, [300, 2300, 4300], name if reader == "connectorx" else None)
     if where == "s3":
         dest, s3_client = f"s3://{request.getfixturevalue('s3_bucket')}/exports", request.getfixturevalue("s3_client")
     else:
         dest, s3_client = tmp_path / "out", None
     report = execute_plan(plan, str(dest), source_url=url, reader=reader, workers=workers, batch_rows=100,
                           retry_base_s=0.05, progress=progress)
-    assert killed == [1, 1, 1]
+    for t in progress.threads:
+        t.join()
+    assert len(kills) == 3
     assert report.retries == 3, report.retried_ranges
     assert sum(report.retried_ranges.values()) == report.retries
     assert report.rows == len(keys)
@@ -137,7 +120,7 @@ def test_a_range_that_keeps_failing_stops_after_its_retries(mysql_engine, mysql_
     user, url = own_user
     name = mysql_table(WIDE_DDL)
     _fill(mysql_engine, name, 4000)
-    plan = make_plan(url, name, rows_per_query=4000, file_size=1_000, use_cache=False)
+    plan = make_plan(url, name, rows_per_query=4000, file_size=1_000_000, use_cache=False)
     state = {"rows": 0, "killed": False}
     kills, taken_back = [], []
 
@@ -148,7 +131,7 @@ def test_a_range_that_keeps_failing_stops_after_its_retries(mysql_engine, mysql_
         elif ev.kind == "batch":
             state["rows"] += ev.rows
             if state["rows"] >= 200 and not state["killed"]:
-                state["killed"] = _kill_all(mysql_engine, user, busy_only=True, limit=1) == 1
+                state["killed"] = kill_one_busy(mysql_engine, user)
                 kills.extend([1] if state["killed"] else [])
 
     with pytest.raises(TransientSourceError, match="still failing after 2 retries") as err:
