@@ -34,9 +34,12 @@ from executor.run import execute_plan, output_folder
 from planner.api import make_plan
 
 
-def _busy(conn, user: str) -> list[int]:
+def user_connections(conn, user: str, busy_only: bool = False) -> list[int]:
+    """Ids of ``user``'s connections (only those running a statement with ``busy_only``), not ``conn``'s own."""
+    busy = " AND COMMAND <> 'Sleep'" if busy_only else ""
     rows = conn.exec_driver_sql(
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND COMMAND <> 'Sleep' ORDER BY ID", (user,)
+        f"SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID(){busy} ORDER BY ID",
+        (user,),
     ).all()
     return [int(r[0]) for r in rows]
 
@@ -44,7 +47,7 @@ def _busy(conn, user: str) -> list[int]:
 def kill_one_busy(engine, user: str) -> bool:
     """``KILL CONNECTION`` one connection of ``user`` that is running a statement; False if none is."""
     with engine.begin() as conn:
-        for pid in _busy(conn, user)[:1]:
+        for pid in user_connections(conn, user, busy_only=True)[:1]:
             try:
                 conn.exec_driver_sql(f"KILL CONNECTION {pid}")
                 return True

@@ -19,7 +19,7 @@ from executor.retry import RetryPolicy
 from executor.run import execute_plan
 from planner.api import make_plan
 from sparsesync.errors import SourceError, TransientSourceError, UsageError
-from benchmarks.bench_faults import kill_one_busy, killer
+from benchmarks.bench_faults import kill_one_busy, killer, user_connections
 from tests.executor.test_one_run_per_plan import manifest_parts
 from tests.executor.test_run import assert_clean_folder, source_keys
 
@@ -48,19 +48,11 @@ def own_user(mysql_engine, mysql_url):
             conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
 
 
-def _connections(conn, user: str) -> list[int]:
-    """Connection ids of ``user``."""
-    rows = conn.exec_driver_sql(
-        "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID() ORDER BY ID", (user,)
-    ).all()
-    return [int(r[0]) for r in rows]
-
-
 def _kill_all(engine, user: str) -> int:
     """KILL CONNECTION every connection of ``user``; how many were live (one may end meanwhile: fine)."""
     n = 0
     with engine.begin() as conn:
-        for pid in _connections(conn, user):
+        for pid in user_connections(conn, user):
             try:
                 conn.exec_driver_sql(f"KILL CONNECTION {pid}")
                 n += 1
