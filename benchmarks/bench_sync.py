@@ -69,12 +69,14 @@ def sync(url, table, dest, opts, log: QueryLog | None = None) -> dict:
 
 def checksum_pass(engine, dest, table) -> float:
     """One server-side checksum pass over every span of the image (what --detect checksum runs)."""
+    from planner.introspect import introspect
+
     st = load_state(open_sink(str(dest)), table)
-    spans = [(p.lo, p.hi) for p in narrowed(st.parts)]
+    spans = [(p.lo, p.hi) for p in narrowed(st.parts) if not p.nulls]
     spans[-1] = (spans[-1][0], None)
-    cols = [c["name"] for c in st.columns]
+    info = introspect(engine, table)
     t0 = time.perf_counter()
-    span_checksums(engine, table, st.key, cols, spans)
+    span_checksums(engine, info, spans)
     return time.perf_counter() - t0
 
 

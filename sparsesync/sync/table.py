@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from executor.dest import is_local, open_sink
 from executor.ledger import LedgerStore
+from executor.lock import destination_lock
 from executor.run import LEDGER, execute_plan
 from planner.api import DEFAULT_FILE_SIZE_MB, DEFAULT_ROWS_PER_QUERY, make_plan
 from planner.introspect import introspect
@@ -38,6 +39,7 @@ from . import detect as det
 from .state import ImageState, Part, PartFile, Run, load_state, narrowed, repair_manifest, save_state
 
 RUN_KINDS = ("first", "append", "changed", "full")
+SYNC_LOCK = "_sync.lock"
 KEY_MIN = -(2**63)  # below every key type's minimum: "the whole key domain"
 
 
@@ -114,7 +116,10 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
             raise UsageError(f"--file-size must be positive, got {options.file_size_mb}")
         sink = open_sink(os.fspath(dest) if isinstance(dest, os.PathLike) else dest)
         engine = engine or create_engine(source_url)
-        _Run(engine, sink, table, options, detect, result, emit).go()
+        # One sync per table and destination at a time (a second is refused naming the holder); the lock
+        # dies with its process, so a killed sync never blocks the next one.
+        with destination_lock(sink, f"{table}/{SYNC_LOCK}", purpose=f"sync {table}") as lock:
+            _Run(engine, sink, table, options, detect, result, emit, lock).go()
     except SparsesyncError as exc:
         result.status, result.error = "failed", exc.one_line()
         emit({"event": "sync_failed", "table": table, "run_id": result.run_id, "error": result.error})
@@ -132,9 +137,9 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
 class _Run:
     """One sync run of one table (the steps of the module docstring)."""
 
-    def __init__(self, engine, sink, table, options: SyncOptions, detect: det.Detect, result, emit) -> None:
+    def __init__(self, engine, sink, table, options: SyncOptions, detect: det.Detect, result, emit, lock) -> None:
         self.engine, self.sink, self.table, self.o, self.detect = engine, sink, table, options, detect
-        self.result, self.emit = result, emit
+        self.result, self.emit, self.lock = result, emit, lock
         self.queries = 0
 
     # ---- steps --------------------------------------------------------------------------------------
@@ -204,6 +209,7 @@ class _Run:
             runs=(() if state is None else state.runs) + (run,), cursor=cursor,
         )
         new_state = self._load_sql(new_state, run)
+        self.lock.check()  # a lock lost meanwhile (S3 takeover): stop before the image is swapped
         save_state(self.sink, self.table, new_state)  # LAST: from here on the new image is in force
 
         r.kind, r.rows_read, r.bytes_written = kind, report.rows, report.bytes

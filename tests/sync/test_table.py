@@ -108,3 +108,17 @@ def test_schema_change_is_refused_with_one_line(mysql_url, mysql_engine, sync_ta
 def test_bad_detect_is_a_usage_error(mysql_url, sync_table_name, tmp_path):
     r = sync_table(mysql_url, sync_table_name(), tmp_path, SyncOptions(detect="cursor:"))
     assert r.status == "failed" and "--detect" in r.error
+
+
+def test_concurrent_sync_of_the_same_table_is_refused(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    from executor.lock import destination_lock
+    from executor.sink import LocalSink
+
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 10)
+    with destination_lock(LocalSink(tmp_path), f"{t}/_sync.lock", purpose="another sync"):
+        r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL))
+    assert r.status == "failed" and "another sync" in r.error
+    assert not (tmp_path / t / "_state.json").exists()
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)  # released: runs
+    assert r.rows_in_image == 10
