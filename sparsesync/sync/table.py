@@ -182,7 +182,10 @@ class _Run:
         if fresh:
             spans, null_read = [(KEY_MIN, None)], True
         else:
-            spans = _merge([(p.lo, p.hi) for p in changed if not p.nulls]) + [(tail_lo, None)]
+            # Each changed part is re-read as its own span (not merged with its changed neighbours): when
+            # its rows still fit one file, the new part's span is the old one and the checksum measured by
+            # detection is recorded as is — no second checksum pass over the re-exported rows.
+            spans = [(p.lo, p.hi) for p in changed if not p.nulls] + [(tail_lo, None)]
             null_read = any(p.nulls for p in changed)
         plan = replace(self._plan(spans, null_read), plan_id=run_id).sealed()
         replaced = [(lo, hi) for lo, hi in _plan_spans(plan)]
@@ -373,17 +376,6 @@ class _Run:
             self._info = introspect(self.engine, self.table, key=self.o.key or key, schema=self.o.schema,
                                     options=self.o.type_options)
         return self._info
-
-
-def _merge(spans: list[tuple]) -> list[tuple]:
-    """Adjacent finite spans joined, so the planner can re-cut them into files of the plan's size."""
-    out: list[list] = []
-    for lo, hi in sorted(spans, key=lambda s: s[0]):
-        if out and out[-1][1] == lo:
-            out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return [tuple(s) for s in out]
 
 
 def _within(p: Part, lo: int, hi: int | None) -> bool:
