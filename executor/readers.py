@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
-from sparsesync.source import is_mysql, quoted_table, short_db_error
+from sparsesync.source import external_connection, is_mysql, quoted_table, short_db_error
 
 from .convert import Context, ReadStats, RowBatcher, cast_array, empty_batch
 
@@ -160,15 +160,17 @@ class PyMySQLReader(_ReaderBase):
     def _connect(self):
         import pymysql
 
-        # The dialect's own translation of the URL (host, port, user, password, database, charset, ssl…),
-        # so the password stays inside SQLAlchemy/pymysql.
-        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-        kwargs = dict(kwargs)
-        kwargs.setdefault("charset", "utf8mb4")
+        # Opened through the engine (so a connection budget on it counts this one too), then detached from
+        # its pool: the session's settings never leak into pooled connections and close() really closes.
         try:
-            return pymysql.connect(*args, **kwargs)
+            conn = self.engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - mapped to SourceError
             raise _source_error(exc, self.plan, None, "connecting to the source") from exc
+        conn.detach()
+        if not isinstance(conn.dbapi_connection, pymysql.connections.Connection):
+            conn.close()
+            raise UsageError("the pymysql reader needs a mysql+pymysql:// source URL", table=self.plan.source.table)
+        return conn
 
     def sql(self, tail: bool) -> str:
         """The compiled range statement (pyformat parameters) for a closed range or the tail."""
@@ -549,6 +551,10 @@ class ConnectorXSession:
         query = rd.sql(r)
         if query is None:
             return
+        with external_connection(rd.engine):  # connectorx opens its own connection: count it in a budget
+            yield from self._stream(cx, rd, query, r)
+
+    def _stream(self, cx, rd, query: str, r: KeyRange) -> Iterator[pa.RecordBatch]:
         try:
             stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=rd.batch_rows)
         except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values

@@ -20,7 +20,7 @@ from pathlib import Path
 from sparsesync.errors import DestinationError, SparsesyncError, UsageError
 
 from . import loadsql
-from .loadsql import LOADS_TABLE, as_dict, load_steps, quote_ident, sql_string, staging_name
+from .loadsql import LOADS_TABLE, as_dict, load_steps, quote_ident, sql_string, staging_name, write_load_sql  # noqa: F401 - contract name
 
 STATE_FILE = "_state.json"
 

@@ -1,0 +1,103 @@
+"""Many tables under one connection budget: real MariaDB, a dedicated database and user, processlist sampled."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import duckdb
+import pytest
+
+from executor.run import execute_plan
+from planner.api import make_plan
+from sparsesync.sync.many import select_tables, sync_many
+
+from .conftest import ProcesslistSampler
+
+pytestmark = pytest.mark.mysql
+
+
+@dataclass(frozen=True)
+class Opts:
+    workers: int = 1
+    reader: str = "auto"
+
+
+def full_export(source_url, table, dest, options, *, engine, events):
+    """Until sync_table is on main: a plain plan + execute through the budgeted engine."""
+    plan = make_plan(engine, table, rows_per_query=500, file_size=1 << 20, use_cache=False)
+    rep = execute_plan(plan, dest, engine=engine, reader=options.reader, workers=options.workers)
+    events({"event": "progress", "rows_done": rep.rows, "rows_total": rep.rows})
+    return {"table": table, "status": "ok", "run_id": plan.plan_id, "rows_read": rep.rows, "bytes_written": rep.bytes,
+            "seconds": rep.duration_s, "queries": rep.queries}
+
+
+def exported_ids(dest, table) -> list[int]:
+    con = duckdb.connect()
+    try:
+        return [r[0] for r in con.execute(f"SELECT id FROM read_parquet('{dest}/{table}/*/part-*.parquet') ORDER BY id").fetchall()]
+    finally:
+        con.close()
+
+
+def source_ids(db, table) -> list[int]:
+    with db.admin.connect() as conn:
+        return [r[0] for r in conn.exec_driver_sql(f"SELECT id FROM `{table}` ORDER BY id")]
+
+
+def make_six(db):
+    for shape in ("dense", "uniform_sparse", "outliers", "snowflake"):
+        db.fixture(shape, 1500, table=f"t_{shape}")
+    db.execute("CREATE TABLE t_keyless (name VARCHAR(20), v INT)", "INSERT INTO t_keyless VALUES ('a', 1), ('b', 2)",
+               "CREATE TABLE t_empty (id BIGINT PRIMARY KEY, v INT)")
+
+
+@pytest.mark.parametrize("reader", ["auto", "pymysql"])
+def test_sync_all_stays_within_two_connections_and_reports_the_keyless_table(database, tmp_path, reader):
+    make_six(database)
+    events = []
+    with ProcesslistSampler(database.root_url, database.user) as sampler:
+        summary = sync_many(database.url, None, str(tmp_path), Opts(reader=reader), connections=2,
+                            sync_fn=full_export, events=events.append)
+    assert sampler.samples and 1 <= sampler.peak <= 2, sampler.peak
+    assert 1 <= summary.peak_connections <= 2
+    by = {t["table"]: t for t in summary.tables}
+    assert set(by) == {"t_dense", "t_uniform_sparse", "t_outliers", "t_snowflake", "t_keyless", "t_empty"}
+    assert summary.failed == ["t_keyless"] and "key" in by["t_keyless"]["error"].lower()
+    assert summary.exit_code() == 3  # KeyColumnError is a source error
+    for t in ("t_dense", "t_uniform_sparse", "t_outliers", "t_snowflake"):
+        assert exported_ids(tmp_path, t) == source_ids(database, t), t
+    assert by["t_empty"]["status"] == "ok" and by["t_empty"]["rows_read"] == 0
+    report = json.loads((tmp_path / "_sync_report.json").read_text())
+    assert report["failed"] == ["t_keyless"] and len(report["tables"]) == 6
+    assert database.password not in (tmp_path / "_sync_report.json").read_text()
+    kinds = [e["event"] for e in events]
+    assert kinds.count("table_start") == 6 and kinds.count("table_done") == 6 and kinds[-1] == "sync_done"
+
+
+def test_one_connection_is_enough_and_never_exceeded(database, tmp_path):
+    database.fixture("dense", 800, table="a")
+    database.fixture("outliers", 800, table="b")
+    with ProcesslistSampler(database.root_url, database.user) as sampler:
+        summary = sync_many(database.url, ["a", "b"], str(tmp_path), Opts(), connections=1, sync_fn=full_export)
+    assert summary.failed == [] and sampler.peak == 1 and summary.peak_connections == 1
+
+
+def test_a_table_needing_more_than_its_share_fails_on_its_own_line(database, tmp_path):
+    database.fixture("dense", 200, table="a")
+    database.fixture("dense", 200, table="b")
+
+    def greedy(source_url, table, dest, options, *, engine, events):
+        with engine.connect(), engine.connect():  # two at once with a share of one
+            pass
+        return full_export(source_url, table, dest, options, engine=engine, events=events)
+
+    summary = sync_many(database.url, ["a", "b"], str(tmp_path), Opts(), connections=2, sync_fn=greedy, wait_s=0.5)
+    assert summary.failed == ["a", "b"]
+    assert all("needs more than its 1 connection" in t["error"] for t in summary.tables)
+
+
+def test_select_tables_largest_first_with_exclusions():
+    avail = [("big", 900), ("mid", 500), ("tmp_x", 700), ("small", 1)]
+    assert select_tables(avail, None, ["tmp_*"]) == ["big", "mid", "small"]
+    assert select_tables(avail, ["small", "big", "missing"], ()) == ["big", "small", "missing"]
