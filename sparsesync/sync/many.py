@@ -2,7 +2,7 @@
 
 A table that fails (no usable key, drift, any error) is recorded and the others go on. The summary is
 returned and written to ``<dest>/_sync_report.json``; events (``table_start``, each table's own events,
-``table_done``, ``sync_done``) go to the ``events`` callback and to the ``sparsesync.sync`` logger.
+``table_done``, ``sync_summary``) go to the ``events`` callback and to the ``sparsesync.sync`` logger.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ def sync_many(
         summary.finished_at = _now()
         summary.peak_connections = budget.peak
         sink.put_bytes(REPORT, (json.dumps(summary.to_dict(), indent=2, default=str) + "\n").encode("utf-8"))
-        _emit(emit, {"event": "sync_done", "tables": len(chosen), "failed": summary.failed, "seconds": summary.seconds})
+        _emit(emit, {"event": "sync_summary", "tables": len(chosen), "failed": summary.failed, "seconds": summary.seconds})
     finally:
         if sink is not dest and hasattr(sink, "close"):
             sink.close()

@@ -72,7 +72,7 @@ def test_sync_all_stays_within_two_connections_and_reports_the_keyless_table(dat
     assert report["failed"] == ["t_keyless"] and len(report["tables"]) == 6
     assert database.password not in (tmp_path / "_sync_report.json").read_text()
     kinds = [e["event"] for e in events]
-    assert kinds.count("table_start") == 6 and kinds.count("table_done") == 6 and kinds[-1] == "sync_done"
+    assert kinds.count("table_start") == 6 and kinds.count("table_done") == 6 and kinds[-1] == "sync_summary"
 
 
 def test_one_connection_is_enough_and_never_exceeded(database, tmp_path):
