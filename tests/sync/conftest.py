@@ -91,3 +91,6 @@ class ProcesslistSampler:
     @property
     def peak(self) -> int:
         return max(self.samples, default=0)
+
+
+from tests.executor.conftest import s3_bucket, s3_client, s3_env, s3_server  # noqa: E402,F401 - the loopback S3

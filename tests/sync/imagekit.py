@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,8 +31,13 @@ def _in(k, lo, hi):
 class Image:
     """Parts (dicts per the contract, plus the rows they hold in memory) under ``root/table``."""
 
-    def __init__(self, root: Path, table: str = "orders", start: datetime | None = None) -> None:
+    def __init__(self, root: Path, table: str = "orders", start: datetime | None = None, unsigned: bool = False) -> None:
         self.root, self.table = Path(root), table
+        # BIGINT UNSIGNED keys are decimal128(20,0) / NUMERIC(20,0), as the type map has them.
+        self.unsigned = unsigned
+        self.columns = [dict(COLUMNS[0], source_type="bigint unsigned", arrow_type="decimal128(20, 0)",
+                             redshift_type="NUMERIC(20,0)"), COLUMNS[1]] if unsigned else COLUMNS
+        self.schema = pa.schema([pa.field("id", pa.decimal128(20, 0)), SCHEMA.field("v")]) if unsigned else SCHEMA
         self.parts: list[dict] = []
         self.runs: list[dict] = []
         self.sequence = 0
@@ -46,7 +52,9 @@ class Image:
             rel = f"{run_id}/part-{n:05d}.parquet"
             path = self.root / self.table / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.Table.from_pylist([{"id": k, "v": v} for k, v in entry["_rows"]], schema=SCHEMA), path)
+            conv = (lambda k: None if k is None else Decimal(k)) if self.unsigned else (lambda k: k)
+            rows_out = [{"id": conv(k), "v": v} for k, v in entry["_rows"]]
+            pq.write_table(pa.Table.from_pylist(rows_out, schema=self.schema), path)
             entry["path"], entry["bytes"] = rel, path.stat().st_size
         return entry
 
@@ -124,7 +132,7 @@ class Image:
             "format_version": "1.0", "table": self.table, "key": "id",
             "source": {"dialect": "mysql", "host": "h", "port": 3306, "database": "d", "table": self.table,
                        "key": "id", "username": "u"},
-            "columns": COLUMNS, "schema_hash": "s", "sequence": self.sequence,
+            "columns": self.columns, "schema_hash": "s", "sequence": self.sequence,
             "parts": [{k: v for k, v in p.items() if k != "_rows"} for p in self.parts],
             "runs": self.runs, "cursor": None, "sha256": "",
         }

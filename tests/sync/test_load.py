@@ -140,6 +140,21 @@ def test_a_part_removed_from_under_a_pending_run_fails_with_one_line(tmp_path):
         load_pending(str(tmp_path / "dest"), "orders", f"duckdb:///{tmp_path / 'wh.duckdb'}")
 
 
+def test_unsigned_keys_near_2_64_and_an_odd_target_name(tmp_path):
+    top = 2**64 - 1
+    img = Image(tmp_path / "dest", unsigned=True)
+    rows = {0: "zero", 2**63: "mid", top - 1: "a"}
+    img.sync(rows, [])
+    rows[top] = "max"
+    rows[2**63] = "MID"
+    img.sync(rows, [])
+    wh = tmp_path / "wh.duckdb"
+    load_pending(str(tmp_path / "dest"), "orders", f"duckdb:///{wh}", target='we"ird tab')
+    con = duckdb.connect(str(wh))
+    got = con.execute('SELECT CAST(id AS VARCHAR), v FROM "we""ird tab" ORDER BY id').fetchall()
+    assert got == [(str(k), v) for k, v in sorted(rows.items())]
+
+
 keys = st.one_of(st.integers(-50, 50), st.integers(-(2**63), 2**63 - 1))
 ops = st.lists(
     st.one_of(
