@@ -15,16 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from executor.redshift import quote_ident  # double quotes, as Redshift and DuckDB both want
 from sparsesync.errors import UsageError
 
 LOADS_TABLE = "sparsesync_loads"
 MIN_SIGNED = -(2**63)
 IAM_ROLE_PLACEHOLDER = "<IAM_ROLE_ARN>"
-
-
-def quote_ident(name: str) -> str:
-    """A SQL identifier in double quotes (Redshift, DuckDB, PostgreSQL), embedded quotes doubled."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def quote_target(target: str) -> str:
