@@ -139,7 +139,7 @@ def key_bounds(engine: Engine, plan: Plan) -> tuple[int | None, int | None]:
 
 def count_tail(engine: Engine, plan: Plan) -> int:
     """Rows in the plan's open tail range right now (one index range count)."""
-    lo = plan.ranges[-1].lo
+    lo = plan.tail.lo
     if lo > (2**63 - 1 if plan.source.key_signed else 2**64 - 1):
         return 0  # the planned max is the key type's maximum: no key can lie above it
     table, key = _key_column(plan)

@@ -67,6 +67,8 @@ def key_bounds(plan: Plan, r: KeyRange) -> tuple[int, int | None] | None:
     BIGINT), which SQLite cannot even bind; such a range is empty by construction, and an upper bound
     past the maximum is the same as no upper bound.
     """
+    if r.nulls:  # the NULL-key range: no bounds, always queried
+        return None, None
     top = 2**63 - 1 if plan.source.key_signed else 2**64 - 1
     lo, hi = _check_key(r.lo), (None if r.hi is None else _check_key(r.hi))
     if lo > top:
@@ -86,6 +88,8 @@ def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]] | N
     lo, hi = bounds
     key = sa.column(plan.source.key)
     stmt = sa.select(*[sa.column(c.name) for c in plan.columns]).select_from(_table_clause(plan))
+    if r.nulls:  # rows whose key is NULL: no order to keep among them
+        return stmt.where(key.is_(None)), {}
     params = {"lo": lo}
     stmt = stmt.where(key >= sa.bindparam("lo", type_=sa.BigInteger))
     if hi is not None:
@@ -172,10 +176,12 @@ class PyMySQLReader(_ReaderBase):
             raise UsageError("the pymysql reader needs a mysql+pymysql:// source URL", table=self.plan.source.table)
         return conn
 
-    def sql(self, tail: bool) -> str:
-        """The compiled range statement (pyformat parameters) for a closed range or the tail."""
+    def sql(self, tail: bool | str) -> str:
+        """The compiled range statement (pyformat parameters) for a closed range, the tail (``True``) or
+        the NULL-key range (``"nulls"``)."""
         if tail not in self._stmt_cache:
-            r = KeyRange(0, 0, None if tail else 1, 0, "dense")
+            r = KeyRange(0, None, None, 0, "nulls", nulls=True) if tail == "nulls" else \
+                KeyRange(0, 0, None if tail else 1, 0, "dense")
             stmt, _ = range_query(self.plan, r)  # type: ignore[misc] - [0, 1) is always in the domain
             self._stmt_cache[tail] = str(stmt.compile(dialect=self.engine.dialect))
         return self._stmt_cache[tail]
@@ -225,13 +231,13 @@ class PyMySQLSession:
         bounds = key_bounds(rd.plan, r)
         if bounds is None:
             return
-        params = {"lo": bounds[0]}
+        params = {} if r.nulls else {"lo": bounds[0]}
         if bounds[1] is not None:
             params["hi"] = bounds[1]
         cur = self.conn.cursor(pymysql.cursors.SSCursor)
         try:
             try:
-                cur.execute(rd.sql(bounds[1] is None), params)
+                cur.execute(rd.sql("nulls" if r.nulls else bounds[1] is None), params)
             except Exception as exc:  # noqa: BLE001
                 raise _source_error(exc, rd.plan, r, "range query") from exc
             rd.stats.add_query()
@@ -424,6 +430,8 @@ class ConnectorXReader(_ReaderBase):
         bounds = key_bounds(self.plan, r)
         if bounds is None:
             return None
+        if r.nulls:
+            return f"SELECT {self._select} FROM {self._table} WHERE {self._key} IS NULL"
         cond = f"{self._key} >= {_int_literal(bounds[0])}"
         if bounds[1] is not None:
             cond += f" AND {self._key} < {_int_literal(bounds[1])}"

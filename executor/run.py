@@ -423,7 +423,7 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     stat = (lambda k, d: stats.get(k, d)) if isinstance(stats, dict) else (lambda k, d: getattr(stats, k, d))
     report.queries = int(stat("queries", 0) or 0) + (1 if snapshot_count is not None else 0)
     report.zero_dates = {k: int(v) for k, v in dict(stat("zero_dates", {}) or {}).items() if v}
-    report.tail_rows = actual.get(plan.ranges[-1].index, 0)
+    report.tail_rows = actual.get(plan.tail.index, 0)
     report.metrics = run_metrics(plan, report.ranges, report.queries, report.files)
     drift.tail_rows = report.tail_rows
     report.late_rows = drift.late_rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import time
 from dataclasses import replace
@@ -12,13 +13,13 @@ from sqlalchemy.engine import Engine
 from sparsesync import __version__
 from sparsesync.errors import PlanError, UsageError
 from sparsesync.logs import get_logger
-from sparsesync.source import create_engine, identity_of
+from sparsesync.source import SourceIdentity, create_engine, identity_of
 
 from . import partition as part
 from .cache import CacheKey, CacheUnavailable, HistogramCache
 from .histogram import Histogram, KeyTable, exact_histogram, min_max_count, resolve_outliers, tail_histogram
-from .introspect import TableInfo, introspect
-from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy, check_structure
+from .introspect import TableInfo, count_null_keys, introspect
+from .plan import Estimates, Fingerprint, HistogramSummary, Plan, SourceInfo, Strategy, check_structure, validate_against_schema
 from .typemap import TypeOptions
 
 # Sparse detections (roadmap Phase 4); `monitoring.alert_on_sparse_detection: false` silences them.
@@ -27,11 +28,28 @@ _DETECTION_LOG = get_logger("sparsesync.detection")
 DEFAULT_ROWS_PER_QUERY = 100_000
 DEFAULT_FILE_SIZE_MB = 256
 AUTO_EXACT_MAX_ROWS = 5_000_000
+# Index entries the sampled pre-scan reads per planned range (levels × sub-intervals × samples, measured
+# in benchmarks/bench_planner.py); ``auto`` samples only when that stays well under one scan.
+SAMPLED_READS_PER_RANGE = 20_000
 CACHE_WARN_AGE_HOURS = 24
+# A cached histogram whose total differs from the engine's row count (TABLE_ROWS) by more than this
+# factor, and by more than one range, is rescanned: rows changed inside [min, max] unseen by MIN/MAX.
+CACHE_ROW_DRIFT = 1.5
+MAX_GAPS_LISTED = 100  # the plan lists the widest gaps; histogram.gaps_total counts all
 
 # Rough Parquet bytes per value when the engine gives no row length (SQLite): compressed ints are small,
 # strings are whatever they are; this only sizes files, it never decides correctness.
 _WIDTH_GUESS = {"int8": 1, "int16": 2, "int32": 4, "int64": 8, "double": 8, "float": 4, "bool": 1, "date32[day]": 4}
+
+
+def source_identity(engine: Engine) -> SourceIdentity:
+    """The source's identity for the cache key and the plan: a SQLite file by absolute, resolved path,
+    so ``data.db`` in two directories are two sources and the plan executes from any directory."""
+    ident = identity_of(engine.url)
+    db = ident.database
+    if ident.dialect == "sqlite" and db and db != ":memory:" and not db.startswith("file:"):
+        ident = replace(ident, database=os.path.realpath(db))
+    return ident
 
 
 def new_plan_id(now: datetime) -> str:
@@ -72,12 +90,12 @@ def make_plan(
     engine = source if isinstance(source, Engine) else create_engine(source)
     try:
         info = introspect(engine, table, key=key, schema=schema, options=type_options)
-        chosen, reason = choose_density(density, info)
+        chosen, reason = choose_density(density, info, rows_per_query)
         kt = KeyTable(table=table, key=info.key, schema=schema, signed=info.key_signed)
         warnings: list[str] = []
         cache = HistogramCache(cache_path) if use_cache else None
         ck = CacheKey(
-            source=identity_of(engine.url).cache_key(),
+            source=source_identity(engine).cache_key(),
             table=f"{schema}.{table}" if schema else table,
             key=info.key,
             schema_hash=info.schema_hash,
@@ -87,16 +105,31 @@ def make_plan(
                 conn, kt, info, chosen, rows_per_query=rows_per_query, cache=cache, ck=ck,
                 refresh=refresh, warnings=warnings,
             )
+            null_rows = count_null_keys(conn, table, info.key, schema) if _key_nullable(engine, info) else None
         if note:
             reason = f"{reason}; {note}"
         return build_plan(
             engine, info, kt, hist, chosen=hist.method, requested=density, reason=reason,
             rows_per_query=rows_per_query, file_size=file_size, sparse_threshold=sparse_threshold,
-            from_cache=from_cache, warnings=warnings,
+            from_cache=from_cache, warnings=warnings, null_rows=null_rows,
         )
     finally:
         if not isinstance(source, Engine):
             engine.dispose()
+
+
+def _key_nullable(engine: Engine, info: TableInfo) -> bool:
+    """Whether the key column can hold NULL (then the plan gets a ``key IS NULL`` range)."""
+    spec = next(c for c in info.columns if c.name == info.key)
+    if not spec.nullable:
+        return False
+    if engine.dialect.name == "sqlite" and spec.source_type.upper() == "INTEGER":
+        # SQLite reports its rowid alias (INTEGER PRIMARY KEY) as nullable, but it never holds NULL.
+        import sqlalchemy as sa
+
+        pk = sa.inspect(engine).get_pk_constraint(info.table, info.schema).get("constrained_columns") or []
+        return pk != [info.key]
+    return True
 
 
 def scan_histogram(conn, kt: KeyTable, info: TableInfo, method: str, *, rows_per_query: int, min_key=None, max_key=None) -> Histogram:
@@ -111,8 +144,8 @@ def scan_histogram(conn, kt: KeyTable, info: TableInfo, method: str, *, rows_per
     else:
         hist = exact_histogram(
             conn, kt, rows_per_query=rows_per_query, row_estimate=info.row_estimate, min_key=min_key, max_key=max_key,
+            unique_key=info.key_unique,
         )
-        hist.unique_key = info.key_unique
     return resolve_outliers(conn, kt, hist)
 
 
@@ -125,11 +158,16 @@ def _histogram(conn, kt, info, chosen, *, rows_per_query, cache, ck, refresh, wa
         except CacheUnavailable as exc:
             warnings.append(f"{exc}; planned without the cache")
             cache = None
-    if cached is not None and not (cached.histogram.method == chosen or cached.histogram.exact):
-        cached = None  # a sampled histogram does not answer a request for an exact one
+    if cache is not None:
+        warnings.extend(cache.notices)
+        cache.notices.clear()
+    note = ""
+    if cached is not None:
+        why = _cache_unusable(cached, chosen, rows_per_query, info)
+        if why:
+            cached, note = None, f"cached histogram not used: {why}, full rescan"
     min_key = max_key = None
     hist: Histogram | None = None
-    note = ""
     if cached is not None:
         old = cached.histogram
         min_key, max_key, _ = min_max_count(conn, kt, count=False)
@@ -149,7 +187,7 @@ def _histogram(conn, kt, info, chosen, *, rows_per_query, cache, ck, refresh, wa
             hist = resolve_outliers(conn, kt, hist)
             hist.queries += 1
             note = f"cached histogram extended: only keys [{old.max_key + 1}, {max_key}] were scanned"
-            _store(cache, ck, hist, time.perf_counter() - t0, warnings)
+            _store(cache, ck, hist, time.perf_counter() - t0, warnings, rows_per_query)
             return hist, True, note
         note = "cached histogram discarded: the minimum key changed or the maximum shrank, full rescan"
     t0 = time.perf_counter()
@@ -157,24 +195,58 @@ def _histogram(conn, kt, info, chosen, *, rows_per_query, cache, ck, refresh, wa
     if min_key is not None:
         hist.queries += 1
     if cache is not None:
-        _store(cache, ck, hist, time.perf_counter() - t0, warnings)
+        _store(cache, ck, hist, time.perf_counter() - t0, warnings, rows_per_query)
     return hist, False, note
 
 
-def _store(cache, ck, hist, seconds, warnings) -> None:
+def _cache_unusable(cached, chosen: str, rows_per_query: int, info: TableInfo) -> str:
+    """Why a cached histogram cannot answer this plan, or ``""``.
+
+    Its buckets were sized for the ``rows_per_query`` it was measured with: at a finer one they may be
+    too coarse to cut (ranges far above their estimate), so it is rescanned. And MIN/MAX cannot see rows
+    added or deleted inside the key span, but the engine's row count can: beyond ``CACHE_ROW_DRIFT`` ×
+    it rescans.
+    """
+    hist = cached.histogram
+    if not (hist.method == chosen or hist.exact):
+        return f"it is {hist.method} and {chosen} was asked for"
+    if cached.rows_per_query is None or rows_per_query < cached.rows_per_query:
+        was = "an unknown" if cached.rows_per_query is None else f"{cached.rows_per_query:,}"
+        return f"its buckets were measured for {was} rows per query, finer ({rows_per_query:,}) asked for"
+    est, had = info.row_estimate, hist.total_rows
+    if est > 0 and abs(est - had) > rows_per_query and max(est, had) > CACHE_ROW_DRIFT * max(1, min(est, had)):
+        return f"the engine counts ~{est:,} rows (TABLE_ROWS), the cached histogram {had:,}"
+    return ""
+
+
+def _store(cache, ck, hist, seconds, warnings, rows_per_query) -> None:
     try:
-        cache.store(ck, hist, seconds=seconds)
+        cache.store(ck, hist, seconds=seconds, rows_per_query=rows_per_query)
     except CacheUnavailable as exc:
         warnings.append(f"{exc}; the plan is complete, the next one will rescan")
 
 
-def choose_density(requested: str, info: TableInfo) -> tuple[str, str]:
-    """``auto`` picks exact up to a few million estimated rows (one index scan), sampled above."""
+def choose_density(requested: str, info: TableInfo, rows_per_query: int = DEFAULT_ROWS_PER_QUERY) -> tuple[str, str]:
+    """``auto``: exact (one index scan, cost ∝ rows) unless the table is large and sampling is cheaper.
+
+    Sampling reads about ``SAMPLED_READS_PER_RANGE`` index entries per planned range, so at a small
+    ``rows_per_query`` (many ranges) it reads as much as a scan and exact is chosen whatever the size.
+    """
     if requested != "auto":
         return requested, f"requested --density {requested}"
-    if info.row_estimate > AUTO_EXACT_MAX_ROWS:
-        return "sampled", f"auto: ~{info.row_estimate:,} estimated rows > {AUTO_EXACT_MAX_ROWS:,}, sampling is cheaper than a scan"
-    return "exact", f"auto: ~{info.row_estimate:,} estimated rows ≤ {AUTO_EXACT_MAX_ROWS:,}, one exact index scan is cheap"
+    est = info.row_estimate
+    sampled_reads = est // max(1, rows_per_query) * SAMPLED_READS_PER_RANGE
+    if est > AUTO_EXACT_MAX_ROWS and sampled_reads * 4 <= est:
+        return "sampled", (
+            f"auto: ~{est:,} estimated rows > {AUTO_EXACT_MAX_ROWS:,} and ~{est // max(1, rows_per_query):,} ranges: "
+            "sampling reads far fewer index entries than a scan"
+        )
+    if est > AUTO_EXACT_MAX_ROWS:
+        return "exact", (
+            f"auto: ~{est:,} estimated rows, but at --rows-per-query {rows_per_query:,} sampling would read about "
+            "as many index entries as one exact scan"
+        )
+    return "exact", f"auto: ~{est:,} estimated rows ≤ {AUTO_EXACT_MAX_ROWS:,}, one exact index scan is cheap"
 
 
 # InnoDB's AVG_ROW_LENGTH counts page fill and row headers; compressed Parquet of the same rows is several
@@ -208,26 +280,40 @@ def build_plan(
     sparse_threshold: float,
     from_cache: bool = False,
     warnings: list[str] | None = None,
+    null_rows: int | None = None,
 ) -> Plan:
-    """Assemble the Plan from a histogram; pure apart from reading the clock."""
+    """Assemble the Plan from a histogram; pure apart from reading the clock.
+
+    ``null_rows`` (a nullable key column's ``COUNT(*) … IS NULL``) adds the last range, ``key IS NULL``.
+    """
     now = datetime.now(timezone.utc)
     domain_min, _ = kt.domain
     ranges = part.partition_ranges(hist, rows_per_query, domain_min=domain_min, sparse_threshold=sparse_threshold)
+    if null_rows is not None:
+        ranges = part.with_null_range(ranges, null_rows)
     bpr, bpr_source = bytes_per_row(info)
     files = part.group_files(ranges, bpr, file_size)
     total = sum(r.est_rows for r in ranges)
-    ident = identity_of(engine.url)
+    ident = source_identity(engine)
     warnings = list(warnings or [])
     if hist.outliers:
         shown = ", ".join(str(k) for k in hist.outliers[:5]) + (" …" if len(hist.outliers) > 5 else "")
         warnings.append(f"{len(hist.outliers)} outlier key(s) far beyond the bulk of the keys: {shown}")
+    if null_rows is not None:
+        warnings.append(
+            f"key column {info.key!r} is nullable: {null_rows:,} row(s) with a NULL key now; they (and any added "
+            f"later) are read by the last range #{ranges[-1].index} (key IS NULL), in no key order"
+        )
     if not info.key_unique:
         warnings.append(f"key {info.key!r} is not unique: a range may hold more than rows_per_query rows")
-        if not hist.exact:
-            warnings.append(
-                "sampled estimates undercount heavily repeated key values (each sample reads a bounded "
-                "number of rows); use --density exact for exact range sizes"
-            )
+    heavy = [r for r in ranges if r.label == "heavy"]
+    if heavy:
+        shown = ", ".join(f"{r.heavy_key} ({r.est_rows:,} rows)" for r in heavy[:5]) + (" …" if len(heavy) > 5 else "")
+        warnings.append(
+            f"{len(heavy)} key value(s) hold more rows than --rows-per-query {rows_per_query:,} and get a range "
+            f"each (label heavy): {shown}"
+        )
+    all_gaps = part.gaps(hist, max(rows_per_query, 10 * (hist.width or 1)))
     summary = HistogramSummary(
         method=hist.method,
         exact=hist.exact,
@@ -235,7 +321,8 @@ def build_plan(
         total_rows=hist.total_rows,
         bins=part.summary_bins(hist),
         sparse_regions=part.sparse_regions(hist, sparse_threshold),
-        gaps=part.gaps(hist, max(rows_per_query, 10 * (hist.width or 1))),
+        gaps=part.widest(all_gaps, MAX_GAPS_LISTED),
+        gaps_total=len(all_gaps),
         outliers=tuple(hist.outliers),
     )
     plan = Plan(
@@ -269,7 +356,7 @@ def build_plan(
             bytes_per_row=round(bpr, 2),
             bytes_per_row_source=bpr_source,
             bucket_width=hist.width,
-            prescan_queries=hist.queries,
+            prescan_queries=hist.queries + (null_rows is not None),
             sparse_threshold=sparse_threshold,
             from_cache=from_cache,
         ),
@@ -288,4 +375,7 @@ def build_plan(
         check_structure(plan)
     except ValueError as exc:
         raise PlanError(f"internal planner error, refusing to write an inconsistent plan: {exc}", table=info.table) from exc
-    return plan.sealed()
+    plan = plan.sealed()
+    # The loader validates every plan against plans/schema.json; never hand out one it would refuse.
+    validate_against_schema(plan.to_dict(), origin=f"internal planner error: the plan of {info.table}")
+    return plan

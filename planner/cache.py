@@ -1,9 +1,11 @@
 """DuckDB cache of density histograms, so re-planning a table costs one MIN/MAX probe.
 
 Location: ``--cache PATH``, else ``$XDG_CACHE_HOME/sparsesync/histograms.duckdb``, else
-``~/.cache/sparsesync/histograms.duckdb``. One row per (source identity, table, key, schema hash):
+``~/.cache/sparsesync/histograms.duckdb``. One row per (source identity, table, key, schema hash), with the ``rows_per_query`` its buckets
+were measured for (a finer re-plan rescans; see :mod:`planner.api`):
 the source identity is :meth:`SourceIdentity.cache_key` (dialect, user, host, port, database — never a
-password), and a schema change gives a new schema hash, so a stale shape is never reused.
+password; SQLite by absolute resolved path), and a schema change gives a new schema hash, so a stale
+shape is never reused. A file DuckDB cannot open (not a lock) is renamed aside once, with a notice.
 
 Bucket arrays are ``HUGEINT[]`` (±1.7·10^38): keys of ±2^63 and 2^64−1, and grid bounds one bucket past
 them, survive the round trip. The file is opened, read or written, and closed at once; DuckDB locks
@@ -21,8 +23,9 @@ from pathlib import Path
 
 from .histogram import Bucket, Histogram
 
-SCHEMA_VERSION = 1
-_TABLE = "histograms_v1"
+SCHEMA_VERSION = 2
+# v2 adds rows_per_query (the granularity the buckets were measured for); v1 rows are ignored.
+_TABLE = "histograms_v2"
 
 
 class CacheUnavailable(Exception):
@@ -52,6 +55,7 @@ class CachedHistogram:
     histogram: Histogram
     measured_at: datetime
     seconds: float
+    rows_per_query: int | None = None  # granularity the buckets were measured for; None: unknown
 
     def age_hours(self, now: datetime | None = None) -> float:
         now = now or datetime.now(timezone.utc)
@@ -65,6 +69,28 @@ class HistogramCache:
         self.path = Path(path) if path else default_cache_path()
         self.lock_retries = lock_retries
         self.retry_wait = retry_wait
+        self.notices: list[str] = []  # one-off events worth a warning in the plan (a file moved aside)
+        self._moved = False
+
+    def _move_aside(self, exc: Exception) -> bool:
+        """Rename a file DuckDB cannot open to ``<name>.corrupt-<UTC time>`` once, so later plans start a
+        fresh cache instead of warning forever; True when moved (the caller then retries)."""
+        if self._moved or not self.path.is_file():
+            return False
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{datetime.now(timezone.utc):%Y%m%dT%H%M%S%fZ}")
+        try:
+            os.replace(self.path, aside)
+            wal = self.path.with_name(self.path.name + ".wal")
+            if wal.exists():
+                os.replace(wal, aside.with_name(aside.name + ".wal"))
+        except OSError:
+            return False
+        self._moved = True
+        self.notices.append(
+            f"histogram cache {self.path} could not be opened ({str(exc).splitlines()[0]}); moved aside to "
+            f"{aside.name} and a new cache started"
+        )
+        return True
 
     def _connect(self):
         import duckdb
@@ -84,13 +110,15 @@ class HistogramCache:
                         min_key HUGEINT, max_key HUGEINT, total_rows HUGEINT, queries INTEGER,
                         measured_at TIMESTAMPTZ, seconds DOUBLE,
                         lo HUGEINT[], hi HUGEINT[], cnt HUGEINT[], mn HUGEINT[], mx HUGEINT[], ex BOOLEAN[],
-                        notes VARCHAR[],
+                        notes VARCHAR[], rows_per_query BIGINT,
                         PRIMARY KEY (source, tbl, key_col, schema_hash))"""
                 )
                 return con
             except Exception as exc:  # noqa: BLE001 - duckdb raises IOException on a held lock
                 last = exc
                 if "lock" not in str(exc).lower():  # corrupt or unreadable: waiting will not help
+                    if self._move_aside(exc):
+                        continue
                     break
                 if attempt < self.lock_retries:
                     time.sleep(self.retry_wait * (attempt + 1))
@@ -103,7 +131,7 @@ class HistogramCache:
             row = con.execute(
                 f"""SELECT method, exact, unique_key, width::VARCHAR, min_key::VARCHAR, max_key::VARCHAR,
                        queries, measured_at, seconds, lo::VARCHAR[], hi::VARCHAR[], cnt::VARCHAR[],
-                       mn::VARCHAR[], mx::VARCHAR[], ex, notes
+                       mn::VARCHAR[], mx::VARCHAR[], ex, notes, rows_per_query
                     FROM {_TABLE} WHERE source = ? AND tbl = ? AND key_col = ? AND schema_hash = ?""",
                 [ck.source, ck.table, ck.key, ck.schema_hash],
             ).fetchone()
@@ -113,7 +141,7 @@ class HistogramCache:
             con.close()
         if row is None:
             return None
-        method, exact, unique, width, mn_key, mx_key, queries, measured_at, seconds, lo, hi, cnt, mn, mx, ex, notes = row
+        method, exact, unique, width, mn_key, mx_key, queries, measured_at, seconds, lo, hi, cnt, mn, mx, ex, notes, rpq = row
         buckets = [
             Bucket(int(a), int(b), int(c), int(d), int(e), bool(f)) for a, b, c, d, e, f in zip(lo, hi, cnt, mn, mx, ex)
         ]
@@ -131,10 +159,13 @@ class HistogramCache:
         )
         if measured_at.tzinfo is None:
             measured_at = measured_at.replace(tzinfo=timezone.utc)
-        return CachedHistogram(hist, measured_at, float(seconds or 0.0))
+        return CachedHistogram(hist, measured_at, float(seconds or 0.0), None if rpq is None else int(rpq))
 
-    def store(self, ck: CacheKey, hist: Histogram, *, seconds: float, measured_at: datetime | None = None) -> None:
-        """Insert or replace the histogram for ``ck`` in one transaction."""
+    def store(
+        self, ck: CacheKey, hist: Histogram, *, seconds: float, measured_at: datetime | None = None,
+        rows_per_query: int | None = None,
+    ) -> None:
+        """Insert or replace the histogram for ``ck`` (measured for ``rows_per_query``) in one transaction."""
         measured_at = measured_at or datetime.now(timezone.utc)
         b = hist.buckets
 
@@ -152,7 +183,7 @@ class HistogramCache:
                 f"""INSERT INTO {_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?::VARCHAR::HUGEINT, ?::VARCHAR::HUGEINT,
                     ?::VARCHAR::HUGEINT, ?::VARCHAR::HUGEINT, ?, ?, ?,
                     ?::VARCHAR[]::HUGEINT[], ?::VARCHAR[]::HUGEINT[], ?::VARCHAR[]::HUGEINT[],
-                    ?::VARCHAR[]::HUGEINT[], ?::VARCHAR[]::HUGEINT[], ?::BOOLEAN[], ?::VARCHAR[])""",
+                    ?::VARCHAR[]::HUGEINT[], ?::VARCHAR[]::HUGEINT[], ?::BOOLEAN[], ?::VARCHAR[], ?)""",
                 [
                     ck.source, ck.table, ck.key, ck.schema_hash, hist.method, hist.exact, hist.unique_key,
                     None if hist.width is None else str(hist.width),
@@ -161,7 +192,7 @@ class HistogramCache:
                     str(hist.total_rows), hist.queries, measured_at, float(seconds),
                     arr(x.lo for x in b), arr(x.hi for x in b), arr(x.count for x in b),
                     arr(x.min_key for x in b), arr(x.max_key for x in b), [bool(x.exact) for x in b],
-                    list(hist.notes),
+                    list(hist.notes), rows_per_query,
                 ],
             )
             con.execute("COMMIT")

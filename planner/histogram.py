@@ -12,6 +12,7 @@ wide, which the grid arithmetic below accounts for.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -120,7 +121,13 @@ def bucket_expr(conn: Connection, key_col, width: int):
 def group_by_buckets(
     conn: Connection, kt: KeyTable, width: int, windows: list[tuple[int, int]] | None = None
 ) -> list[Bucket]:
-    """One ``GROUP BY key DIV width`` pass, optionally restricted to inclusive key windows."""
+    """One ``GROUP BY key DIV width`` pass, optionally restricted to inclusive key windows.
+
+    The windows are OR-ed ``BETWEEN`` predicates on the key: the server reads only their index
+    entries. Callers keep a statement to :func:`windows_per_statement` windows (SQLite's expression
+    depth limit) and make every window lie inside one grid cell of a coarser power-of-two grid, so a
+    ``width`` cell never straddles two windows (see :func:`refine`).
+    """
     t = kt.sa_table()
     k = t.c[kt.key]
     b = bucket_expr(conn, k, width).label("b")
@@ -134,48 +141,62 @@ def group_by_buckets(
     for qv, n, mn, mx in _execute(conn, q, kt):
         lo, hi = grid_interval(int(qv), width)
         out.append(Bucket(lo=lo, hi=hi, count=int(n), min_key=int(mn), max_key=int(mx)))
-    if windows:
-        out = [_clip(bk, windows) for bk in out]
     out.sort(key=lambda bk: bk.min_key)
     return out
 
 
-def group_by_windows(conn: Connection, kt: KeyTable, windows: list[tuple[int, int, int]]) -> list[Bucket]:
-    """One pass over several inclusive windows ``(lo, hi, width)``, each cut at its own width.
+def windows_per_statement(conn: Connection) -> int:
+    """Key windows OR-ed into one statement: SQLite parses ``a OR b OR …`` into a tree as deep as the
+    number of terms and refuses depth 1000; MariaDB's range optimizer takes a thousand ranges easily."""
+    return 1000 if is_mysql(conn) else 200
 
-    ``GROUP BY w, key DIV width_w`` where ``w`` (the window's number) and its width come from one
-    ``CASE`` per window: a wide sparse window and a narrow dense burst refined in the same round get the
-    widths they each need, not the narrowest of the two.
+
+def pow2_at_least(n: int) -> int:
+    """The smallest power of two ≥ ``n`` (≥ 1)."""
+    return 1 << max(0, (max(1, n) - 1).bit_length())
+
+
+def grid_width(bk: Bucket) -> int:
+    """The power-of-two grid width the bucket's cell came from (cell 0 is ``2w − 1`` wide)."""
+    return 1 << max(0, (bk.hi - bk.lo).bit_length() - 1)
+
+
+def refine(
+    conn: Connection, kt: KeyTable, heavy: list[Bucket], heavy_limit: int
+) -> tuple[list[Bucket], int]:
+    """Re-count ``heavy`` buckets on finer grids; returns (finer buckets, statements).
+
+    Each bucket's real ``[min, max]`` is re-grouped at a power-of-two width that cuts it into pieces
+    of about half ``heavy_limit`` rows (at most half its own width). Windows sharing a width go into
+    one ``GROUP BY key DIV w`` with OR-ed ``BETWEEN`` s, at most :func:`windows_per_statement` per
+    statement, so the server reads only the rows of the refined windows and the statement size is
+    bounded whatever the number of buckets. Widths are powers of two dividing the parent's, so every
+    finer cell lies in exactly one parent cell, hence in at most one window.
     """
-    t = kt.sa_table()
-    k = t.c[kt.key]
-    conds = [k.between(sa.literal(lo, sa.BigInteger), sa.literal(hi, sa.BigInteger)) for lo, hi, _ in windows]
-    wid = sa.case(*[(c, sa.literal(i, sa.Integer)) for i, c in enumerate(conds)]).label("w")
-    b = sa.case(*[(c, bucket_expr(conn, k, w)) for c, (_, _, w) in zip(conds, windows)]).label("b")
-    q = (
-        sa.select(wid, b, sa.func.count().label("n"), sa.func.min(k).label("mn"), sa.func.max(k).label("mx"))
-        .select_from(t)
-        .where(sa.or_(*conds))
-        .group_by(sa.text("1"), sa.text("2"))  # positional: see group_by_buckets
-    )
-    out = []
-    for w, qv, n, mn, mx in _execute(conn, q, kt):
-        lo, hi, width = windows[int(w)]
-        glo, ghi = grid_interval(int(qv), width)
-        out.append(Bucket(max(glo, lo), min(ghi, hi + 1), int(n), int(mn), int(mx)))
-    out.sort(key=lambda bk: bk.min_key)
-    return out
+    by_width: dict[int, list[Bucket]] = {}
+    for bk in heavy:
+        pieces = max(2, 2 * bk.count // max(1, heavy_limit))
+        w = min(pow2_at_least(-(-bk.core // pieces)), max(1, grid_width(bk) // 2))
+        by_width.setdefault(w, []).append(bk)
+    per = windows_per_statement(conn)
+    out: list[Bucket] = []
+    statements = 0
+    for w, group in sorted(by_width.items()):
+        group.sort(key=lambda bk: bk.min_key)
+        for i in range(0, len(group), per):
+            chunk = group[i : i + per]
+            starts = [bk.min_key for bk in chunk]
+            for fb in group_by_buckets(conn, kt, w, [(bk.min_key, bk.max_key) for bk in chunk]):
+                parent = chunk[bisect.bisect_right(starts, fb.min_key) - 1]
+                out.append(Bucket(max(fb.lo, parent.lo), min(fb.hi, parent.hi), fb.count, fb.min_key, fb.max_key))
+            statements += 1
+    return out, statements
 
 
-def _clip(bk: Bucket, windows: list[tuple[int, int]]) -> Bucket:
-    for lo, hi in windows:
-        if lo <= bk.min_key <= hi:
-            return Bucket(max(bk.lo, lo), min(bk.hi, hi + 1), bk.count, bk.min_key, bk.max_key, bk.exact)
-    return bk
-
-
-def choose_width(span: int, target_buckets: int) -> int:
-    return max(1, math.ceil(span / max(1, target_buckets)))
+def is_heavy(bk: Bucket, heavy_limit: int, unique_key: bool) -> bool:
+    """Too many rows to place boundaries between, yet cuttable: more than one key value, and not a
+    fully dense stretch of a unique key (which partition cuts at any key)."""
+    return bk.count > heavy_limit and bk.max_key > bk.min_key and not (unique_key and bk.full)
 
 
 def exact_histogram(
@@ -187,45 +208,51 @@ def exact_histogram(
     min_key: int | None = None,
     max_key: int | None = None,
     known_count: int | None = None,
-    max_rounds: int = 8,
+    unique_key: bool = True,
+    whole_table: bool = True,
+    max_rounds: int = 64,
 ) -> Histogram:
-    """Exact counts: one GROUP BY over the key span, then refine buckets too heavy to cut between.
+    """Exact counts: one GROUP BY pass over the key index, then refine buckets too heavy to cut between.
 
-    A bucket is heavy when it holds more than an eighth of ``rows_per_query`` and is not fully dense
-    (a fully dense bucket can be cut at any key, see :mod:`planner.partition`): a range is then
-    assembled from several buckets, so ranges come out at least ~87 % full. Refinement narrows only the
-    heavy buckets' real ``[min, max]``, in one query per round, so a handful of outliers near 2^63
-    costs a few rows of result, never billions of buckets.
+    The total row count is the sum of that pass's counts, so the table is read once (MIN/MAX come
+    from the index ends). A bucket is heavy when it holds more than an eighth of ``rows_per_query``
+    and :func:`is_heavy`: a range is then assembled from several buckets, so ranges come out at
+    least ~87 % full. Refinement (:func:`refine`) reads only the heavy buckets' rows again, so its
+    cost is the rows in refined windows; on a non-unique key it narrows down to single key values,
+    whose counts are exact and which partition labels ``heavy`` when they exceed a range.
+    ``whole_table=False`` scans only ``[min_key, max_key]`` (a cached histogram's new tail).
     """
     queries = 0
     if min_key is None or max_key is None:
-        min_key, max_key, known_count = min_max_count(conn, kt)
+        min_key, max_key, _ = min_max_count(conn, kt, count=False)
         queries += 1
     if min_key is None:
-        return Histogram("exact", [], None, None, 0, queries=queries)
+        return Histogram("exact", [], None, None, 0, queries=queries, unique_key=unique_key)
     est = known_count if known_count is not None else row_estimate
     span = max_key - min_key + 1
-    target = int(min(100_000, max(1024, 8 * max(est, 1) // max(1, rows_per_query))))
-    width = choose_width(span, target)
-    buckets = group_by_buckets(conn, kt, width, [(min_key, max_key)])
+    # About 16 buckets per range: a bucket averages rows_per_query / 16, so random keys rarely
+    # exceed the heavy limit (rows_per_query / 8) and need no second read.
+    target = int(min(200_000, max(1024, 16 * max(est, 1) // max(1, rows_per_query))))
+    width = pow2_at_least(-(-span // target))
+    # The whole table needs no WHERE: the server may then scan its smallest covering index.
+    buckets = group_by_buckets(conn, kt, width, None if whole_table else [(min_key, max_key)])
+    if not whole_table:  # cells reach past the window; keep them inside it (still power-of-two cells)
+        buckets = [Bucket(max(bk.lo, min_key), min(bk.hi, max_key + 1), bk.count, bk.min_key, bk.max_key) for bk in buckets]
     queries += 1
     heavy_limit = max(1, rows_per_query // 8)
     for _ in range(max_rounds):
-        heavy = [bk for bk in buckets if bk.count > heavy_limit and bk.max_key > bk.min_key and not bk.full]
+        heavy = [bk for bk in buckets if is_heavy(bk, heavy_limit, unique_key)]
         if not heavy:
             break
-        # Each heavy bucket is cut so its pieces average about half the heavy limit.
-        windows = [
-            (bk.min_key, bk.max_key, choose_width(bk.max_key - bk.min_key + 1, max(2, 2 * bk.count // heavy_limit)))
-            for bk in heavy
-        ]
-        finer = group_by_windows(conn, kt, windows)
-        queries += 1
-        width = min(width, min(w for _, _, w in windows))
+        finer, n = refine(conn, kt, heavy, heavy_limit)
+        queries += n
+        width = min([width] + [grid_width(bk) for bk in finer])
         heavy_ids = {id(bk) for bk in heavy}
         buckets = sorted([bk for bk in buckets if id(bk) not in heavy_ids] + finer, key=lambda bk: bk.min_key)
     total = sum(bk.count for bk in buckets)
-    return Histogram("exact", buckets, min_key, max_key, total, width=width, queries=queries, exact=True)
+    return Histogram(
+        "exact", buckets, min_key, max_key, total, width=width, queries=queries, exact=True, unique_key=unique_key
+    )
 
 
 def resolve_outliers(conn: Connection, kt: KeyTable, hist: Histogram, *, cap: int = 1000) -> Histogram:
@@ -271,6 +298,7 @@ def tail_histogram(
     assert old.max_key is not None and new_max > old.max_key
     tail = exact_histogram(
         conn, kt, rows_per_query=rows_per_query, min_key=old.max_key + 1, max_key=new_max, known_count=None,
+        unique_key=old.unique_key, whole_table=False,
         row_estimate=max(1, old.total_rows * (new_max - old.max_key) // max(1, old.max_key - old.min_key + 1)),
     )
     head = list(old.buckets)

@@ -185,3 +185,13 @@ def _generic_estimates(engine, table, schema) -> tuple[int, float | None]:
             ).scalar()
         return max(int(est or 0), 0), None
     return 0, None
+
+
+def count_null_keys(conn, table: str, key: str, schema: str | None = None) -> int:
+    """``COUNT(*) … WHERE key IS NULL``: the rows a nullable key column cannot place in any ``[lo, hi)``."""
+    t = sa.table(table, sa.column(key), schema=schema)
+    stmt = sa.select(sa.func.count()).select_from(t).where(t.c[key].is_(None))
+    try:
+        return int(conn.execute(stmt).scalar_one())
+    except sa.exc.SQLAlchemyError as exc:
+        raise SourceError(f"cannot count NULL keys: {short_db_error(exc)}", table=table) from exc

@@ -52,7 +52,10 @@ def partition_ranges(
                 rows += piece.count
                 piece = None
                 continue
-            head, piece = _cut(piece, room, hist.unique_key) if room > 0 and piece.full else (None, piece)
+            # Only a unique key's fully dense piece can be cut at any key: on a non-unique key a
+            # "full" count may be a few heavy values, and a guessed cut would misplace their rows.
+            cuttable = room > 0 and hist.unique_key and piece.full
+            head, piece = _cut(piece, room, hist.unique_key) if cuttable else (None, piece)
             if head is not None:
                 groups[-1].append(head)
                 rows += head.count
@@ -71,7 +74,7 @@ def partition_ranges(
         # The last finite range reaches the planned max even if the buckets stop short of it (a max
         # probed after the scan), and the tail starts exactly where it ends: no key falls between.
         hi = groups[i + 1][0].lo if i + 1 < len(groups) else max(g[-1].hi + 1, hist.max_key + 1)
-        ranges.append(_labelled(i, lo, hi, g, sparse_threshold))
+        ranges.append(_labelled(i, lo, hi, g, sparse_threshold, rows_per_query))
     ranges.append(KeyRange(len(ranges), ranges[-1].hi, None, 0, "tail", False))
     return tuple(ranges)
 
@@ -101,13 +104,26 @@ def _cut(p: _Piece, rows: int, unique_key: bool) -> tuple[_Piece | None, _Piece]
     return _Piece(p.lo, p.lo + keys - 1, head_rows, exact), _Piece(p.lo + keys, p.hi, p.count - head_rows, exact)
 
 
-def _labelled(i: int, lo: int, hi: int, group: list[_Piece], threshold: float) -> KeyRange:
+def _labelled(i: int, lo: int, hi: int, group: list[_Piece], threshold: float, rows_per_query: int) -> KeyRange:
     rows = sum(b.count for b in group)
+    if len(group) == 1 and group[0].lo == group[0].hi and rows > rows_per_query:
+        # One key value holds more than a range: no boundary can split it, so say so, with the value.
+        return KeyRange(i, lo, hi, rows, "heavy", group[0].exact, heavy_key=group[0].lo)
     # Density over the stretch that holds rows, so extending range 0 to the type minimum does not
     # make it look empty.
     span = group[-1].hi - group[0].lo + 1
     label = "sparse" if rows / span < threshold else "dense"
     return KeyRange(i, lo, hi, rows, label, all(b.exact for b in group))
+
+
+def part_name(j: int) -> str:
+    """``part-00000.parquet``: at least five digits, more past 99,999 files (plans/schema.json)."""
+    return f"part-{j:05d}.parquet"
+
+
+def with_null_range(ranges: tuple[KeyRange, ...], null_rows: int) -> tuple[KeyRange, ...]:
+    """``ranges`` plus the last range of a nullable key: the rows whose key is NULL (counted exactly)."""
+    return ranges + (KeyRange(len(ranges), None, None, int(null_rows), "nulls", True, nulls=True),)
 
 
 def group_files(ranges: tuple[KeyRange, ...], bytes_per_row: float, file_size: int) -> tuple[FileGroup, ...]:
@@ -116,7 +132,8 @@ def group_files(ranges: tuple[KeyRange, ...], bytes_per_row: float, file_size: i
     size = 0.0
     for r in ranges:
         est = r.est_rows * bytes_per_row
-        if files[-1] and r.hi is not None and size + est > file_size:
+        # The tail joins the file before it; the NULL-key range gets its own file when that one is full.
+        if files[-1] and (r.hi is not None or r.nulls) and size + est > file_size:
             files.append([])
             size = 0.0
         files[-1].append(r)
@@ -127,7 +144,7 @@ def group_files(ranges: tuple[KeyRange, ...], bytes_per_row: float, file_size: i
         out.append(
             FileGroup(
                 index=j,
-                name=f"part-{j:05d}.parquet",
+                name=part_name(j),
                 first_range=group[0].index,
                 last_range=group[-1].index,
                 est_rows=rows,
@@ -239,6 +256,14 @@ def gaps(hist: Histogram, min_gap: int) -> tuple[Region, ...]:
         if b.min_key - a.max_key - 1 >= min_gap:
             out.append(Region(a.max_key + 1, b.min_key, 0))
     return tuple(out)
+
+
+def widest(regions: tuple[Region, ...], n: int) -> tuple[Region, ...]:
+    """The ``n`` widest regions, in key order (a plan lists a bounded number of gaps)."""
+    if len(regions) <= n:
+        return regions
+    keep = sorted(regions, key=lambda r: r.hi - r.lo, reverse=True)[:n]
+    return tuple(sorted(keep, key=lambda r: r.lo))
 
 
 def summary_bins(hist: Histogram, max_bins: int = 256) -> tuple[Region, ...]:

@@ -22,11 +22,11 @@ import pyarrow as pa
 from sparsesync.atomic import write_atomic
 from sparsesync.errors import PlanError
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: the NULL-key range ({"nulls": true}); 1.0 plans load unchanged
 SUPPORTED_MAJOR = 1
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "plans" / "schema.json"
 
-RANGE_LABELS = ("dense", "sparse", "gap", "tail")
+RANGE_LABELS = ("dense", "sparse", "gap", "tail", "heavy", "nulls")
 
 
 def _key_out(value: int | None) -> str | None:
@@ -128,21 +128,36 @@ class HistogramSummary:
     sparse_regions: tuple[Region, ...] = ()
     gaps: tuple[Region, ...] = ()
     outliers: tuple[int, ...] = ()
+    gaps_total: int | None = None  # gaps found; ``gaps`` lists the widest (None: a plan listing all)
 
 
 @dataclass(frozen=True)
 class KeyRange:
-    """Half-open key range ``[lo, hi)``; ``hi is None`` is the open tail ``[lo, ∞)``."""
+    """Half-open key range ``[lo, hi)``; ``hi is None`` is the open tail ``[lo, ∞)``.
+
+    ``nulls`` marks the one range of the rows whose key is NULL (``lo`` and ``hi`` are then ``None``):
+    a nullable key column gets it as the plan's last range, read with ``key IS NULL``.
+    """
 
     index: int
-    lo: int
+    lo: int | None
     hi: int | None
     est_rows: int
     label: str
     exact: bool = False
+    heavy_key: int | None = None  # label "heavy": the one key value holding more than rows_per_query rows
+    nulls: bool = False
 
-    def contains(self, key: int) -> bool:
+    def contains(self, key: int | None) -> bool:
+        if self.nulls or key is None:
+            return self.nulls and key is None
         return key >= self.lo and (self.hi is None or key < self.hi)
+
+    def describe(self) -> str:
+        """``[lo, hi)`` / ``[lo, ∞)`` / ``key IS NULL``, for messages."""
+        if self.nulls:
+            return "key IS NULL"
+        return f"[{self.lo}, {'∞' if self.hi is None else self.hi})"
 
 
 @dataclass(frozen=True)
@@ -197,6 +212,22 @@ class Plan:
         return self.ranges[group.first_range : group.last_range + 1]
 
     @property
+    def key_ranges(self) -> tuple[KeyRange, ...]:
+        """The contiguous ``[lo, hi)`` ranges, without the NULL-key range."""
+        return tuple(r for r in self.ranges if not r.nulls)
+
+    @property
+    def tail(self) -> KeyRange:
+        """The open tail ``[planned_max + 1, ∞)``: the last key range."""
+        return self.key_ranges[-1]
+
+    @property
+    def null_range(self) -> KeyRange | None:
+        """The range of the rows whose key is NULL (nullable key columns only)."""
+        last = self.ranges[-1]
+        return last if last.nulls else None
+
+    @property
     def planned_max(self) -> int | None:
         return self.fingerprint.max_key
 
@@ -236,6 +267,8 @@ class Plan:
             "gaps": [_region_out(r) for r in self.histogram.gaps],
             "outliers": [str(k) for k in self.histogram.outliers],
         }
+        if self.histogram.gaps_total is not None:
+            hist["gaps_total"] = self.histogram.gaps_total
         return {
             "format_version": self.format_version,
             "plan_id": self.plan_id,
@@ -246,17 +279,7 @@ class Plan:
             "columns": [asdict(c) for c in self.columns],
             "strategy": asdict(self.strategy),
             "histogram": hist,
-            "ranges": [
-                {
-                    "index": r.index,
-                    "lo": _key_out(r.lo),
-                    "hi": _key_out(r.hi),
-                    "est_rows": r.est_rows,
-                    "label": r.label,
-                    "exact": r.exact,
-                }
-                for r in self.ranges
-            ],
+            "ranges": [_range_out(r) for r in self.ranges],
             "files": [
                 {
                     "index": f.index,
@@ -335,6 +358,7 @@ class Plan:
             sparse_regions=tuple(_region_in(r) for r in h.get("sparse_regions", ())),
             gaps=tuple(_region_in(r) for r in h.get("gaps", ())),
             outliers=tuple(int(k) for k in h.get("outliers", ())),
+            gaps_total=None if h.get("gaps_total") is None else int(h["gaps_total"]),
         )
         ranges = tuple(
             KeyRange(
@@ -344,6 +368,8 @@ class Plan:
                 est_rows=int(r["est_rows"]),
                 label=r["label"],
                 exact=bool(r.get("exact", False)),
+                heavy_key=_key_in(r.get("heavy_key")),
+                nulls=bool(r.get("nulls", False)),
             )
             for r in d["ranges"]
         )
@@ -394,16 +420,23 @@ def load_plan(path: str | os.PathLike) -> Plan:
 
 def check_structure(plan: Plan) -> None:
     """Invariants the executor relies on: ranges contiguous and ordered, files cover ranges once."""
-    rs = plan.ranges
+    for i, r in enumerate(plan.ranges):
+        if r.index != i:
+            raise ValueError(f"range {i} has index {r.index}")
+        if r.nulls and (i != len(plan.ranges) - 1 or r.lo is not None or r.hi is not None):
+            raise ValueError(f"range {i}: the NULL-key range must be the last range, with lo and hi null")
+    rs = plan.key_ranges if plan.ranges else ()
     if not rs:
         raise ValueError("a plan needs at least the tail range")
     for i, r in enumerate(rs):
-        if r.index != i:
-            raise ValueError(f"range {i} has index {r.index}")
+        if r.lo is None:
+            raise ValueError(f"range {i} has no lo")
         if r.hi is not None and r.hi <= r.lo:
             raise ValueError(f"range {i} is empty or reversed: [{r.lo}, {r.hi})")
         if i + 1 < len(rs) and r.hi != rs[i + 1].lo:
             raise ValueError(f"ranges {i} and {i + 1} are not contiguous")
+        if r.label == "heavy" and (r.heavy_key is None or not r.contains(r.heavy_key)):
+            raise ValueError(f"heavy range {i} does not name a key value inside [{r.lo}, {r.hi})")
     if rs[-1].hi is not None:
         raise ValueError("the last range must be the open tail (hi = null)")
     expected = 0
@@ -411,7 +444,7 @@ def check_structure(plan: Plan) -> None:
         if f.index != j or f.first_range != expected or f.last_range < f.first_range:
             raise ValueError(f"file group {j} does not continue the ranges in order")
         expected = f.last_range + 1
-    if expected != len(rs):
+    if expected != len(plan.ranges):
         raise ValueError("the file groups do not cover every range exactly once")
     names = [c.name for c in plan.columns]
     if plan.source.key not in names:
@@ -435,18 +468,103 @@ def plan_schema() -> dict[str, Any]:
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
 
 
+@lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(plan_schema())
+
+
+# Arrays that grow with the plan (10k ranges and more). jsonschema checks them item by item at
+# ~0.1 ms each, so a large plan took seconds: jsonschema sees their first and last items, and every
+# item goes through :func:`_check_items`, which reads its patterns and enums from the same schema.
+_LONG_ARRAYS = (("ranges",), ("files",), ("histogram", "gaps"), ("histogram", "sparse_regions"), ("histogram", "bins"))
+
+
 def validate_against_schema(data: dict[str, Any], *, origin: str = "plan") -> None:
     """Validate against ``plans/schema.json``; the first violation becomes one line with its JSON path."""
     import jsonschema
 
-    validator = jsonschema.Draft202012Validator(plan_schema())
-    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise PlanError(
-            f"{origin} does not match plans/schema.json at {where}: {error.message}",
-            hint="re-create it with `sparsesync plan`",
-        )
+    trimmed = _trimmed(data)
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(trimmed))
+    if error is None:
+        where_msg = _check_items(data)
+        if where_msg is None:
+            return
+        where, message = where_msg
+    else:
+        where, message = "/".join(str(p) for p in error.absolute_path) or "(top level)", error.message
+    raise PlanError(
+        f"{origin} does not match plans/schema.json at {where}: {message}",
+        hint="re-create it with `sparsesync plan`",
+    )
+
+
+def _trimmed(data: Any) -> Any:
+    """``data`` with each long array cut to its first and last two items (indexes stay meaningful
+    for errors in the first items; the rest are checked by :func:`_check_items`)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for path in _LONG_ARRAYS:
+        parent = out
+        for part in path[:-1]:
+            if not isinstance(parent.get(part), dict):
+                parent = None
+                break
+            parent[part] = dict(parent[part])
+            parent = parent[part]
+        if parent is not None and isinstance(parent.get(path[-1]), list) and len(parent[path[-1]]) > 4:
+            items = parent[path[-1]]
+            parent[path[-1]] = items[:2] + items[-2:]
+    return out
+
+
+@lru_cache(maxsize=1)
+def _item_rules() -> dict[str, Any]:
+    schema = plan_schema()
+    key = re.compile(schema["$defs"]["key"]["pattern"])
+    rp = schema["properties"]["ranges"]["items"]["properties"]
+    fp = schema["properties"]["files"]["items"]["properties"]
+    return {"key": key, "labels": set(rp["label"]["enum"]), "name": re.compile(fp["name"]["pattern"])}
+
+
+def _check_items(data: dict[str, Any]) -> tuple[str, str] | None:
+    """Every item of the long arrays, against the schema's own key pattern, labels and file names."""
+    rules = _item_rules()
+    key = rules["key"]
+
+    def is_key(v) -> bool:
+        return isinstance(v, str) and key.match(v) is not None
+
+    def is_count(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    for i, r in enumerate(data.get("ranges") or ()):
+        if not isinstance(r, dict) or not all(k in r for k in ("index", "lo", "hi", "est_rows", "label")):
+            return f"ranges/{i}", "needs index, lo, hi, est_rows and label"
+        if not (is_count(r["index"]) and is_key(r["lo"]) and (r["hi"] is None or is_key(r["hi"])) and is_count(r["est_rows"])):
+            return f"ranges/{i}", "index and est_rows must be counts, lo and hi decimal key strings (hi may be null)"
+        if r["label"] not in rules["labels"]:
+            return f"ranges/{i}/label", f"{r['label']!r} is not one of {sorted(rules['labels'])}"
+        if ("exact" in r and not isinstance(r["exact"], bool)) or ("heavy_key" in r and not is_key(r["heavy_key"])):
+            return f"ranges/{i}", "exact must be a boolean and heavy_key a decimal key string"
+    for i, f in enumerate(data.get("files") or ()):
+        if not isinstance(f, dict) or not all(k in f for k in ("index", "name", "ranges", "est_rows", "est_bytes")):
+            return f"files/{i}", "needs index, name, ranges, est_rows and est_bytes"
+        if not (isinstance(f["name"], str) and rules["name"].match(f["name"])):
+            return f"files/{i}/name", f"{f['name']!r} does not match {rules['name'].pattern}"
+        rr = f["ranges"]
+        if not (isinstance(rr, list) and len(rr) == 2 and all(map(is_count, rr))):
+            return f"files/{i}/ranges", "must be [first, last] range indexes"
+        if not (is_count(f["index"]) and is_count(f["est_rows"]) and is_count(f["est_bytes"])):
+            return f"files/{i}", "index, est_rows and est_bytes must be counts"
+    hist = data.get("histogram") if isinstance(data.get("histogram"), dict) else {}
+    for name in ("gaps", "sparse_regions", "bins"):
+        for i, reg in enumerate(hist.get(name) or ()):
+            if not (isinstance(reg, list) and len(reg) == 3 and is_key(reg[0]) and is_key(reg[1]) and is_count(reg[2])):
+                return f"histogram/{name}/{i}", "must be [lo, hi, rows] with decimal key strings and a count"
+    return None
 
 
 # ---- Arrow type strings ---------------------------------------------------------------------------
@@ -496,6 +614,16 @@ def _major(version: Any) -> int | None:
         return None
     m = re.fullmatch(r"(\d+)\.(\d+)", version)
     return int(m.group(1)) if m else None
+
+
+def _range_out(r: KeyRange) -> dict[str, Any]:
+    out = {"index": r.index, "lo": _key_out(r.lo), "hi": _key_out(r.hi), "est_rows": r.est_rows, "label": r.label,
+           "exact": r.exact}
+    if r.heavy_key is not None:  # only heavy ranges carry it; other ranges' JSON is unchanged
+        out["heavy_key"] = _key_out(r.heavy_key)
+    if r.nulls:  # only when set: a 1.0 plan re-serialises byte for byte (its sha256 stays valid)
+        out["nulls"] = True
+    return out
 
 
 def _region_out(r: Region) -> list:

@@ -6,19 +6,32 @@ segments. Every pending segment ``[a, b]`` (ends are real keys) is cut into ``fa
 sub-intervals, and for each sub-interval ``[lo, hi]`` the statement reads (one ``UNION ALL`` branch of
 scalar subqueries per sub-interval):
 
-* ``(SELECT MIN(key) … WHERE key BETWEEN lo AND hi)`` and ``(SELECT MAX(key) …)`` — next-key probes that
-  snap the sub-interval to its real first and last key; NULL means empty, so an empty stretch of any
-  length costs one probe and gaps are jumped in O(log n) levels;
-* ``(SELECT COUNT(*) FROM (SELECT key … WHERE key BETWEEN lo AND hi ORDER BY key LIMIT m))`` and the
-  m-th key ``(… ORDER BY key LIMIT 1 OFFSET m-1)`` — a count over a small sub-window that adapts to any
-  density at a cost of at most ``m`` index entries: fewer than ``m`` rows means the sub-interval's count
-  is exact; otherwise ``m`` keys over ``(m-th − first + 1)`` keys is its local density.
+* ``MIN(key)`` and ``MAX(key)`` in ``[lo, hi]`` — next-key probes that snap the sub-interval to its real
+  first and last key; NULL means empty, so an empty stretch of any length costs one probe and gaps are
+  jumped in O(log n) levels;
+* a count capped at ``2m`` rows (``COUNT(*)`` over ``… ORDER BY key LIMIT 2m``): fewer means the
+  sub-interval is counted whole;
+* the ``m/2``-th and ``m``-th key from each end (``LIMIT 1 OFFSET …``, ascending and descending): the
+  density of four stretches of ``m/2`` rows, two at each end, read at a cost of at most ``m`` index
+  entries per end.
+
+A sub-interval whose four densities agree within :data:`MIXED_RATIO` is estimated from them (the
+``2m`` sampled rows plus the middle at their mean density). One whose densities disagree — a burst after
+sparse keys, a heavily repeated key value — is *mixed*: it is never merged or extrapolated but split
+again at the next level, until its pieces agree or are counted whole. A single key value with ``2m`` rows
+or more gets an exact ``COUNT(*)`` (its rows must be read to be counted; partition labels it ``heavy``
+when it exceeds a range).
 
 Sub-intervals become children (adjacent light ones merged up to a quarter of ``rows_per_query``
 estimated rows — a split at estimated row quantiles, snapped to real keys). A child with an exact
 count, or a segment whose every sample shows every key present (dense: it can be cut at any key
 later), becomes buckets at once; a child light enough gets one last level whose sub-intervals become
 the histogram's buckets (so every estimate rests on ``fanout`` samples); heavier children recurse.
+
+What sampling cannot see: a burst strictly inside a sub-interval whose two ends both hold ``m`` rows or
+more at a lower density. The sub-intervals of the last level hold about ``rows_per_query / 32``
+estimated rows, so that takes a burst narrower than 1/8 of a range's keys in the middle of a sparse
+stretch; ``--density exact`` counts every row.
 
 EXPLAIN row estimates are never used: every count is real, and emptiness is only concluded from a
 probe returning NULL. SQL is rendered with integer literals (``str(int)``) and identifiers quoted by the
@@ -45,6 +58,8 @@ DEFAULT_SAMPLE_KEYS = 64
 # compound SELECT at 500 terms.
 MAX_SUBS_PER_STATEMENT = 1024
 MAX_SUBS_PER_STATEMENT_SQLITE = 400
+# Local densities of one sub-interval further apart than this factor: it is split, not extrapolated.
+MIXED_RATIO = 2.0
 
 
 @dataclass
@@ -65,6 +80,7 @@ class _Sub:
     est: float
     exact: bool
     looks_full: bool
+    mixed: bool = False  # its local densities disagree: split it, never extrapolate it
 
     @property
     def span(self) -> int:
@@ -85,8 +101,8 @@ def sampled_histogram(
 ) -> Histogram:
     """Estimate the key histogram with bounded sub-window counts and next-key probes (module docstring).
 
-    Buckets carry real first/last keys; ``exact`` only where a sub-interval held fewer than
-    ``sample_keys`` rows and was therefore counted whole.
+    Buckets carry real first/last keys; ``exact`` where a sub-interval held fewer than ``2 ×
+    sample_keys`` rows and was therefore counted whole, or is one key value counted with ``COUNT(*)``.
     """
     queries = 0
     if min_key is None or max_key is None:
@@ -97,13 +113,12 @@ def sampled_histogram(
     leaf_target = max(1, rows_per_query // 4)
     pending = [_Seg(min_key, max_key)]
     buckets: list[Bucket] = []
+    single: list[int] = []  # one key value with 2m rows or more: counted exactly at the end
     level = 0
     sql = _Sql(conn, kt, sample_keys)
     while pending:
         level += 1
-        if level >= max_levels:
-            for seg in pending:
-                seg.final = True
+        last_level = level >= max_levels
         layouts = [_split(seg, FINAL_FANOUT if seg.final else fanout) for seg in pending]
         measured, n = sql.measure([iv for lay in layouts for iv in lay], unique_key)
         queries += n
@@ -112,20 +127,31 @@ def sampled_histogram(
         for seg, lay in zip(pending, layouts):
             subs = [s for s in measured[pos : pos + len(lay)] if s is not None]
             pos += len(lay)
-            if seg.final or _all_full(subs):
-                buckets += [_bucket(s, full=not seg.final or s.looks_full) for s in subs]
+            if not seg.final and _all_full(subs):
+                buckets += [_bucket(s, full=True) for s in subs]
                 continue
-            for group in _merge(subs, leaf_target):
-                if all(s.exact for s in group):
-                    buckets += [_bucket(s) for s in group]
-                    continue
-                est = sum(s.est for s in group)
-                a, b = group[0].first, group[-1].last
-                if b - a + 1 <= fanout:  # too narrow to split further: keep the samples as buckets
-                    buckets += [_bucket(s) for s in group]
+            for group in _merge(subs, leaf_target, mergeable=lambda s: not (s.exact or s.mixed or seg.final)):
+                s0 = group[0]
+                if len(group) == 1 and s0.exact:
+                    buckets.append(_bucket(s0))
+                elif len(group) == 1 and s0.first == s0.last:
+                    single.append(s0.first)
+                elif len(group) == 1 and s0.mixed and not last_level:
+                    nxt.append(_Seg(s0.first, s0.last))  # density changes inside: look closer
+                elif len(group) == 1 and (seg.final or last_level):
+                    buckets.append(_bucket(s0, full=s0.looks_full))
                 else:
-                    nxt.append(_Seg(a, b, final=est <= leaf_target))
+                    est = sum(s.est for s in group)
+                    a, b = group[0].first, group[-1].last
+                    if b - a + 1 <= fanout:  # too narrow to split further: keep the samples as buckets
+                        buckets += [_bucket(s) for s in group]
+                    else:
+                        nxt.append(_Seg(a, b, final=est <= leaf_target))
         pending = nxt
+    if single:
+        counted, n = sql.count_keys(single)
+        queries += n
+        buckets += [Bucket(k, k + 1, c, k, k, True) for k, c in counted]
     buckets.sort(key=lambda bk: bk.min_key)
     return Histogram(
         method="sampled",
@@ -136,7 +162,7 @@ def sampled_histogram(
         width=None,
         queries=queries,
         exact=all(bk.exact for bk in buckets),
-        notes=[f"sampled: {level} level(s), fanout {fanout}, {sample_keys}-key samples"],
+        notes=[f"sampled: {level} level(s), fanout {fanout}, {sample_keys}-key samples at both ends"],
         unique_key=unique_key,
     )
 
@@ -165,21 +191,25 @@ def _bucket(s: _Sub, full: bool = False) -> Bucket:
     return Bucket(s.first, s.last + 1, count, s.first, s.last, s.exact)
 
 
-def _merge(subs: list[_Sub], leaf_target: int) -> list[list[_Sub]]:
+def _merge(subs: list[_Sub], leaf_target: int, mergeable=lambda s: True) -> list[list[_Sub]]:
     """Adjacent sub-intervals merged while their estimated rows stay ≤ ``leaf_target``.
 
-    Sub-intervals separated by an empty one are never merged, so gaps found by the probes stay gaps.
+    Sub-intervals separated by an empty one are never merged, so gaps found by the probes stay gaps;
+    one that is not ``mergeable`` (exact, mixed, or of a last level) stays a group of its own.
     """
     out: list[list[_Sub]] = []
     rows = 0.0
+    prev_ok = False
     for s in subs:
+        ok = mergeable(s)
         touching = bool(out) and not _gap_between(out[-1][-1], s)
-        if out and touching and rows + s.est <= leaf_target:
+        if out and ok and prev_ok and touching and rows + s.est <= leaf_target:
             out[-1].append(s)
             rows += s.est
         else:
             out.append([s])
             rows = s.est
+        prev_ok = ok
     return out
 
 
@@ -207,35 +237,63 @@ class _Sql:
             raise SourceError(f"sampled pre-scan failed: {short_db_error(exc)}", table=self.kt.table) from exc
 
     def measure(self, subs: list[tuple[int, int]], unique_key: bool) -> tuple[list[_Sub | None], int]:
-        """First/last key, bounded count and m-th key of every sub-interval; (results, statements)."""
+        """Ends, capped count and the keys at m/2 and m from each end of every sub-interval;
+        (results, statements)."""
         m = self.m
+        h = max(1, m // 2)
         out: list[_Sub | None] = []
         n = 0
         per = MAX_SUBS_PER_STATEMENT if self.conn.dialect.name in ("mysql", "mariadb") else MAX_SUBS_PER_STATEMENT_SQLITE
+        k = self.key
         for i in range(0, len(subs), per):
             chunk = subs[i : i + per]
             branches = []
             for j, (lo, hi) in enumerate(chunk):
-                where = f"FROM {self.table} WHERE {self.key} BETWEEN {int(lo)} AND {int(hi)}"
+                where = f"FROM {self.table} WHERE {k} BETWEEN {int(lo)} AND {int(hi)}"
                 branches.append(
-                    f"SELECT {j} AS j, (SELECT MIN({self.key}) {where}) AS a, (SELECT MAX({self.key}) {where}) AS b, "
-                    f"(SELECT COUNT(*) FROM (SELECT {self.key} {where} ORDER BY {self.key} LIMIT {m}) s) AS c, "
-                    f"(SELECT {self.key} {where} ORDER BY {self.key} LIMIT 1 OFFSET {m - 1}) AS d"
+                    f"SELECT {j} AS j, (SELECT MIN({k}) {where}) AS a, (SELECT MAX({k}) {where}) AS b, "
+                    f"(SELECT COUNT(*) FROM (SELECT {k} {where} ORDER BY {k} LIMIT {2 * m}) s) AS c, "
+                    f"(SELECT {k} {where} ORDER BY {k} LIMIT 1 OFFSET {h - 1}) AS p1, "
+                    f"(SELECT {k} {where} ORDER BY {k} LIMIT 1 OFFSET {m - 1}) AS p2, "
+                    f"(SELECT {k} {where} ORDER BY {k} DESC LIMIT 1 OFFSET {h - 1}) AS s1, "
+                    f"(SELECT {k} {where} ORDER BY {k} DESC LIMIT 1 OFFSET {m - 1}) AS s2"
                 )
             rows = sorted(self._run(" UNION ALL ".join(branches)), key=lambda r: int(r[0]))
             n += 1
-            for _, first, last, cnt, mth in rows:
-                if first is None:
-                    out.append(None)
-                    continue
-                first, last, cnt = int(first), int(last), int(cnt)
-                span = last - first + 1
-                if mth is None or cnt < m:  # fewer than m rows: counted whole
-                    out.append(_Sub(first, last, float(cnt), True, unique_key and cnt == span))
-                    continue
-                dense_span = int(mth) - first + 1
-                est = m / dense_span * span
-                if unique_key:
-                    est = min(est, span)
-                out.append(_Sub(first, last, max(est, float(m)), False, unique_key and dense_span == m))
+            for row in rows:
+                out.append(_read_sub(row[1:], m, h, unique_key))
         return out, n
+
+    def count_keys(self, keys: list[int]) -> tuple[list[tuple[int, int]], int]:
+        """Exact ``(key, rows)`` of single key values, a few hundred per statement; (counts, statements)."""
+        out: list[tuple[int, int]] = []
+        n = 0
+        for i in range(0, len(keys), MAX_SUBS_PER_STATEMENT_SQLITE):
+            chunk = ", ".join(str(int(v)) for v in keys[i : i + MAX_SUBS_PER_STATEMENT_SQLITE])
+            rows = self._run(f"SELECT {self.key}, COUNT(*) FROM {self.table} WHERE {self.key} IN ({chunk}) GROUP BY {self.key}")
+            out += [(int(a), int(c)) for a, c in rows]
+            n += 1
+        return out, n
+
+
+def _read_sub(row, m: int, h: int, unique_key: bool) -> _Sub | None:
+    """A :class:`_Sub` from one branch's values (see :meth:`_Sql.measure`)."""
+    first, last, cnt, p1, p2, s1, s2 = row
+    if first is None:
+        return None
+    first, last, cnt = int(first), int(last), int(cnt)
+    span = last - first + 1
+    if cnt < 2 * m or p2 is None or s2 is None:  # fewer than 2m rows: counted whole
+        return _Sub(first, last, float(cnt), True, unique_key and cnt == span)
+    p1, p2, s1, s2 = int(p1), int(p2), int(s1), int(s2)
+    # Keys spanned by h rows at four places: two stretches at each end.
+    spans = (p1 - first + 1, max(1, p2 - p1), last - s1 + 1, max(1, s1 - s2))
+    dens = [h / w for w in spans]
+    mixed = max(dens) > MIXED_RATIO * min(dens)
+    sampled_keys = (p2 - first + 1) + (last - s2 + 1)
+    middle = max(0, s2 - p2 - 1)
+    est = 2 * m + 2 * m / sampled_keys * middle
+    if unique_key:
+        est = min(est, span)
+    looks_full = unique_key and sampled_keys == 2 * m
+    return _Sub(first, last, max(est, 2.0 * m), False, looks_full, mixed)

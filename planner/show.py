@@ -64,7 +64,7 @@ class FileRow:
 
 @dataclass(frozen=True)
 class Finding:
-    """A warning or note: ``kind`` is stable (sparse_region, gap, outlier, estimate, plan, tail)."""
+    """A warning or note: ``kind`` is stable (sparse_region, gap, outlier, heavy, estimate, plan, tail)."""
 
     kind: str
     message: str
@@ -160,7 +160,7 @@ def summarize(plan: Plan, *, width: int = DEFAULT_WIDTH) -> PlanSummary:
         f"~{e.bytes / 1e6:,.1f} MB, {e.queries} queries (density {exactness}, plan {plan.plan_id})"
     )
     fp = plan.fingerprint
-    strip = density_strip(without_gaps(plan.histogram.bins, plan.histogram.gaps), plan.ranges, width=width)
+    strip = density_strip(without_gaps(plan.histogram.bins, plan.histogram.gaps), plan.key_ranges, width=width)
     return PlanSummary(
         table=plan.source.table,
         plan_id=plan.plan_id,
@@ -224,14 +224,23 @@ def findings(plan: Plan) -> list[Finding]:
         out.append(Finding("sparse_region", f"… {len(rest)} more sparse regions holding {sum(r.rows for r in rest):,} rows"))
     for g in h.gaps[:MAX_LISTED]:
         out.append(Finding("gap", f"gap [{g.lo}, {g.hi}): no rows over {g.hi - g.lo:,} keys (inside a range, costs no query)"))
-    if len(h.gaps) > MAX_LISTED:
-        out.append(Finding("gap", f"… {len(h.gaps) - MAX_LISTED} more gaps"))
+    total_gaps = len(h.gaps) if h.gaps_total is None else h.gaps_total
+    if total_gaps > MAX_LISTED:
+        out.append(Finding("gap", f"… {total_gaps - MAX_LISTED} more gaps"))
     # The planner may already warn about outliers in plan.warnings; say it once.
     if h.outliers and not any("outlier" in w for w in plan.warnings):
         shown = ", ".join(str(k) for k in h.outliers[:5])
         more = f" … {len(h.outliers) - 5} more" if len(h.outliers) > 5 else ""
         out.append(Finding("outlier", f"{len(h.outliers)} outlier key(s) far from the bulk: {shown}{more}"))
-    if h.exact:
+    for r in (r for r in plan.ranges if r.label == "heavy"):
+        out.append(
+            Finding(
+                "heavy",
+                f"range {r.index} is one key value, {fmt_key(r.heavy_key)}, with {r.est_rows:,} rows "
+                f"(> rows_per_query {plan.strategy.rows_per_query:,}): no boundary can split it",
+            )
+        )
+    if h.exact and all(r.exact for r in plan.ranges if r.hi is not None):
         out.append(Finding("estimate", f"row counts are exact ({h.method} pre-scan, {total:,} rows)"))
     else:
         out.append(
@@ -254,10 +263,13 @@ def without_gaps(bins: Sequence[Region], gaps: Sequence[Region]) -> list[Region]
     empty gap before an outlier; the plan's ``gaps`` say where rows are not.
     """
     gaps = sorted((g for g in gaps if g.hi > g.lo), key=lambda g: g.lo)
+    gap_los = [g.lo for g in gaps]
     out: list[Region] = []
     for b in sorted(bins, key=lambda r: r.lo):
         pieces = [(b.lo, b.hi)]
-        for g in gaps:
+        # Gaps are disjoint and sorted: only those from the one starting before b.lo up to b.hi overlap.
+        first = max(0, bisect.bisect_right(gap_los, b.lo) - 1)
+        for g in gaps[first : bisect.bisect_left(gap_los, b.hi)]:
             if g.hi <= b.lo or g.lo >= b.hi:
                 continue
             nxt = []
@@ -532,8 +544,8 @@ def diff_plans(old: Plan, new: Plan, *, regions: int = 32) -> PlanDiff:
         notes.append(f"rows_per_query: {old.strategy.rows_per_query:,} → {new.strategy.rows_per_query:,}")
     if old.strategy.file_size != new.strategy.file_size:
         notes.append(f"file_size: {old.strategy.file_size / 1e6:,.0f} MB → {new.strategy.file_size / 1e6:,.0f} MB")
-    ob = {r.lo for r in old.ranges[1:]}
-    nb = {r.lo for r in new.ranges[1:]}
+    ob = {r.lo for r in old.key_ranges[1:]}
+    nb = {r.lo for r in new.key_ranges[1:]}
     unchanged = len({(r.lo, r.hi) for r in old.ranges} & {(r.lo, r.hi) for r in new.ranges})
     drift, scale = density_drift(
         without_gaps(old.histogram.bins, old.histogram.gaps),

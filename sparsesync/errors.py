@@ -36,7 +36,8 @@ class SparsesyncError(Exception):
             where.append(f"table {self.table}")
         if self.key_range is not None:
             lo, hi = self.key_range
-            where.append(f"keys [{lo}, {'∞' if hi is None else hi})")
+            # (None, None) is the NULL-key range of a nullable key column
+            where.append("key IS NULL" if lo is None and hi is None else f"keys [{lo}, {'∞' if hi is None else hi})")
         if self.file:
             where.append(f"file {self.file}")
         text = self.message

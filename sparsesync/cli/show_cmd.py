@@ -105,7 +105,8 @@ def _render_summary(s, *, all_ranges: bool) -> None:
     echo("")
     echo(f"ranges ({s.ranges}):")
     rows = [
-        [str(r.index), fmt_key(r.lo), fmt_key(r.hi), f"{r.est_rows:,}", r.label, fmt_density(r.density)] for r in rr
+        [str(r.index), "NULL" if r.label == "nulls" else fmt_key(r.lo), "NULL" if r.label == "nulls" else fmt_key(r.hi),
+         f"{r.est_rows:,}", r.label, fmt_density(r.density)] for r in rr
     ]
     for line in _table(["#", "lo", "hi", "est rows", "label", "rows/key"], rows, {0, 1, 2, 3, 5}):
         echo(line)

@@ -129,7 +129,10 @@ def test_old_entry_warns(tmp_path, sqlite_url):
     (source, table, key, schema_hash, _, _) = cache.entries()[0]
     ck = CacheKey(source, table, key, schema_hash)
     entry = cache.load(ck)
-    cache.store(ck, entry.histogram, seconds=0.1, measured_at=datetime.now(timezone.utc) - timedelta(hours=50))
+    cache.store(
+        ck, entry.histogram, seconds=0.1, measured_at=datetime.now(timezone.utc) - timedelta(hours=50),
+        rows_per_query=entry.rows_per_query,
+    )
     warm = make_plan(sqlite_url, "t", rows_per_query=100, cache_path=str(cache.path))
     assert warm.strategy.from_cache and warm.ranges == plan.ranges
     assert any("50 h old" in w and "--refresh" in w for w in warm.warnings)

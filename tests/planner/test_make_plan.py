@@ -51,11 +51,15 @@ def test_roadmap_case_three_selects_one_file(mysql_engine, mysql_table, query_lo
 def test_auto_switches_to_sampled_for_big_tables(mysql_engine, mysql_table, monkeypatch, tmp_path):
     name = roadmap_table(mysql_engine, mysql_table)
     monkeypatch.setattr(api, "AUTO_EXACT_MAX_ROWS", 1000)
+    monkeypatch.setattr(api, "SAMPLED_READS_PER_RANGE", 100)
     plan = make_plan(mysql_engine, name, rows_per_query=10_000, use_cache=False)
     assert plan.strategy.density == "sampled" and "auto:" in plan.strategy.density_reason
     assert "> 1,000" in plan.strategy.density_reason
     assert not plan.histogram.exact
     assert 25_000 <= plan.estimates.rows <= 100_000
+    # Many small ranges: sampling would read about as much as a scan, so auto stays exact.
+    fine = make_plan(mysql_engine, name, rows_per_query=100, use_cache=False)
+    assert fine.strategy.density == "exact" and "--rows-per-query 100" in fine.strategy.density_reason
 
 
 def test_plan_file_round_trip_and_schema_fingerprint(tmp_path, sqlite_url):

@@ -265,7 +265,7 @@ def test_plans_of_different_tables_are_not_comparable(tmp_path):
 def test_long_lists_of_regions_are_summarised(prealert_plan):
     many = tuple(Region(10**6 + 100 * i, 10**6 + 100 * i + 50, 1) for i in range(25))
     plan = dataclasses.replace(
-        prealert_plan, histogram=dataclasses.replace(prealert_plan.histogram, sparse_regions=many, gaps=many)
+        prealert_plan, histogram=dataclasses.replace(prealert_plan.histogram, sparse_regions=many, gaps=many, gaps_total=25)
     )
     fs = summarize(plan).findings
     sparse = [f for f in fs if f.kind == "sparse_region"]

@@ -1,0 +1,418 @@
+"""Order-independent per-span checksums, computed where the data lives: in the source's SQL engine and,
+as an exact twin, by DuckDB over the Parquet parts.
+
+The check is independent of the export: the source side never goes through the export's reader, it
+asks the server (as pt-table-checksum does) for, per key span,
+``COUNT(*)``, ``BIT_XOR(h)`` and ``SUM(h)`` where ``h`` is the first 64 bits of the MD5 of a canonical
+text of the row. The Parquet side computes the same ``h`` from the Arrow values with DuckDB.
+
+The canonical text is one field per column joined with ``|``; a NULL is ``N`` (no other field text can
+be ``N``). Per Arrow type of the plan:
+
+* integers, BIT, YEAR, DECIMAL, BIGINT UNSIGNED: decimal digits (DECIMAL with exactly its scale);
+* bool (``--tinyint1-as-bool``): ``0``/``1`` — a source value 2 shows as ``2`` and differs;
+* DATE: ``YYYY-MM-DD``; DATETIME: ``YYYY-MM-DD HH:MM:SS.ffffff``; TIMESTAMP: UNIX microseconds (no time
+  zone involved); zero/invalid dates are NULL, as the export writes them; TIME: signed microseconds;
+* text, ENUM, SET, JSON, wide DECIMAL as text: ``<UTF-8 byte length>:<text>`` (the length prefix keeps
+  ``|`` inside a value from shifting fields);
+* binary: upper-case hex;
+* FLOAT/DOUBLE: ``F`` (present) or ``N``: the engines print floating-point numbers differently (``1e20``
+  vs ``1e+20``), so floating values are checked for presence only, never for their digits.
+
+The checksum string is ``xor`` and ``sum mod 2^64`` as 32 hex digits; checksums of disjoint pieces of
+one span combine with :meth:`SpanChecksum.merge` (xor and add).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import Any, Iterable, Sequence
+
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from sparsesync.errors import SourceError, UsageError
+from sparsesync.source import is_mysql, quoted_table, short_db_error
+
+__all__ = ["Span", "SpanChecksum", "span_checksums", "parquet_span_checksums", "spans_of_plan", "EMPTY_CHECKSUM"]
+
+_MASK = 2**64 - 1
+EMPTY_CHECKSUM = "0" * 32
+NULL_MARK = "N"
+
+
+@dataclass(frozen=True)
+class Span:
+    """Half-open key span ``[lo, hi)``; ``hi is None`` is open above. ``nulls`` is the span of the rows
+    whose key is NULL (``lo``/``hi`` are then ignored)."""
+
+    lo: int | None = None
+    hi: int | None = None
+    nulls: bool = False
+
+    @classmethod
+    def null_keys(cls) -> "Span":
+        return cls(None, None, True)
+
+    @classmethod
+    def of_range(cls, r) -> "Span":
+        """The span of a plan's :class:`~planner.plan.KeyRange` (its NULL-key range included)."""
+        return cls(None, None, True) if getattr(r, "nulls", False) else cls(r.lo, r.hi)
+
+    def describe(self) -> str:
+        if self.nulls:
+            return "key IS NULL"
+        return f"[{'-∞' if self.lo is None else self.lo}, {'∞' if self.hi is None else self.hi})"
+
+
+@dataclass(frozen=True)
+class SpanChecksum:
+    """What one span holds: ``rows`` and, unless counts only were asked for, a 32-hex-digit ``checksum``."""
+
+    span: Span
+    rows: int
+    checksum: str | None = None
+
+    def merge(self, other: "SpanChecksum") -> "SpanChecksum":
+        """The checksum of the union of two disjoint row sets of the same span."""
+        if self.checksum is None or other.checksum is None:
+            return SpanChecksum(self.span, self.rows + other.rows, None)
+        x = int(self.checksum[:16], 16) ^ int(other.checksum[:16], 16)
+        s = (int(self.checksum[16:], 16) + int(other.checksum[16:], 16)) & _MASK
+        return SpanChecksum(self.span, self.rows + other.rows, _fmt(x, s))
+
+
+def _fmt(xor: int, total: int) -> str:
+    return f"{int(xor) & _MASK:016x}{int(total) & _MASK:016x}"
+
+
+def spans_of_plan(plan) -> list[Span]:
+    """One span per planned range, in range order."""
+    return [Span.of_range(r) for r in plan.ranges]
+
+
+# ---- what is hashed --------------------------------------------------------------------------------------
+def _kind(spec) -> str:
+    """The canonical-text family of a column, from the plan's Arrow type (and MySQL declared type)."""
+    t = spec.arrow_type
+    src = (spec.source_type or "").lower()
+    if t == "bool":
+        return "bool"
+    if t in ("float", "double"):
+        return "float"
+    if t.startswith(("int", "uint")):
+        if spec.conversion == "time_us":
+            return "time_us"
+        if spec.conversion == "bit_int":
+            return "bit"
+        if src.startswith("year"):
+            return "year"
+        return "int"
+    if t.startswith("decimal"):
+        return "bit" if spec.conversion == "bit_int" else "decimal"
+    if t.startswith("date32"):
+        return "date"
+    if t.startswith("timestamp"):
+        return "timestamp_tz" if "tz=" in t else "datetime"
+    if t in ("binary", "large_binary"):
+        return "binary"
+    return "string"
+
+
+def _columns(info, columns: Sequence[str] | None):
+    specs = list(info.columns)
+    if columns is None:
+        return specs
+    by_name = {c.name: c for c in specs}
+    missing = [c for c in columns if c not in by_name]
+    if missing:
+        raise UsageError(f"unknown column(s) for a checksum: {', '.join(missing)}")
+    return [by_name[c] for c in columns]
+
+
+def _identity(info) -> tuple[str, str | None, str, bool]:
+    src = getattr(info, "source", None)
+    if src is not None:  # a Plan
+        return src.table, src.schema, src.key, src.key_signed
+    return info.table, info.schema, info.key, info.key_signed  # a TableInfo
+
+
+# ---- source side ------------------------------------------------------------------------------------------
+def span_checksums(
+    engine: Engine | sa.Connection,
+    plan_or_table_info,
+    spans: Iterable[Span],
+    *,
+    columns: Sequence[str] | None = None,
+    counts_only: bool = False,
+) -> list[SpanChecksum]:
+    """Per span, ``COUNT(*)`` and the row checksum computed by the source's SQL engine (MySQL/MariaDB, or
+    SQLite with functions registered on the connection). One statement per span, keys bound.
+
+    ``columns`` limits the hashed columns (e.g. the key only); ``counts_only`` skips hashing.
+    ``plan_or_table_info`` is a :class:`~planner.plan.Plan` or a :class:`~planner.introspect.TableInfo`.
+    """
+    spans = list(spans)
+    table, schema, key, signed = _identity(plan_or_table_info)
+    specs = [] if counts_only else _columns(plan_or_table_info, columns)
+    if isinstance(engine, sa.Connection):
+        return _source_checksums(engine, table, schema, key, signed, specs, spans, counts_only)
+    with engine.connect() as conn:
+        return _source_checksums(conn, table, schema, key, signed, specs, spans, counts_only)
+
+
+def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_only) -> list[SpanChecksum]:
+    dialect = conn.dialect
+    prep = dialect.identifier_preparer
+    qtable = quoted_table(dialect, table, schema)
+    qkey = prep.quote(key)
+    if counts_only:
+        agg = "COUNT(*)"
+    elif is_mysql(dialect):
+        row = "CONCAT_WS('|', " + ", ".join(_mysql_field(c, prep.quote(c.name)) for c in specs) + ")"
+        h = f"CAST(CONV(SUBSTRING(MD5({row}), 1, 16), 16, 10) AS UNSIGNED)"
+        agg = f"COUNT(*), COALESCE(BIT_XOR({h}), 0), COALESCE(SUM({h}), 0)"
+    elif dialect.name == "sqlite":
+        _register_sqlite(conn, specs)
+        agg = ("COUNT(*), sparsesync_xor(sparsesync_row_hash(" + ", ".join(prep.quote(c.name) for c in specs)
+               + ")), sparsesync_sum(sparsesync_row_hash(" + ", ".join(prep.quote(c.name) for c in specs) + "))")
+    else:
+        raise UsageError(f"checksums are computed on MySQL/MariaDB and SQLite, not {dialect.name}",
+                         hint="verify without --all-columns, or export from MySQL/MariaDB")
+    out = []
+    top = 2**63 - 1 if signed else 2**64 - 1
+    for sp in spans:
+        if sp.nulls:
+            where, params = f"{qkey} IS NULL", {}
+        else:
+            lo = sp.lo
+            hi = None if sp.hi is None or sp.hi > top else sp.hi
+            if lo is not None and lo > top:  # nothing can be there (and SQLite cannot bind it)
+                out.append(SpanChecksum(sp, 0, None if counts_only else EMPTY_CHECKSUM))
+                continue
+            conds, params = [], {}
+            if lo is not None:
+                conds.append(f"{qkey} >= :lo")
+                params["lo"] = int(lo)
+            if hi is not None:
+                conds.append(f"{qkey} < :hi")
+                params["hi"] = int(hi)
+            where = " AND ".join(conds) or f"{qkey} IS NOT NULL"
+        try:
+            res = conn.execute(sa.text(f"SELECT {agg} FROM {qtable} WHERE {where}"), params).one()
+        except sa.exc.SQLAlchemyError as exc:
+            raise SourceError(f"checksum query failed: {short_db_error(exc)}", table=table,
+                              key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
+        if counts_only:
+            out.append(SpanChecksum(sp, int(res[0]), None))
+        else:
+            out.append(SpanChecksum(sp, int(res[0]), _fmt(int(res[1] or 0), int(res[2] or 0))))
+    return out
+
+
+def _mysql_field(spec, q: str) -> str:
+    """The canonical text of one column in MySQL/MariaDB SQL (NULL → ``N``), as a binary string."""
+    kind = _kind(spec)
+    if kind in ("int", "decimal", "bool"):
+        text = f"CAST({q} AS CHAR)"
+    elif kind == "year":
+        text = f"CAST({q} + 0 AS CHAR)"
+    elif kind == "bit":
+        text = f"CAST(CAST({q} AS UNSIGNED) AS CHAR)"
+    elif kind == "float":
+        text = f"IF({q} IS NULL, NULL, 'F')"
+    elif kind == "time_us":
+        text = (f"CAST(IF({q} < 0, -1, 1) * ((HOUR({q}) * 3600 + MINUTE({q}) * 60 + SECOND({q})) * 1000000 "
+                f"+ MICROSECOND({q})) AS CHAR)")
+    elif kind in ("date", "datetime"):
+        fmt = "%Y-%m-%d" if kind == "date" else "%Y-%m-%d %H:%i:%s.%f"
+        # Zero and invalid dates (month/day 0, year 0) are exported as NULL.
+        text = f"IF(YEAR({q}) = 0 OR MONTH({q}) = 0 OR DAYOFMONTH({q}) = 0, NULL, DATE_FORMAT({q}, '{fmt}'))"
+    elif kind == "timestamp_tz":
+        # UNIX_TIMESTAMP of a TIMESTAMP column is its stored UTC instant (no session time zone); 0 is the zero date.
+        text = f"CAST(NULLIF(ROUND(UNIX_TIMESTAMP({q}) * 1000000), 0) AS CHAR)"
+    elif kind == "binary":
+        text = f"HEX({q})"
+    else:
+        u = f"CONVERT({q} USING utf8mb4)"
+        text = f"CONCAT(LENGTH({u}), ':', {u})"
+    # Binary: every field is compared as bytes (no collation mixing); UTF-8 text stays UTF-8 bytes.
+    return f"COALESCE(CAST({text} AS BINARY), '{NULL_MARK}')"
+
+
+def _py_field(kind: str, v: Any, spec) -> str:
+    """The canonical text of one value in Python (for SQLite, whose values are loosely typed)."""
+    if v is None:
+        return NULL_MARK
+    if kind == "bool":
+        return "1" if v else "0"
+    if kind in ("int", "year", "bit"):
+        return str(int(v))
+    if kind == "decimal":
+        scale = spec_scale(spec)
+        return f"{Decimal(str(v)).quantize(Decimal(1).scaleb(-scale)):f}" if scale else str(int(Decimal(str(v))))
+    if kind == "float":
+        return "F"
+    if kind == "time_us":
+        return str(int(v))
+    if kind in ("date", "datetime", "timestamp_tz"):
+        d = _py_datetime(v)
+        if kind == "date":
+            return d.strftime("%Y-%m-%d")
+        if kind == "datetime":
+            return d.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
+        if d.tzinfo is None:
+            d = d.replace(tzinfo=timezone.utc)
+        delta = d - datetime(1970, 1, 1, tzinfo=timezone.utc)
+        return str((delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds)
+    if kind == "binary":
+        return bytes(v).hex().upper()
+    text = v.decode("utf-8") if isinstance(v, (bytes, bytearray)) else str(v)
+    return f"{len(text.encode('utf-8'))}:{text}"
+
+
+def spec_scale(spec) -> int:
+    t = spec.arrow_type
+    return int(t.rsplit(",", 1)[1].strip(" )")) if "," in t else 0
+
+
+def _py_datetime(v: Any) -> datetime:
+    if isinstance(v, datetime):
+        return v
+    if isinstance(v, date):
+        return datetime(v.year, v.month, v.day)
+    return datetime.fromisoformat(str(v).strip())
+
+
+def row_hash(text: str) -> int:
+    """The 64-bit row hash: the first 16 hex digits of the MD5 of the canonical row text."""
+    return int(hashlib.md5(text.encode("utf-8")).hexdigest()[:16], 16)
+
+
+class _SqliteXor:
+    def __init__(self) -> None:
+        self.v = 0
+
+    def step(self, h) -> None:
+        if h is not None:
+            self.v ^= int(h) & _MASK
+
+    def finalize(self) -> str:
+        return str(self.v)
+
+
+class _SqliteSum(_SqliteXor):
+    def step(self, h) -> None:
+        if h is not None:
+            self.v += int(h) & _MASK
+
+
+def _register_sqlite(conn: sa.Connection, specs) -> None:
+    """Register the row hash and its aggregates on this SQLite connection (Python, exact integers)."""
+    kinds = [(_kind(c), c) for c in specs]
+
+    def row(*values):
+        text = "|".join(_py_field(k, v, c) for (k, c), v in zip(kinds, values))
+        h = row_hash(text)
+        return h - 2**64 if h >= 2**63 else h  # SQLite integers are signed 64-bit
+
+    raw = conn.connection.driver_connection
+    raw.create_function("sparsesync_row_hash", len(specs), row, deterministic=True)
+    raw.create_aggregate("sparsesync_xor", 1, _SqliteXor)
+    raw.create_aggregate("sparsesync_sum", 1, _SqliteSum)
+
+
+# ---- Parquet side (DuckDB) --------------------------------------------------------------------------------
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def duckdb_field(spec) -> str:
+    """The canonical text of one column as DuckDB computes it from the Parquet values (NULL → ``N``)."""
+    q = _q(spec.name)
+    kind = _kind(spec)
+    if kind in ("int", "year", "bit", "decimal", "time_us"):
+        text = f"CAST({q} AS VARCHAR)"
+        if kind == "decimal" and spec_scale(spec) and spec.pa_type.precision == spec_scale(spec):
+            text = f"regexp_replace({text}, '^(-?)[.]', '\\10.')"  # DuckDB prints DECIMAL(18,18) as .5
+    elif kind == "bool":
+        text = f"CAST(CAST({q} AS TINYINT) AS VARCHAR)"
+    elif kind == "float":
+        text = f"CASE WHEN {q} IS NULL THEN NULL ELSE 'F' END"
+    elif kind == "date":
+        text = f"strftime({q}, '%Y-%m-%d')"
+    elif kind == "datetime":
+        text = f"strftime({q}, '%Y-%m-%d %H:%M:%S.%f')"
+    elif kind == "timestamp_tz":
+        text = f"CAST(epoch_us({q}) AS VARCHAR)"
+    elif kind == "binary":
+        text = f"hex({q})"
+    else:
+        text = f"CAST(strlen({q}) AS VARCHAR) || ':' || {q}"
+    return f"COALESCE({text}, '{NULL_MARK}')"
+
+
+def duckdb_row_hash(specs) -> str:
+    """DuckDB expression of the 64-bit row hash (UBIGINT) over ``specs``."""
+    row = "concat_ws('|', " + ", ".join(duckdb_field(c) for c in specs) + ")"
+    return f"CAST('0x' || substr(md5({row}), 1, 16) AS UBIGINT)"
+
+
+def parquet_span_checksums(
+    con,
+    relation_sql: str,
+    plan_or_table_info,
+    spans: Sequence[Span],
+    *,
+    columns: Sequence[str] | None = None,
+    counts_only: bool = False,
+) -> tuple[list[SpanChecksum], int]:
+    """The twin of :func:`span_checksums` over a DuckDB relation (e.g. ``read_parquet('part.parquet')``).
+
+    DuckDB scans the relation by row groups and keeps only one aggregate per span. Returns the
+    checksums in the order of ``spans`` and the number of rows that fell in no span.
+    """
+    _, _, key, _ = _identity(plan_or_table_info)
+    specs = [] if counts_only else _columns(plan_or_table_info, columns)
+    bounded = [(i, sp) for i, sp in enumerate(spans) if not sp.nulls]
+    nulls = [i for i, sp in enumerate(spans) if sp.nulls]
+    con.execute("CREATE OR REPLACE TEMP TABLE sparsesync_spans (idx INTEGER, lo HUGEINT, hi HUGEINT)")
+    if bounded:
+        lo_min, hi_max = -(2**126), 2**126  # stand for ±∞ inside HUGEINT
+        con.executemany(
+            "INSERT INTO sparsesync_spans VALUES (?, CAST(? AS HUGEINT), CAST(? AS HUGEINT))",
+            [(i, str(lo_min if sp.lo is None else sp.lo), str(hi_max if sp.hi is None else sp.hi)) for i, sp in bounded],
+        )
+    h = "0" if counts_only else duckdb_row_hash(specs)
+    k = f"CAST({_q(key)} AS HUGEINT)"
+    null_idx = nulls[0] if nulls else -1
+    # A row whose key is in no span gets idx -1 (stray) — or the NULL span's index when its key is NULL.
+    sql = (
+        f"WITH o AS (SELECT {k} AS k, {h} AS h FROM {relation_sql}) "
+        f"SELECT COALESCE(s.idx, CASE WHEN o.k IS NULL THEN {null_idx} ELSE -1 END) AS idx, count(*), "
+        "CAST(COALESCE(bit_xor(o.h), 0) AS VARCHAR), CAST(COALESCE(sum(o.h), 0) AS VARCHAR) "
+        "FROM o LEFT JOIN sparsesync_spans s ON o.k >= s.lo AND o.k < s.hi GROUP BY 1"
+    )
+    got = {int(i): (int(n), int(x), int(sm)) for i, n, x, sm in con.execute(sql).fetchall()}
+    stray = got.pop(-1, (0, 0, 0))[0]
+    out = []
+    for i, sp in enumerate(spans):
+        n, x, sm = got.get(i, (0, 0, 0))
+        out.append(SpanChecksum(sp, n, None if counts_only else _fmt(x, sm)))
+    return out, stray
+
+
+def arrow_span_checksums(table: pa.Table, plan_or_table_info, spans, **kw) -> tuple[list[SpanChecksum], int]:
+    """:func:`parquet_span_checksums` over an in-memory Arrow table (tests, small data)."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("sparsesync_arrow", table)
+        return parquet_span_checksums(con, "sparsesync_arrow", plan_or_table_info, spans, **kw)
+    finally:
+        con.close()
