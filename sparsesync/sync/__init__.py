@@ -1,1 +1,1 @@
-"""Incremental sync: keep tables' Parquet images in step with the source, many tables at once, and load each run exactly once."""
+"""Incremental sync: keep a table's Parquet image at a destination in step with its source."""

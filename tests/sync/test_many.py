@@ -12,7 +12,8 @@ from executor.run import execute_plan
 from planner.api import make_plan
 from sparsesync.sync.many import select_tables, sync_many
 
-from .conftest import ProcesslistSampler
+from .dbkit import ProcesslistSampler, database  # noqa: F401 - fixture
+
 
 pytestmark = pytest.mark.mysql
 

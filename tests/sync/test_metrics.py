@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sparsesync.sync.many import sync_many
 from sparsesync.sync.metrics import SyncMetrics
 
+from .dbkit import database  # noqa: F401 - fixture
 from .test_many import Opts, full_export
 
 

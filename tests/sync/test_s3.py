@@ -10,6 +10,7 @@ import pytest
 from sparsesync.sync.gc import collect_garbage
 from sparsesync.sync.load import load_pending
 
+from .dbkit import s3_bucket, s3_client, s3_env, s3_server  # noqa: F401 - fixtures
 from .imagekit import Image
 
 pytestmark = pytest.mark.s3

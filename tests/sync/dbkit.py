@@ -1,4 +1,7 @@
-"""A dedicated database and MariaDB user per test, so ``--all`` and the processlist see only this test."""
+"""A dedicated database and MariaDB user per test, so ``--all`` and the processlist see only this test.
+
+Test modules import the fixtures they use from here (``from .dbkit import database``).
+"""
 
 from __future__ import annotations
 
