@@ -77,7 +77,8 @@ def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bo
 def _collect(sink, table: str, keep_s: float, delete: bool, now: float) -> GcResult:
     state = read_state(sink, table)
     res = GcResult(table=table, dry_run=not delete)
-    referenced = {f"{table}/{p['path']}" for p in state.get("parts", []) if p.get("path")}
+    # A part whose file group spilled has further files in "more".
+    referenced = {f"{table}/{f['path']}" for p in state.get("parts", []) for f in [p, *p.get("more", ())] if f.get("path")}
     applied = int(state.get("sequence") or 0)
     latest = max((_ts(r.get("finished_at")) or 0 for r in state.get("runs", [])), default=0) or now
     raw = sink.get_bytes(f"{table}/{GC_FILE}")

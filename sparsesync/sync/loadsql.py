@@ -37,9 +37,11 @@ def sql_string(text: str) -> str:
 
 
 def as_dict(obj: Any) -> dict:
-    """A state or run given as a mapping, a dataclass or an object with ``to_dict()``, as a plain dict."""
+    """A state or run given as a mapping, an ImageState (``body()``), an object with ``to_dict()`` or a dataclass, as a dict."""
     if isinstance(obj, Mapping):
         return dict(obj)
+    if hasattr(obj, "body"):  # ImageState: the _state.json body, keys as decimal strings
+        return obj.body()
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
     import dataclasses

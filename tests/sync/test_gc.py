@@ -61,6 +61,17 @@ def test_a_part_replaced_recently_is_kept_until_keep_has_passed_since_gc_first_s
     assert old in res.removed and not (tmp_path / old).exists()
 
 
+def test_the_further_files_of_a_spilled_part_are_referenced_too(tmp_path):
+    img, old = image_with_one_replaced_part(tmp_path)
+    part = next(p for p in img.parts if p["path"])
+    spill = tmp_path / "orders" / part["path"].replace(".parquet", "-001.parquet")
+    spill.write_bytes((tmp_path / "orders" / part["path"]).read_bytes())
+    part["more"] = [{"path": part["path"].replace(".parquet", "-001.parquet"), "rows": 0, "bytes": 1}]
+    img._write(img.runs[-1], [])
+    [res] = collect_garbage(str(tmp_path), keep_s=0, delete=True, now=(img.clock + timedelta(days=1)).timestamp())
+    assert res.removed == [old] and spill.exists()
+
+
 def test_parts_of_a_run_not_yet_applied_are_never_touched(tmp_path):
     img, _ = image_with_one_replaced_part(tmp_path)
     pending = tmp_path / "orders" / "20260101T050000Z-000099" / "part-00000.parquet"
