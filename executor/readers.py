@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
-from sparsesync.source import external_connection, is_mysql, quoted_table, short_db_error
+from sparsesync.source import is_mysql, quoted_table, short_db_error
 
 from .convert import Context, ReadStats, RowBatcher, cast_array, empty_batch
 
@@ -559,10 +559,6 @@ class ConnectorXSession:
         query = rd.sql(r)
         if query is None:
             return
-        with external_connection(rd.engine):  # connectorx opens its own connection: count it in a budget
-            yield from self._stream(cx, rd, query, r)
-
-    def _stream(self, cx, rd, query: str, r: KeyRange) -> Iterator[pa.RecordBatch]:
         try:
             stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=rd.batch_rows)
         except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values

@@ -6,11 +6,8 @@ leave this module (plans, logs and reports carry a :class:`SourceIdentity` only)
 
 from __future__ import annotations
 
-import contextlib
 import os
-import weakref
 from dataclasses import dataclass
-from typing import Callable, ContextManager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
@@ -167,19 +164,3 @@ def url_for_identity(identity: SourceIdentity, driver: str | None = None) -> URL
         port=identity.port,
         database=identity.database,
     )
-
-
-# Drivers that open their own connections (connectorx) take a slot here, so a connection budget placed on
-# an Engine (``sparsesync sync --connections N``) counts them too; engines without a budget are unaffected.
-_EXTERNAL_SLOTS: "weakref.WeakKeyDictionary[Engine, Callable[[], ContextManager]]" = weakref.WeakKeyDictionary()
-
-
-def limit_external_connections(engine: Engine, slot: Callable[[], ContextManager]) -> None:
-    """Make :func:`external_connection` on ``engine`` hold ``slot()`` (a context manager) while it is open."""
-    _EXTERNAL_SLOTS[engine] = slot
-
-
-def external_connection(engine: Engine) -> ContextManager:
-    """Hold one of ``engine``'s connection slots while a driver outside SQLAlchemy has a connection open."""
-    slot = _EXTERNAL_SLOTS.get(engine)
-    return slot() if slot is not None else contextlib.nullcontext()

@@ -6,7 +6,8 @@ Two levels, so tables cannot deadlock each other:
   tables running at once never add up to more than N;
 * inside its share, every connection the table opens goes through its :func:`budget_engine` — a
   ``NullPool`` engine (no idle pooled connections) whose connects take a slot and whose closes give it
-  back — and connectorx's own connections take a slot through :func:`sparsesync.source.external_connection`.
+  back. connectorx, which opens and closes its own connections, is not used under a budget
+  (:func:`sparsesync.sync.many.table_share`).
 
 A table that needs more connections at once than its share waits ``wait_s`` and then fails with one
 line instead of hanging.
@@ -23,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from sparsesync.errors import SourceError, UsageError
-from sparsesync.source import create_engine, limit_external_connections
+from sparsesync.source import create_engine
 
 
 class ConnectionBudget:
@@ -69,35 +70,31 @@ class Share:
     def __init__(self, budget: ConnectionBudget, n: int) -> None:
         self.budget = budget
         self.size = n
-        self._sem = threading.BoundedSemaphore(n)
+        self._cond = threading.Condition()
+        self._free = n
 
     def acquire(self, table: str | None = None) -> None:
-        """Take a slot or fail with one line after the budget's wait."""
-        if not self._sem.acquire(timeout=self.budget.wait_s):
-            raise SourceError(
-                f"waited {self.budget.wait_s:.0f} s for a source connection: this table needs more than its "
-                f"{self.size} connection(s) at once", table=table,
-                hint="raise --connections or lower --workers",
-            )
+        """Take a slot, or fail with one line after the budget's wait."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._free > 0, timeout=self.budget.wait_s):
+                raise SourceError(
+                    f"waited {self.budget.wait_s:.0f} s for a source connection: this table needs more than "
+                    f"its {self.size} connection(s) at once", table=table,
+                    hint="raise --connections or lower --workers",
+                )
+            self._free -= 1
         self.budget._opened()
 
     def release(self) -> None:
         """Give a slot back."""
         self.budget._closed()
-        self._sem.release()
-
-    @contextlib.contextmanager
-    def slot(self, table: str | None = None) -> Iterator[None]:
-        """Hold a slot for a connection opened outside SQLAlchemy."""
-        self.acquire(table)
-        try:
-            yield
-        finally:
-            self.release()
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
 
 
 def budget_engine(url: str, share: Share, *, table: str | None = None) -> Engine:
-    """An Engine whose every connection (pooled or detached, or connectorx's) holds a slot of ``share``."""
+    """An Engine whose every connection (pooled or detached from its pool) holds a slot of ``share``."""
     share.acquire(table)  # covers create_engine's own connection check
     try:
         engine = create_engine(url, poolclass=NullPool)
@@ -121,5 +118,4 @@ def budget_engine(url: str, share: Share, *, table: str | None = None) -> Engine
     def _give_detached(dbapi_conn):
         share.release()
 
-    limit_external_connections(engine, lambda: share.slot(table))
     return engine

@@ -138,6 +138,23 @@ def _last_success(dest_sink, table: str) -> str | None:
     return max((r.get("finished_at") or "" for r in runs), default=None) or None
 
 
+def table_share(options, *, mysql: bool):
+    """``(connections one table holds at most, options)``: one per worker, read with pymysql.
+
+    connectorx cannot be held to a budget: each of its queries opens a pool of its own (up to three
+    connections seen on MariaDB) that it closes in the background after the query returns. So under a
+    budget MySQL is read with pymysql, whose connections go through the budgeted engine.
+    """
+    workers = max(1, int(getattr(options, "workers", 1) or 1))
+    reader = getattr(options, "reader", "auto")
+    if mysql and reader == "connectorx":
+        raise UsageError("--reader connectorx cannot be held to --connections (it opens and closes its own "
+                         "connections)", hint="use --reader pymysql or auto with sync")
+    if mysql and reader == "auto":
+        options = dataclasses.replace(options, reader="pymysql")
+    return workers, options
+
+
 def sync_many(
     source_url: str,
     tables: Iterable[str] | None,
@@ -154,14 +171,17 @@ def sync_many(
     """Sync ``tables`` (every base table when None) from ``source_url`` into ``dest``.
 
     At most ``connections`` source connections are open at once, idle ones included; each table gets a
-    share of ``options.workers`` (at least 1) connections. ``sync_fn`` defaults to
+    share of :func:`table_share` connections. ``sync_fn`` defaults to
     :func:`sparsesync.sync.table.sync_table` and is called with ``engine=`` (the budgeted engine) and
     ``events=``. Bad arguments raise :class:`UsageError`; a table's failure is recorded, not raised.
     """
     from executor.dest import open_sink
 
+    extra: dict = {}
     if sync_fn is None:
         from .table import sync_table as sync_fn
+
+        extra["raise_errors"] = True  # a failure reaches us as the error itself, with its exit code
     emit = events or (lambda ev: None)
     budget = ConnectionBudget(connections, wait_s=wait_s)
     t0 = time.monotonic()
@@ -170,6 +190,7 @@ def sync_many(
                           started_at=_now())
     with budget.reserve(1) as share:  # listing tables counts against the budget too
         lister = budget_engine(source_url, share)
+        mysql = is_mysql(lister)
         try:
             available = list_tables(lister, schema=schema)
         except sa.exc.SQLAlchemyError as exc:
@@ -182,7 +203,7 @@ def sync_many(
     chosen = select_tables(available, None if tables is None else list(tables), exclude)
     if not chosen:
         raise UsageError("no tables to sync", hint="name tables, or use --all (check --exclude)")
-    need = max(1, int(getattr(options, "workers", 1) or 1))
+    need, options = table_share(options, mysql=mysql)
 
     def one(table: str) -> dict:
         with budget.reserve(need) as share:
@@ -192,7 +213,7 @@ def sync_many(
             try:
                 engine = budget_engine(source_url, share, table=table)
                 out = outcome_of(sync_fn(source_url, table, dest, options, engine=engine,
-                                         events=lambda ev: _emit(emit, {"table": table, **ev}, "debug")))
+                                         events=lambda ev: _emit(emit, {"table": table, **ev}, "debug"), **extra))
             except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others
                 out = _failed(table, exc, time.monotonic() - start)
             finally:

@@ -71,15 +71,19 @@ class ProcesslistSampler:
         self.engine = sa.create_engine(admin_url)
         self.user, self.every_s = user, every_s
         self.samples: list[int] = []
+        self.at_peak: list[tuple] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        stmt = sa.text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = :u")
+        stmt = sa.text("SELECT ID, COMMAND, STATE, LEFT(INFO, 80) FROM information_schema.PROCESSLIST WHERE USER = :u")
         with self.engine.connect() as conn:
             while not self._stop.is_set():
-                self.samples.append(int(conn.execute(stmt, {"u": self.user}).scalar()))
+                rows = [tuple(r) for r in conn.execute(stmt, {"u": self.user})]
                 conn.commit()
+                if len(rows) > self.peak:
+                    self.at_peak = rows  # what the server listed at the worst moment, for the failure message
+                self.samples.append(len(rows))
                 time.sleep(self.every_s)
 
     def __enter__(self):
