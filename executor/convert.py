@@ -226,7 +226,7 @@ class ValueColumn:
             elif isinstance(v, int) and v in (0, 1):
                 out.append(bool(v))
             else:
-                raise ctx.error(self.name, i, v, self.type, "only 0 and 1 are booleans")
+                raise ctx.error(self.name, i, v, self.type, NOT_A_BOOL)
         return pa.array(out, type=self.type)
 
     def _decimal_str(self, values: Sequence[Any], ctx: Context) -> pa.Array:
@@ -244,6 +244,20 @@ class ValueColumn:
             values = [_parse_iso(v, self.type, self.name, i, ctx) if isinstance(v, str) else v
                       for i, v in enumerate(values)]
         return values_to_array(values, self.type, self.name, ctx)
+
+
+NOT_A_BOOL = "only 0 and 1 are booleans"
+
+
+def int_to_bool(arr: pa.Array, column: str, target: pa.DataType, ctx: Context) -> pa.Array:
+    """An integer column → bool, refusing any value but 0/1 with the same error as the row-wise readers."""
+    if pa.types.is_boolean(arr.type):
+        return arr
+    bad = pc.and_(pc.is_valid(arr), pc.invert(pc.is_in(arr, value_set=pa.array([0, 1], arr.type))))
+    if pc.any(bad).as_py():
+        i = bad.index(True).as_py()
+        raise ctx.error(column, i, arr[i].as_py(), target, NOT_A_BOOL)
+    return pc.not_equal(arr, pa.scalar(0, arr.type))
 
 
 def _iso_date_cast(arr: pa.Array, target: pa.DataType, column: str, ctx: Context) -> pa.Array:
@@ -299,15 +313,38 @@ class RowBatcher:
         names = [c.name for c in plan.columns]
         self.key_pos = names.index(plan.source.key) if plan.source.key in names else None
 
-    def build(self, rows: Sequence[Sequence[Any]], r: KeyRange) -> pa.RecordBatch:
-        """One RecordBatch from ``rows`` (tuples in plan column order) read from range ``r``."""
+    def build(self, rows: Sequence[Sequence[Any]], r: KeyRange) -> pa.RecordBatch | pa.Table:
+        """A RecordBatch from ``rows`` (tuples in plan column order) read from range ``r``.
+
+        A Table instead when a text/binary column exceeds one Arrow array (see :func:`batch_of_columns`);
+        :func:`batches_of` turns either into record batches.
+        """
         if not rows:
             return empty_batch(self.schema)
         cols = list(zip(*rows))
         keys = cols[self.key_pos] if self.key_pos is not None else None
         ctx = Context(self.table, r, keys)
         arrays = [conv(cols[i], ctx) for i, conv in enumerate(self.columns)]
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        return batch_of_columns(arrays, self.schema)
+
+
+def batch_of_columns(arrays: Sequence[pa.Array | pa.ChunkedArray], schema: pa.Schema) -> pa.RecordBatch | pa.Table:
+    """One RecordBatch of ``arrays``; a Table when a column came back chunked.
+
+    ``pa.array`` splits a string/binary column holding more than 2 GiB (32-bit offsets) into chunks;
+    a RecordBatch cannot hold that, so the column stays chunked and the caller iterates
+    :func:`batches_of` — the Arrow type (string/binary, as the plan declares) is the same in every chunk.
+    """
+    if any(isinstance(a, pa.ChunkedArray) for a in arrays):
+        return pa.Table.from_arrays(list(arrays), schema=schema)
+    return pa.RecordBatch.from_arrays(list(arrays), schema=schema)
+
+
+def batches_of(data: pa.RecordBatch | pa.Table) -> list[pa.RecordBatch]:
+    """The record batches of ``data`` (a Table of chunked columns splits at every chunk boundary)."""
+    if isinstance(data, pa.RecordBatch):
+        return [data]
+    return data.to_batches()
 
 
 def empty_batch(schema: pa.Schema) -> pa.RecordBatch:

@@ -51,6 +51,8 @@ class GroupRecord:
     range_rows: dict[str, int] = field(default_factory=dict)  # range index (as str, JSON keys) → rows
     queries: int = 0
     zero_dates: dict[str, int] = field(default_factory=dict)
+    max_bytes: dict[str, int] = field(default_factory=dict)  # widest text/binary value per column (bytes)
+    oversize: dict[str, int] = field(default_factory=dict)  # values over the Redshift DDL limit per column
     attempts: int = 0
     started_at: str | None = None
     finished_at: str | None = None

@@ -25,7 +25,8 @@ from planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
 from sparsesync.source import is_mysql, quoted_table, short_db_error
 
-from .convert import Context, ReadStats, RowBatcher, cast_array, empty_batch
+from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
+from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
 
 __all__ = [
     "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query", "key_bounds",
@@ -141,10 +142,13 @@ class _ReaderBase:
     supports_snapshot = True
 
     def __init__(self, engine: sa.Engine, plan: Plan, *, batch_rows: int = 65536, strict_dates: bool = False,
-                 snapshot: bool = True) -> None:
+                 snapshot: bool = True, batch_bytes: int | None = None) -> None:
         self.engine = engine
         self.plan = plan
         self.batch_rows = batch_rows
+        # Batches are cut at whichever comes first: batch_rows rows or about batch_bytes bytes.
+        self.batch_bytes = batch_bytes or MemoryBudget().batch_bytes
+        self.width = RowWidth(plan)
         self.strict_dates = strict_dates
         self.snapshot = snapshot and self.supports_snapshot
         self.consistency = "snapshot" if self.snapshot else "per-range"
@@ -224,7 +228,7 @@ class PyMySQLSession:
         self.batcher = RowBatcher(reader.plan, strict_dates=reader.strict_dates, stats=reader.stats)
 
     def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
-        """Stream range ``r`` ordered by key, ``batch_rows`` rows per batch."""
+        """Stream range ``r`` ordered by key, in batches of ``batch_bytes`` (at most ``batch_rows`` rows)."""
         import pymysql.cursors
 
         rd = self.reader
@@ -241,16 +245,18 @@ class PyMySQLSession:
             except Exception as exc:  # noqa: BLE001
                 raise _source_error(exc, rd.plan, r, "range query") from exc
             rd.stats.add_query()
-            while True:
+
+            def fetch(n: int):
                 try:
-                    rows = cur.fetchmany(rd.batch_rows)
+                    return cur.fetchmany(n)
                 except Exception as exc:  # noqa: BLE001
                     raise _source_error(exc, rd.plan, r, "reading the range") from exc
-                if not rows:
-                    break
-                batch = self.batcher.build(rows, r)
-                rd.stats.add_batch(batch)
-                yield batch
+
+            for rows in cut_by_bytes(fetch, rd.width, rd.batch_bytes, rd.batch_rows):
+                for batch in batches_of(self.batcher.build(rows, r)):
+                    rd.width.observe(batch)
+                    rd.stats.add_batch(batch)
+                    yield batch
         finally:
             # Closing an SSCursor drains unread rows; on a broken connection that may fail too.
             with contextlib.suppress(Exception):
@@ -321,20 +327,18 @@ class SQLAlchemySession:
         except Exception as exc:  # noqa: BLE001
             raise _source_error(exc, rd.plan, r, "range query") from exc
         rd.stats.add_query()
+        def fetch(n: int):
+            try:
+                return result.fetchmany(n)
+            except Exception as exc:  # noqa: BLE001
+                raise _source_error(exc, rd.plan, r, "reading the range") from exc
+
         try:
-            it = result.partitions(rd.batch_rows)
-            while True:
-                try:
-                    rows = next(it, None)
-                except Exception as exc:  # noqa: BLE001
-                    raise _source_error(exc, rd.plan, r, "reading the range") from exc
-                if rows is None:
-                    break
-                if not rows:
-                    continue
-                batch = self.batcher.build([tuple(row) for row in rows], r)
-                rd.stats.add_batch(batch)
-                yield batch
+            for rows in cut_by_bytes(fetch, rd.width, rd.batch_bytes, rd.batch_rows):
+                for batch in batches_of(self.batcher.build([tuple(row) for row in rows], r)):
+                    rd.width.observe(batch)
+                    rd.stats.add_batch(batch)
+                    yield batch
         finally:
             with contextlib.suppress(Exception):
                 result.close()
@@ -378,7 +382,13 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
             return f"CAST(UNIX_TIMESTAMP({quoted}) * 1000000 AS SIGNED)", "unix_us"
         return f"CAST({quoted} AS CHAR)", "date_text"
     if tag == "time_us":
-        return f"CAST(TIME_TO_SEC({quoted}) * 1000000 AS SIGNED)", "plain"
+        # Integer parts only: TIME_TO_SEC() keeps the fraction on MariaDB (a DECIMAL) but drops it on MySQL 8
+        # (an integer). HOUR() of a TIME goes up to 838; the sign is read from the text form ('-00:00:00.5').
+        return (f"IF(LEFT(CAST({quoted} AS CHAR), 1) = '-', -1, 1) * ((HOUR({quoted}) * 3600 + MINUTE({quoted}) * 60 "
+                f"+ SECOND({quoted})) * 1000000 + MICROSECOND({quoted}))"), "plain"
+    if tag == "bool":
+        # As the integer stored (connectorx would turn any non-zero into true); 0/1 are checked in Arrow.
+        return f"CAST({quoted} AS SIGNED)", "bool"
     if tag == "bit_int":
         return f"CAST({quoted} AS UNSIGNED)", "plain"
     if tag == "decimal_str":
@@ -459,6 +469,8 @@ class ConnectorXReader(_ReaderBase):
                 arr = self._zero_dates(arr, spec, ctx, texts=True)
             elif kind == "unix_us":
                 arr = self._zero_dates(arr, spec, ctx, texts=False)
+            elif kind == "bool":
+                arr = int_to_bool(arr, spec.name, f.type, ctx)
             # DECIMAL text, uint64 → decimal128(20,0), uint32 → int64, large_binary → binary, µs → timestamp:
             # all safe Arrow casts; a value that does not fit raises with its column and key.
             arr = cast_array(arr, f.type, spec.name, ctx)
@@ -560,7 +572,9 @@ class ConnectorXSession:
         if query is None:
             return
         try:
-            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=rd.batch_rows)
+            # connectorx reads a few batches ahead: rows per batch follow the widest values seen so far.
+            batch_size = rd.width.rows_for(rd.batch_bytes, rd.batch_rows)
+            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=batch_size)
         except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
@@ -577,9 +591,22 @@ class ConnectorXSession:
                 raise _cx_error(exc, rd, r) from exc
             if batch.num_rows == 0:
                 continue
-            out = rd.convert(batch, r)
-            rd.stats.add_batch(out)
-            yield out
+            for piece in _byte_slices(batch, MAX_BATCH_BYTES):  # each cast to 32-bit offsets must fit
+                out = rd.convert(piece, r)
+                rd.width.observe(out)
+                rd.stats.add_batch(out)
+                yield out
+
+
+def _byte_slices(batch: pa.RecordBatch, limit: int) -> Iterator[pa.RecordBatch]:
+    """``batch`` cut into row slices of at most about ``limit`` bytes each (one row may exceed it)."""
+    n = batch.num_rows
+    if batch.nbytes <= limit or n <= 1:
+        yield batch
+        return
+    step = max(1, int(n * limit / batch.nbytes))
+    for off in range(0, n, step):
+        yield batch.slice(off, step)
 
 
 def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> SparsesyncError:
@@ -606,7 +633,7 @@ def available_readers(engine: sa.Engine) -> list[str]:
 
 
 def make_reader(engine: sa.Engine, plan: Plan, *, kind: str = "auto", batch_rows: int = 65536,
-                strict_dates: bool = False, snapshot: bool = True) -> Reader:
+                strict_dates: bool = False, snapshot: bool = True, batch_bytes: int | None = None) -> Reader:
     """A reader of ``plan``'s ranges over ``engine``.
 
     ``kind="auto"`` picks connectorx for MySQL when importable, else pymysql; sqlalchemy for other
@@ -624,4 +651,5 @@ def make_reader(engine: sa.Engine, plan: Plan, *, kind: str = "auto", batch_rows
             f"the {engine.dialect.name} source supports {', '.join(avail)}"
         raise UsageError(f"reader {kind!r} is not available: {why}", hint=f"use --reader {avail[0]}")
     cls = {"pymysql": PyMySQLReader, "connectorx": ConnectorXReader, "sqlalchemy": SQLAlchemyReader}[kind]
-    return cls(engine, plan, batch_rows=batch_rows, strict_dates=strict_dates, snapshot=snapshot)
+    return cls(engine, plan, batch_rows=batch_rows, strict_dates=strict_dates, snapshot=snapshot,
+               batch_bytes=batch_bytes)

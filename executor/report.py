@@ -58,6 +58,9 @@ class RunReport:
     create_table_sql: str | None = None
     ledger: str | None = None
     queries_sql: list[str] = field(default_factory=list)  # dry-run only: the rendered range queries
+    # Widest text/binary value per column and values over the Redshift DDL limit (executor.oversize).
+    oversize: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
     # Roadmap Phase 4 summary: sparse regions found, queries saved vs fixed stride, files consolidated,
     # mean range efficiency (actual / planned rows). See ``executor.run.run_metrics``.
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -116,6 +119,8 @@ class RunReport:
             shown = ", ".join(f"#{r.index} {r.planned}→{r.actual}" for r in self.deviations[:5])
             more = f" (+{len(self.deviations) - 5} more)" if len(self.deviations) > 5 else ""
             lines.append(f"{len(self.deviations)} range(s) differ from the plan's estimate: {shown}{more}")
+        for w in self.warnings:
+            lines.append(f"warning: {w}")
         if self.zero_dates:
             lines.append("zero dates → NULL: " + ", ".join(f"{k} {v:,}" for k, v in self.zero_dates.items()))
         if self.manifest:

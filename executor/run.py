@@ -13,6 +13,7 @@ The manifest is the commit marker: a folder with a manifest is a finished run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -36,6 +37,7 @@ from sparsesync.source import (
 
 from . import redshift
 from .dest import open_sink
+from .lock import destination_lock
 from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
@@ -61,6 +63,11 @@ class ProgressEvent:
 def output_folder(plan: Plan) -> str:
     """``<table>/<plan_id>``: the one folder a plan writes into."""
     return f"{plan.source.table}/{plan.plan_id}"
+
+
+def lock_relpath(plan: Plan) -> str:
+    """``<table>/<plan_id>.lock``: held while a run writes the plan's folder (beside it, so no listing sees it)."""
+    return f"{output_folder(plan)}.lock"
 
 
 # ---- source -------------------------------------------------------------------------------------------
@@ -118,6 +125,18 @@ def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
+def memory_budget(memory_limit_mb: int, workers: int):
+    """The byte sizes for ``--memory-limit`` MB shared by ``workers``; refuses a limit below the reserve."""
+    from .budget import RESERVED_MB, MemoryBudget
+
+    if memory_limit_mb < RESERVED_MB + 32:
+        raise UsageError(
+            f"--memory-limit {memory_limit_mb} MB is too small: the libraries alone take about {RESERVED_MB} MB",
+            hint=f"pass --memory-limit {RESERVED_MB + 64} or more (default 512)",
+        )
+    return MemoryBudget(memory_limit_mb, workers)
+
+
 class _Cancelled(Exception):
     """Raised inside a worker when another worker failed: stop reading, discard staging."""
 
@@ -138,6 +157,8 @@ def execute_plan(
     iam_role: str | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     batch_rows: int = 65536,
+    memory_limit_mb: int = 512,
+    oversize: str = "fail",
     engine: Engine | None = None,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
@@ -149,17 +170,25 @@ def execute_plan(
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    budget = memory_budget(memory_limit_mb, workers)
+    from .oversize import check_mode
+
+    check_mode(oversize)
     t0 = time.monotonic()
     sink = open_sink(dest)
     folder = output_folder(plan)
     own_engine = engine is None
     engine = engine or connect_source(plan, source_url)
     try:
-        return _execute(
-            plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
-            ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
-            iam_role=iam_role, progress=progress, batch_rows=batch_rows,
-        )
+        # One run per plan and destination: a second one is refused, naming the holder (executor.lock).
+        lock = None if dry_run else destination_lock(sink, lock_relpath(plan), purpose=f"execute plan {plan.plan_id}")
+        with lock or contextlib.nullcontext():
+            return _execute(
+                plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
+                ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
+                iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
+                oversize=oversize, lock=lock,
+            )
     finally:
         if own_engine:
             engine.dispose()
@@ -168,12 +197,14 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows) -> RunReport:
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
+             lock=None) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
+    redshift.check_load_inputs(plan, iam_role)
     drift = check_drift(engine, plan)
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
-                      snapshot=(workers == 1))
+                      snapshot=(workers == 1), batch_bytes=budget.batch_bytes)
     report = RunReport(
         plan_id=plan.plan_id, table=plan.source.table, source=plan_identity(plan).describe(),
         dest=sink.url(folder), reader=rdr.name, workers=workers, compression=compression,
@@ -223,12 +254,16 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
     counter.emit("start")
     snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped)
+                                 want_count=verify and not skipped, budget=budget, oversize=oversize,
+                                 lock=lock)
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_count)
+    _oversize_report(report, plan, book, oversize)
     if verify:
         _check_counts(plan, sink, book, report)
         report.verified = "counts"
+    if lock is not None:
+        lock.check()  # a run that lost its lock must not write the commit marker
     _write_load_files(report, plan, sink, folder, book, iam_role, t0)
     counter.emit("finish")
     return report
@@ -277,7 +312,8 @@ class _Counter:
             self.callback(event)
 
 
-def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count) -> int | None:
+def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
+                budget=None, oversize="fail", lock=None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
     if not todo:
         return None
@@ -290,7 +326,8 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             pending = None
             try:
                 for g in todo:
-                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True)
+                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
+                                        budget=budget, oversize=oversize, lock=lock)
                     if pending is not None:
                         pending.result()
                     pending = fin.submit(finish)
@@ -306,7 +343,8 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
         if stop.is_set():
             raise _Cancelled()
         with rdr.session() as s:
-            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop)
+            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget,
+                       oversize=oversize, lock=lock)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -329,18 +367,26 @@ def _snapshot_count(session, plan) -> int | None:
     return None if count is None else int(count())
 
 
-def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False):
+def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
+               budget=None, oversize="fail", lock=None):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
     the caller can overlap it with reading the next group.
     """
+    from .oversize import OversizeGuard
     from .writer import PartWriter
 
+    if lock is not None:
+        lock.check()  # taken over as stale (a paused run): stop before writing anything more
     store.transition(book, g.index, RUNNING)
     relpath = f"{folder}/{g.name}"
-    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression)
+    budget = budget or memory_budget(512, 1)
+    # Parts roll at the plan's file size whatever its estimates said; row groups are bounded by bytes.
+    writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression,
+                        roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
     range_rows: dict[str, int] = {}
+    guard = OversizeGuard(plan, oversize)
     try:
         for r in plan.ranges_of(g):
             n = 0
@@ -348,6 +394,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
                 if stop.is_set():
                     raise _Cancelled()
                 if batch.num_rows:
+                    batch = guard.apply(batch, r)  # before writing: an oversize value stops the run here
                     writer.write(batch)
                     n += batch.num_rows
                     counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
@@ -367,7 +414,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
         records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
         store.transition(
             book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
-            range_rows=range_rows,
+            range_rows=range_rows, max_bytes=guard.max_bytes, oversize=guard.counts,
         )
         counter.emit("group", rows=sum(range_rows.values()), group=g.index)
 
@@ -431,6 +478,14 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     report.snapshot_count = snapshot_count
 
 
+def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> None:
+    """Widest values and oversize counts over every group (resumed ones from the ledger) into the report."""
+    from .oversize import summarize, warning_lines
+
+    report.oversize = summarize(book.groups, mode)
+    report.warnings.extend(warning_lines(plan, report.oversize))
+
+
 def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport) -> None:
     """Rows streamed == rows in the parts (writer count, Parquet footers where local); snapshot COUNT(*)."""
     for g in book.groups:
@@ -475,7 +530,8 @@ def _write_load_files(report: RunReport, plan: Plan, sink, folder: str, book: Le
     manifest_rel = f"{folder}/{redshift.MANIFEST}"
     manifest_url = sink.url(manifest_rel)
     sink.put_bytes(f"{folder}/{redshift.CREATE_TABLE_SQL}", redshift.create_table_sql(plan).encode())
-    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}", redshift.copy_sql(plan, manifest_url, iam_role).encode())
+    sink.put_bytes(f"{folder}/{redshift.COPY_SQL}",
+                   redshift.copy_sql(plan, manifest_url, iam_role, warnings=report.warnings).encode())
     report.create_table_sql = sink.url(f"{folder}/{redshift.CREATE_TABLE_SQL}")
     report.copy_sql = sink.url(f"{folder}/{redshift.COPY_SQL}")
     report.manifest = manifest_url

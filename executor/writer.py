@@ -1,7 +1,9 @@
 """Streaming one file group into Parquet part(s) through a Sink.
 
-Memory stays bounded: batches go straight to pyarrow's ``ParquetWriter`` (which buffers at most one row
-group). A part is written to the sink's staging path and committed (made visible) only when complete;
+Memory stays bounded by bytes: batches are gathered into row groups of at most ``row_group_bytes`` (and
+``row_group_rows``) before pyarrow's ``ParquetWriter`` encodes them, and a part rolls over to the next
+name (``part-00000-001.parquet``, …) before its bytes on disk plus what is pending would pass
+``roll_bytes`` — the plan's ``--file-size`` — whatever the plan estimated. A part is written to the sink's staging path and committed (made visible) only when complete;
 its sha256 is computed from the file bytes at close. Every part carries the plan's schema, even an empty
 one, so a loader sees one schema for all files of a plan.
 """
@@ -76,34 +78,56 @@ class PartWriter:
     """Streams batches of one file group into one or more Parquet parts through a Sink."""
 
     def __init__(self, sink, relpath: str, schema: pa.Schema, *, compression: str = "zstd",
-                 row_group_rows: int = 128 * 1024, roll_rows: int | None = None) -> None:
+                 row_group_rows: int = 128 * 1024, roll_rows: int | None = None, roll_bytes: int | None = None,
+                 row_group_bytes: int = 64 * 1024 * 1024) -> None:
         if compression not in COMPRESSIONS:
             raise UsageError(f"unknown compression {compression!r}", hint=f"use one of {', '.join(COMPRESSIONS)}")
-        if row_group_rows < 1:
-            raise UsageError(f"row_group_rows must be at least 1, got {row_group_rows}")
-        if roll_rows is not None and roll_rows < 1:
-            raise UsageError(f"roll_rows must be at least 1, got {roll_rows}")
+        for what, v in (("row_group_rows", row_group_rows), ("roll_rows", roll_rows), ("roll_bytes", roll_bytes),
+                        ("row_group_bytes", row_group_bytes)):
+            if v is not None and v < 1:
+                raise UsageError(f"{what} must be at least 1, got {v}")
         self.sink = sink
         self.relpath = relpath
         self.schema = schema
         self.compression = None if compression == "none" else compression
         self.row_group_rows = row_group_rows
         self.roll_rows = roll_rows
+        self.roll_bytes = roll_bytes
+        self.row_group_bytes = row_group_bytes
         self._parts: list[PartInfo] = []
         self._writer: pq.ParquetWriter | None = None
+        self._file: pa.NativeFile | None = None
         self._staging: Path | None = None
         self._rows = 0  # rows in the open part
         self._pending: list[pa.RecordBatch] = []  # small batches gathered into one row group
         self._pending_rows = 0
+        self._pending_bytes = 0  # Arrow (uncompressed) bytes pending
+        # Encoded / Arrow bytes of the row groups written so far: predicts what pending rows will take
+        # on disk. 1.0 until measured (no compression assumed: the safe side for the size cap).
+        self._bytes_in = 0
+        self._bytes_out = 0
         self._closed = False
+
+    @property
+    def _ratio(self) -> float:
+        return self._bytes_out / self._bytes_in if self._bytes_in else 1.0
+
+    def _group_bytes(self) -> int:
+        """Arrow bytes gathered before a row group is written: the memory cap, and an eighth of a part."""
+        cap = self.row_group_bytes
+        if self.roll_bytes is not None:
+            cap = min(cap, max(1, int(self.roll_bytes / 8 / max(self._ratio, 1e-3))))
+        return cap
 
     # -- the open part ------------------------------------------------------------------------------------------
     def _open(self, first: pa.RecordBatch | None = None) -> None:
         rel = part_relpath(self.relpath, len(self._parts))
         self._staging = Path(self.sink.staging_path(rel))
         try:
+            # Our own file handle: its position is the part's size so far, which decides the roll.
+            self._file = pa.OSFile(str(self._staging), "wb")
             self._writer = pq.ParquetWriter(
-                str(self._staging), self.schema, compression=self.compression,
+                self._file, self.schema, compression=self.compression,
                 coerce_timestamps="us", allow_truncated_timestamps=False,
                 write_statistics=True, use_dictionary=dictionary_columns(first),
             )
@@ -123,12 +147,16 @@ class PartWriter:
             table = table.slice(0, table.num_rows - keep)
             self._pending = rest.to_batches()
             self._pending_rows = keep
+            self._pending_bytes = rest.nbytes
         else:
-            self._pending, self._pending_rows = [], 0
+            self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
+        before = self._file.tell()
         try:
             self._writer.write_table(table, row_group_size=self.row_group_rows)
         except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=self._staging.name) from exc
+        self._bytes_in += table.nbytes
+        self._bytes_out += self._file.tell() - before
 
     def _commit_open(self) -> None:
         """Finish and commit the open part."""
@@ -136,9 +164,10 @@ class PartWriter:
         rel = part_relpath(self.relpath, len(self._parts))
         try:
             self._writer.close()
+            self._file.close()
         except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=rel) from exc
-        self._writer = None
+        self._writer, self._file = None, None
         digest = _sha256(self._staging)
         committed = self.sink.commit(self._staging, rel)
         self._staging = None
@@ -150,15 +179,19 @@ class PartWriter:
             with contextlib.suppress(Exception):
                 self._writer.close()
             self._writer = None
+        if self._file is not None:
+            with contextlib.suppress(Exception):
+                self._file.close()
+            self._file = None
         if self._staging is not None:
             with contextlib.suppress(Exception):
                 self.sink.discard(self._staging)
             self._staging = None
-        self._pending, self._pending_rows = [], 0
+        self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
 
     # -- public ---------------------------------------------------------------------------------------------------
     def write(self, batch: pa.RecordBatch) -> None:
-        """Append a batch (of exactly ``schema``); rolls to a new part past ``roll_rows``."""
+        """Append a batch (of exactly ``schema``); rolls to a new part past ``roll_rows`` or ``roll_bytes``."""
         if self._closed:
             raise UsageError("PartWriter.write after close/abort")
         if not batch.schema.equals(self.schema):
@@ -166,23 +199,45 @@ class PartWriter:
                 "batch schema differs from the plan's schema",
                 hint=f"got {batch.schema}, expected {self.schema}", file=self.relpath,
             )
-        offset = 0
-        n = batch.num_rows
-        while offset < n:
-            if self._writer is not None and self.roll_rows is not None and self._rows >= self.roll_rows:
+        for piece in self._pieces(batch):
+            n, nbytes = piece.num_rows, piece.nbytes
+            if self._writer is not None and self._rows and self._full_after(n, nbytes):
                 self._commit_open()  # roll only when more rows follow: never an empty extra part
             if self._writer is None:
-                self._open(batch)
-            take = n - offset
-            if self.roll_rows is not None:
-                take = min(take, self.roll_rows - self._rows)
-            piece = batch.slice(offset, take) if (offset or take != n) else batch
+                self._open(piece)
             self._pending.append(piece)
-            self._pending_rows += take
-            self._rows += take
-            offset += take
-            if self._pending_rows >= self.row_group_rows:
+            self._pending_rows += n
+            self._pending_bytes += nbytes
+            self._rows += n
+            if self._pending_bytes >= self._group_bytes():
+                self._flush()
+            elif self._pending_rows >= self.row_group_rows:
                 self._flush(full_groups_only=True)
+
+    def _full_after(self, rows: int, nbytes: int) -> bool:
+        """Would adding ``rows`` rows of ``nbytes`` Arrow bytes take the open part past a roll limit?"""
+        if self.roll_rows is not None and self._rows + rows > self.roll_rows:
+            return True
+        if self.roll_bytes is None:
+            return False
+        on_disk = self._file.tell() + (self._pending_bytes + nbytes) * self._ratio
+        return on_disk > self.roll_bytes
+
+    def _pieces(self, batch: pa.RecordBatch):
+        """Slices of ``batch`` small enough that a part can roll between them (by rows and by bytes)."""
+        n = batch.num_rows
+        if n == 0:
+            return
+        avg = max(1.0, batch.nbytes / n)
+        step = max(1, int(self._group_bytes() / avg))
+        offset = 0
+        while offset < n:
+            take = min(step, n - offset)
+            if self.roll_rows is not None:
+                room = self.roll_rows - self._rows
+                take = min(take, room if room > 0 else self.roll_rows)
+            yield batch.slice(offset, take) if (offset or take != n) else batch
+            offset += take
 
     def close(self) -> list[PartInfo]:
         """Commit every part; an empty group yields one valid empty file with the schema."""

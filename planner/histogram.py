@@ -134,6 +134,9 @@ def group_by_buckets(
     q = sa.select(b, sa.func.count().label("n"), sa.func.min(k).label("mn"), sa.func.max(k).label("mx")).select_from(t)
     if windows:
         q = q.where(sa.or_(*[k.between(sa.literal(lo, sa.BigInteger), sa.literal(hi, sa.BigInteger)) for lo, hi in windows]))
+    else:
+        # NULL keys form no bucket: a nullable key's NULL rows are counted apart (the plan's `nulls` range).
+        q = q.where(k.is_not(None))
     # Positional, not by label: MySQL and SQLite resolve a GROUP BY name to a table column first, so a
     # table with a column named like the label would be grouped by that column instead.
     q = q.group_by(sa.text("1"))

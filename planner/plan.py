@@ -543,8 +543,16 @@ def _check_items(data: dict[str, Any]) -> tuple[str, str] | None:
     for i, r in enumerate(data.get("ranges") or ()):
         if not isinstance(r, dict) or not all(k in r for k in ("index", "lo", "hi", "est_rows", "label")):
             return f"ranges/{i}", "needs index, lo, hi, est_rows and label"
+        if "nulls" in r and not isinstance(r["nulls"], bool):
+            return f"ranges/{i}/nulls", "must be a boolean"
+        if r.get("nulls"):  # the NULL-key range: no bounds, its own label
+            if r["lo"] is not None or r["hi"] is not None or r["label"] != "nulls" or not is_count(r["index"]) or not is_count(r["est_rows"]):
+                return f"ranges/{i}", "the NULL-key range has lo and hi null, label nulls and counts for index and est_rows"
+            continue
         if not (is_count(r["index"]) and is_key(r["lo"]) and (r["hi"] is None or is_key(r["hi"])) and is_count(r["est_rows"])):
             return f"ranges/{i}", "index and est_rows must be counts, lo and hi decimal key strings (hi may be null)"
+        if r["label"] == "nulls":
+            return f"ranges/{i}/label", "label nulls needs nulls: true"
         if r["label"] not in rules["labels"]:
             return f"ranges/{i}/label", f"{r['label']!r} is not one of {sorted(rules['labels'])}"
         if ("exact" in r and not isinstance(r["exact"], bool)) or ("heavy_key" in r and not is_key(r["heavy_key"])):

@@ -52,7 +52,7 @@ def _progress_renderer():
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role) -> None:
+             no_verify, iam_role, memory_limit=None, oversize="fail") -> None:
     from executor.run import execute_plan
     from sparsesync.config import merge
 
@@ -61,7 +61,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
     try:
         opts = merge(
             current_config(), "execute", reader=reader, workers=workers, compression=compression, ledger=ledger,
-            strict_dates=strict_dates,
+            strict_dates=strict_dates, memory_limit_mb=memory_limit,
         )
     except SparsesyncError as exc:
         raise fail(exc)
@@ -71,6 +71,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
+            memory_limit_mb=opts.memory_limit_mb, oversize=oversize,
         )
     except SparsesyncError as exc:
         close()
@@ -97,10 +98,14 @@ def execute_command(
     strict_dates: Optional[bool] = typer.Option(None, "--strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
+    memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
+    oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
 
     Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --iam-role arn:aws:iam::123:role/load
+
+    Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest ./out --memory-limit 1024 --oversize truncate
     """
     from planner.plan import load_plan
 
@@ -109,7 +114,8 @@ def execute_command(
     except SparsesyncError as exc:
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
-             overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role)
+             overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
+             memory_limit=memory_limit, oversize=oversize)
 
 
 @app.command("verify")
@@ -155,6 +161,8 @@ def run_command(
     strict_dates: Optional[bool] = typer.Option(None, "--strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
     no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
+    memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
+    oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
 ) -> None:
     """Plan and execute in one go (the plan is saved under plans/ for review and resume).
 
@@ -183,4 +191,5 @@ def run_command(
         raise fail(exc)
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
-             overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role)
+             overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
+             memory_limit=memory_limit, oversize=oversize)

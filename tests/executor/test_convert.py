@@ -137,3 +137,19 @@ def test_row_batcher_builds_exact_schema_column_wise():
     assert rb.build([], RANGE).num_rows == 0
     with pytest.raises(ValueConversionError, match="key 2"):
         rb.build([(1, None, "a"), (2, None, 5)], RANGE)
+
+
+def test_a_column_arrow_had_to_chunk_becomes_several_batches_not_a_type_error():
+    """pa.array returns a ChunkedArray past 2 GiB of string data; RecordBatch.from_arrays raised TypeError."""
+    import pyarrow as pa
+
+    from executor.convert import batch_of_columns, batches_of
+
+    schema = pa.schema([pa.field("id", pa.int64()), pa.field("t", pa.string())])
+    ids = pa.array(range(5), pa.int64())
+    text = pa.chunked_array([pa.array(["a", "b"]), pa.array(["c", "d", "e"])])  # what pa.array gives past 2 GiB
+    with pytest.raises(TypeError):
+        pa.RecordBatch.from_arrays([ids, text], schema=schema)  # the old path
+    batches = batches_of(batch_of_columns([ids, text], schema))
+    assert [b.num_rows for b in batches] == [2, 3] and all(b.schema == schema for b in batches)
+    assert pa.Table.from_batches(batches).column("t").to_pylist() == list("abcde")

@@ -136,3 +136,50 @@ def test_dictionary_only_for_repetitive_columns(tmp_path):
     assert any("DICTIONARY" in e for e in enc["cat"])
     assert not any("DICTIONARY" in e for e in enc["h"])
     assert pq.read_table(parts[0].url).equals(pa.Table.from_batches([batch]))
+
+
+# ---- bytes, not rows (issue 7, finding 2) ----------------------------------------------------------------
+WIDE = pa.schema([pa.field("id", pa.int64(), nullable=False), pa.field("b", pa.binary()), pa.field("t", pa.string())])
+
+
+def _wide(lo: int, n: int, width: int, seed: int = 0) -> pa.RecordBatch:
+    import random
+
+    rng = random.Random(lo + seed)
+    return pa.RecordBatch.from_arrays([
+        pa.array(range(lo, lo + n), pa.int64()),
+        pa.array([rng.randbytes(width) for _ in range(n)], pa.binary()),
+        pa.array([rng.randbytes(width // 2).hex() for _ in range(n)], pa.string()),
+    ], schema=WIDE)
+
+
+@pytest.mark.parametrize("width", [10_000, 200])  # incompressible wide rows; narrow, compressible rows
+def test_parts_roll_at_roll_bytes_whatever_the_batch_size(tmp_path, width):
+    sink = LocalSink(tmp_path)
+    roll = 1_000_000
+    w = PartWriter(sink, REL, WIDE, roll_bytes=roll, row_group_bytes=8 * 1024 * 1024)
+    total = 0
+    for lo in range(0, 6_000_000 // width, 2000 if width < 1000 else 400):  # batches far above one part
+        n = 2000 if width < 1000 else 400
+        w.write(_wide(lo, n, width))
+        total += n
+    parts = w.close()
+    assert len(parts) >= 4
+    assert [p.relpath for p in parts] == [part_relpath(REL, i) for i in range(len(parts))]
+    sizes = [(tmp_path / p.relpath).stat().st_size for p in parts]
+    assert max(sizes) <= 1.25 * roll, sizes
+    assert min(sizes[:-1]) >= 0.5 * roll, sizes  # rolling is not paid for with tiny parts
+    got = pa.concat_tables(pq.read_table(tmp_path / p.relpath) for p in parts)
+    assert got.num_rows == total == sum(p.rows for p in parts)
+    assert got.column("id").to_pylist() == list(range(total))
+    assert all(pq.read_schema(tmp_path / p.relpath).remove_metadata() == WIDE for p in parts)
+
+
+def test_row_groups_are_bounded_by_bytes(tmp_path):
+    sink = LocalSink(tmp_path)
+    w = PartWriter(sink, REL, WIDE, row_group_bytes=300_000)
+    w.write(_wide(0, 300, 10_000))  # one 4.5 MB batch: written as row groups of ~20 rows, not one
+    (part,) = w.close()
+    md = pq.read_metadata(tmp_path / part.relpath)
+    assert md.num_rows == 300 and md.num_row_groups >= 10
+    assert max(md.row_group(i).total_byte_size for i in range(md.num_row_groups)) <= 2 * 300_000

@@ -1,0 +1,162 @@
+"""Memory bounded by bytes: how ``--memory-limit`` becomes batch and row-group sizes, and how wide rows are.
+
+A run holds, per worker, one reader batch in flight (twice over for pymysql: driver tuples and their Arrow
+copy; a few batches for connectorx, which reads ahead), the writer's gathered row group and its encoding,
+and the previous group's finishing work. What the interpreter, pyarrow, DuckDB, the drivers and the S3
+transfer buffers need is set aside first (:data:`RESERVED_MB`); the rest is split between workers.
+Batch sizes follow the widest value seen so far per column, so a table of 100 KB rows is read in a few
+hundred rows per batch and a table of narrow rows in ``batch_rows``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+MiB = 1024 * 1024
+RESERVED_MB = 192  # measured: `sparsesync execute` with every library loaded peaks near 170 MB on a tiny table
+MIN_DATA = 32 * MiB
+# Far below Arrow's 2 GiB limit of one string/binary array (32-bit offsets), so no batch ever reaches it.
+MAX_BATCH_BYTES = 256 * MiB
+# A value's size before any was seen, for types without a small declared bound (MEDIUM/LONG TEXT/BLOB, JSON).
+UNBOUNDED_GUESS = 64 * 1024
+# What one such value can really be: MySQL's max_allowed_packet default (pymysql fetches this many at most).
+UNBOUNDED_MAX = 16 * MiB
+
+_BOUNDED = {"tinytext": 255, "tinyblob": 255, "text": 65535, "blob": 65535}
+_SIZED = re.compile(r"^\s*(?:national\s+)?(?:n?var)?(?:char|binary|character(?:\s+varying)?)\s*\((\d+)\)", re.I)
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Byte sizes derived from a memory limit (MB) shared by ``workers`` parallel file groups."""
+
+    limit_mb: int = 512
+    workers: int = 1
+
+    @property
+    def data_bytes(self) -> int:
+        """Bytes each worker may hold as row data (limit minus the reserve, split between workers)."""
+        return max(MIN_DATA, (self.limit_mb - RESERVED_MB) * MiB // max(1, self.workers))
+
+    @property
+    def batch_bytes(self) -> int:
+        """Target Arrow bytes of one reader batch."""
+        return max(MiB, min(MAX_BATCH_BYTES, self.data_bytes // 10))
+
+    @property
+    def row_group_bytes(self) -> int:
+        """Arrow bytes the writer gathers before encoding one row group."""
+        return max(MiB, self.data_bytes // 8)
+
+
+def declared_max_bytes(spec) -> int | None:
+    """Upper bound of one value's bytes from the declared MySQL type; ``None`` for fixed-width types."""
+    t = spec.source_type.strip().lower()
+    ty = spec.pa_type
+    if not (pa.types.is_string(ty) or pa.types.is_binary(ty) or pa.types.is_large_string(ty)
+            or pa.types.is_large_binary(ty)):
+        return None
+    m = _SIZED.match(t)
+    if m:
+        return int(m.group(1)) * (1 if "binary" in t else 4)
+    name = t.split("(")[0].strip()
+    if name in _BOUNDED:
+        return _BOUNDED[name]
+    if name.startswith(("enum", "set", "decimal", "numeric")):
+        return 4 * len(t)
+    return UNBOUNDED_MAX
+
+
+class RowWidth:
+    """Bytes per row of a plan's schema: fixed widths plus, per text/binary column, the widest value seen.
+
+    Shared by the sessions of one reader (updates are max() of ints; a lost race only delays growth).
+    """
+
+    def __init__(self, plan) -> None:
+        schema = plan.arrow_schema()
+        self.var: list[int] = []
+        self.fixed = 0
+        self.declared: dict[int, int] = {}
+        for i, (spec, f) in enumerate(zip(plan.columns, schema)):
+            bound = declared_max_bytes(spec)
+            if bound is None:
+                self.fixed += max(1, (f.type.bit_width if _has_width(f.type) else 64) // 8)
+            else:
+                self.var.append(i)
+                self.declared[i] = bound
+        self.seen: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def observe(self, batch: pa.RecordBatch) -> None:
+        """Remember the widest value per text/binary column of ``batch``."""
+        for i in self.var:
+            col = batch.column(i)
+            if col.null_count == len(col):
+                continue
+            widest = pc.max(pc.binary_length(col)).as_py() or 0
+            if widest > self.seen.get(i, -1):
+                with self._lock:
+                    self.seen[i] = max(self.seen.get(i, 0), widest)
+
+    def estimate(self) -> int:
+        """Bytes a row may take: twice the widest value seen per column, a guess before any was seen."""
+        total = self.fixed
+        for i in self.var:
+            guess = min(self.declared[i], UNBOUNDED_GUESS)
+            total += 2 * self.seen[i] if i in self.seen else guess
+        return max(1, total)
+
+    def worst(self) -> int:
+        """Bytes a row can take at most by its declared types (unbounded text/binary: :data:`UNBOUNDED_MAX`)."""
+        return max(1, self.fixed + sum(self.declared.values()))
+
+    def rows_for(self, budget_bytes: int, max_rows: int) -> int:
+        """Rows per batch so a batch stays near ``budget_bytes``."""
+        return max(1, min(max_rows, budget_bytes // self.estimate()))
+
+
+def _has_width(ty: pa.DataType) -> bool:
+    try:
+        return ty.bit_width > 0
+    except ValueError:
+        return False
+
+
+def row_bytes(row, var: list[int], fixed: int) -> int:
+    """Approximate bytes of one driver row: the fixed part plus the lengths of its text/binary values."""
+    n = fixed
+    for i in var:
+        v = row[i]
+        if v is not None:
+            n += len(v)
+    return n
+
+
+def cut_by_bytes(fetch, width: RowWidth, budget_bytes: int, max_rows: int):
+    """Group driver rows from ``fetch(n)`` into lists of about ``budget_bytes`` (and at most ``max_rows``).
+
+    ``fetch`` is a DB-API ``fetchmany``; it is asked for at most as many rows as could fill the budget if
+    every one were as wide as its declared types allow, so one fetch can never overshoot by much.
+    """
+    chunk = max(1, min(max_rows, budget_bytes // width.worst()))
+    var, fixed = width.var, width.fixed
+    rows: list = []
+    size = 0
+    while True:
+        got = fetch(min(chunk, max_rows - len(rows)))
+        if not got:
+            break
+        for row in got:
+            size += row_bytes(row, var, fixed)
+        rows.extend(got)
+        if size >= budget_bytes or len(rows) >= max_rows:
+            yield rows
+            rows, size = [], 0
+    if rows:
+        yield rows
