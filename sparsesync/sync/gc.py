@@ -23,6 +23,7 @@ from sparsesync.errors import UsageError
 from .load import STATE_FILE, read_state
 
 GC_FILE = "_gc.json"
+LOCK_FILE = "_sync.lock"  # shared with sync_table: one writer per table and destination
 _RUN_DIR = re.compile(r"^\d{8}T\d{6}Z-(\d{6})$")
 
 
@@ -61,6 +62,7 @@ def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bo
                     now: float | None = None) -> list[GcResult]:
     """Find (and with ``delete`` remove) unreferenced parts older than ``keep_s`` for ``table`` or every table."""
     from executor.dest import open_sink
+    from executor.lock import destination_lock
 
     if keep_s < 0:
         raise UsageError(f"--keep must not be negative, got {keep_s}")
@@ -68,7 +70,12 @@ def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bo
     sink = open_sink(dest)
     try:
         tables = [table] if table else tables_with_state(sink)
-        return [_collect(sink, t, keep_s, delete, now) for t in tables]
+        out = []
+        for t in tables:
+            # The table's sync lock: a sync in progress would reference parts gc cannot see yet.
+            with destination_lock(sink, f"{t}/{LOCK_FILE}", purpose=f"gc {t}"):
+                out.append(_collect(sink, t, keep_s, delete, now))
+        return out
     finally:
         if sink is not dest and hasattr(sink, "close"):
             sink.close()

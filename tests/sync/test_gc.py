@@ -85,3 +85,14 @@ def test_durations():
     assert parse_duration("90") == 90 and parse_duration("10m") == 600 and parse_duration("7d") == 7 * 86400
     with pytest.raises(UsageError, match="not a duration"):
         parse_duration("soon")
+
+
+def test_gc_is_refused_while_the_table_is_locked_by_a_sync(tmp_path):
+    from executor.dest import open_sink
+    from executor.lock import LockedError, destination_lock
+
+    img, old = image_with_one_replaced_part(tmp_path)
+    with destination_lock(open_sink(str(tmp_path)), "orders/_sync.lock", purpose="sync orders"):
+        with pytest.raises(LockedError, match="sync orders"):
+            collect_garbage(str(tmp_path), keep_s=0, delete=True, now=(img.clock + timedelta(days=1)).timestamp())
+    assert (tmp_path / old).exists()
