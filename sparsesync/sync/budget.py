@@ -4,10 +4,10 @@ Two levels, so tables cannot deadlock each other:
 
 * a table is admitted only when the budget has its whole share free (``reserve``), so the shares of the
   tables running at once never add up to more than N;
-* inside its share, every connection the table opens goes through its :func:`budget_engine` — a
-  ``NullPool`` engine (no idle pooled connections) whose connects take a slot and whose closes give it
-  back. connectorx, which opens and closes its own connections, is not used under a budget
-  (:func:`sparsesync.sync.many.table_share`).
+* inside its share, every connection the table opens goes through its :func:`budget_engine`, whose
+  connects take a slot and whose closes give it back; an idle pooled connection keeps its slot, so idle
+  connections are counted too. connectorx, which opens and closes its own connections, is not used under
+  a budget (:func:`sparsesync.sync.many.table_share`).
 
 A table that needs more connections at once than its share waits ``wait_s`` and then fails with one
 line instead of hanging.
@@ -21,7 +21,7 @@ from typing import Iterator
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from sparsesync.errors import SourceError, UsageError
 from sparsesync.source import create_engine
@@ -95,9 +95,13 @@ class Share:
 
 def budget_engine(url: str, share: Share, *, table: str | None = None) -> Engine:
     """An Engine whose every connection (pooled or detached from its pool) holds a slot of ``share``."""
-    share.acquire(table)  # covers create_engine's own connection check
+    share.acquire(table)  # covers create_engine's own connection check, closed again before the release
     try:
-        engine = create_engine(url, poolclass=NullPool)
+        # Connections are reused within the share (reconnecting for every statement cost 2x on a whole
+        # sync, benchmarks/results/many.md); an idle pooled one keeps its slot until it is closed.
+        # The slots are the only limit (no pool timeout of its own): overflow connections close on return.
+        engine = create_engine(url, poolclass=QueuePool, pool_size=share.size, max_overflow=-1)
+        engine.dispose()
     finally:
         share.release()
 

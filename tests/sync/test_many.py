@@ -111,6 +111,30 @@ def test_connectorx_is_refused_under_a_budget(database, tmp_path):
         sync_many(database.url, ["a"], str(tmp_path), Opts(reader="connectorx"), connections=4, sync_fn=full_export)
 
 
+def test_an_idle_pooled_connection_keeps_its_slot(database):
+    import sqlalchemy as sa
+
+    from sparsesync.sync.budget import ConnectionBudget, budget_engine
+
+    def on_server() -> int:
+        with database.admin.connect() as conn:
+            return conn.execute(sa.text("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE USER = :u"),
+                                {"u": database.user}).scalar()
+
+    budget = ConnectionBudget(1, wait_s=0.5)
+    with budget.reserve(1) as share:
+        engine = budget_engine(database.url, share)
+        assert budget.open == 0  # the connection check at creation is closed again
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        assert budget.open == 1 and on_server() == 1  # idle in the pool: still one of ours, still counted
+        with pytest.raises(Exception, match="needs more than its 1 connection"):
+            with engine.connect(), engine.connect():
+                pass
+        engine.dispose()
+        assert budget.open == 0
+
+
 def test_select_tables_largest_first_with_exclusions():
     avail = [("big", 900), ("mid", 500), ("tmp_x", 700), ("small", 1)]
     assert select_tables(avail, None, ["tmp_*"]) == ["big", "mid", "small"]
