@@ -131,36 +131,43 @@ def _sync_options(cls, **values):
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
+class TableProgress:
+    """Per-table and overall progress bars on a terminal, fed by sync events (nothing when piped: the JSON-line
+    events on stderr are the record then)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=True)
+        self.tasks: dict = {}
+
+    def __call__(self, ev: dict) -> None:
+        kind, table, bar = ev.get("event"), ev.get("table"), self.bar
+        if not self.tasks:
+            bar.start()
+            self.tasks["*"] = bar.add_task("all tables", total=None, note="")
+        if kind == "table_start":
+            self.tasks[table] = bar.add_task(table, total=None, note="starting")
+        elif kind == "table_done":
+            bar.update(self.tasks[table], total=1, completed=1, note=ev.get("status", ""))
+            done = sum(1 for k, t in self.tasks.items() if k != "*" and bar.tasks[t].finished)
+            bar.update(self.tasks["*"], completed=done, note=f"{done} done")
+        elif table in self.tasks:
+            if ev.get("rows_total"):
+                bar.update(self.tasks[table], total=ev["rows_total"], completed=ev.get("rows_done", 0))
+            bar.update(self.tasks[table], note=str(ev.get("kind") or kind or ""))
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
 def _progress():
-    """An events callback and a closer: per-table and overall progress on a terminal, nothing otherwise
-    (the JSON-line events on stderr are the record when piped)."""
+    """An events callback and a closer: :class:`TableProgress` on a terminal, nothing otherwise."""
     if not sys.stderr.isatty():
         return (lambda ev: None), (lambda: None)
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                   TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=True)
-    tasks: dict = {}
-    state = {"started": False}
-
-    def on(ev: dict) -> None:
-        kind, table = ev.get("event"), ev.get("table")
-        if not state["started"]:
-            bar.start()
-            state["started"] = True
-            tasks["*"] = bar.add_task("all tables", total=None, note="")
-        if kind == "table_start":
-            tasks[table] = bar.add_task(table, total=None, note="starting")
-        elif kind == "table_done":
-            bar.update(tasks[table], total=1, completed=1, note=ev.get("status", ""))
-            done = sum(1 for k, t in tasks.items() if k != "*" and bar.tasks[t].finished)
-            bar.update(tasks["*"], completed=done, note=f"{done} done")
-        elif table in tasks:
-            if ev.get("rows_total"):
-                bar.update(tasks[table], total=ev["rows_total"], completed=ev.get("rows_done", 0))
-            bar.update(tasks[table], note=str(ev.get("kind") or kind or ""))
-
-    return on, bar.stop
+    p = TableProgress()
+    return p, p.close
 
 
 @app.command("load")

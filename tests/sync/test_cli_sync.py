@@ -78,3 +78,18 @@ def test_gc_dry_run_then_delete(tmp_path):
     res = invoke("gc", str(tmp_path / "lake"), "--keep", "soon")
     assert res.exit_code == 2 and "not a duration" in res.output
 
+
+
+def test_terminal_progress_follows_the_events(monkeypatch):
+    import io
+
+    from sparsesync.cli.sync_cmd import TableProgress
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    p = TableProgress()
+    for ev in ({"event": "table_start", "table": "a"}, {"event": "sync_start", "table": "a", "kind": "append"},
+               {"event": "table_start", "table": "b"}, {"event": "table_done", "table": "a", "status": "ok"}):
+        p(ev)
+    p.close()
+    tasks = {t.description: t for t in p.bar.tasks}
+    assert tasks["a"].finished and not tasks["b"].finished and tasks["all tables"].completed == 1
