@@ -17,18 +17,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sparsesync.errors import DestinationError, SparsesyncError, UsageError
+from sparsesync.errors import LoadError, UsageError
 
 from . import loadsql
 from .loadsql import LOADS_TABLE, as_dict, load_steps, quote_ident, sql_string, staging_name, write_load_sql  # noqa: F401 - contract name
 
 STATE_FILE = "_state.json"
-
-
-class LoadError(SparsesyncError):
-    """A run cannot be applied to the warehouse (refused by the guard, missing runs or parts)."""
-
-    exit_code = 10
 
 
 @dataclass
@@ -278,4 +272,4 @@ def _load_redshift(sink, state: dict, url: str, label: str, iam_role: str | None
 def _statements(script: str) -> list[str]:
     """Split a generated ``load.sql`` into statements (no ';' occurs inside its literals but at line ends)."""
     body = "\n".join(line for line in script.splitlines() if not line.startswith("--"))
-    return [s.strip() for s in body.split(";\n") if s.strip().rstrip(";")]
+    return [s for s in (part.strip().rstrip(";").strip() for part in body.split(";\n")) if s]

@@ -89,6 +89,14 @@ def test_redshift_load_sql_of_an_empty_first_run_skips_copy_but_deletes(tmp_path
 
 
 # ---- DuckDB: executed for real ---------------------------------------------------------------------------------
+def test_load_sql_splits_into_its_statements_for_a_driver():
+    from sparsesync.sync.load import _statements
+
+    stmts = _statements(GOLDEN_APPEND)
+    assert stmts[0] == "BEGIN" and stmts[-1] == "COMMIT" and len(stmts) == 13
+    assert all(not s.endswith(";") and not s.startswith("--") for s in stmts)
+
+
 def test_into_url_follows_sqlalchemy_slashes():
     assert parse_into("duckdb:///wh.duckdb") == ("duckdb", "wh.duckdb")
     assert parse_into("duckdb:////abs/wh.duckdb") == ("duckdb", "/abs/wh.duckdb")
