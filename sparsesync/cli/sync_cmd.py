@@ -95,10 +95,9 @@ def sync_command(
         logging.getLogger("sparsesync.sync").setLevel(logging.INFO)
 
     metrics = SyncMetrics()
-    server = None
     if metrics_port is not None:
         try:
-            server = metrics.serve(metrics_port, metrics_addr)
+            metrics.serve(metrics_port, metrics_addr)
         except OSError as exc:
             raise fail(UsageError(f"cannot serve metrics on {metrics_addr}:{metrics_port}: {exc.strerror or exc}",
                                   hint="choose a free --metrics-port"))
@@ -110,8 +109,7 @@ def sync_command(
         close()
         raise fail(exc)
     finally:
-        if server is not None:
-            server[0].shutdown()
+        metrics.stop()
     close()
     if metrics_file is not None:
         try:

@@ -67,9 +67,19 @@ class SyncMetrics:
             self.status.labels(table, s).set(1 if s == status else 0)
             self.tables.labels(s).set(sum(1 for v in self._state.values() if v == s))
 
-    def serve(self, port: int, addr: str = "0.0.0.0"):
-        """Serve ``/metrics`` on ``addr:port`` in a daemon thread; returns (server, thread) to shut down."""
-        return start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "0.0.0.0") -> None:
+        """Serve ``/metrics`` on ``addr:port`` in a daemon thread until :meth:`stop`."""
+        self._server = start_http_server(port, addr=addr, registry=self.registry)
+
+    def stop(self) -> None:
+        """Stop serving and free the port."""
+        server = getattr(self, "_server", None)
+        if server is not None:
+            httpd, thread = server
+            httpd.shutdown()
+            httpd.server_close()  # shutdown() alone leaves the port bound
+            thread.join()
+            self._server = None
 
     def write_textfile(self, path: str) -> None:
         """Write the node-exporter textfile (atomically: a temporary file renamed into place)."""

@@ -32,7 +32,7 @@ def test_endpoint_is_scraped_during_the_sync_and_the_textfile_parses(database, t
     database.fixture("dense", 300, table="small")
     metrics = SyncMetrics()
     port = free_port()
-    server, _ = metrics.serve(port, "127.0.0.1")
+    metrics.serve(port, "127.0.0.1")
     scraped = {}
 
     def sync_and_scrape(source_url, table, dest, options, *, engine, events):
@@ -46,7 +46,9 @@ def test_endpoint_is_scraped_during_the_sync_and_the_textfile_parses(database, t
         summary = sync_many(database.url, None, str(tmp_path), Opts(), connections=1, sync_fn=sync_and_scrape,
                             events=metrics)
     finally:
-        server.shutdown()
+        metrics.stop()
+    with socket.socket() as s:  # the port is free again
+        s.bind(("127.0.0.1", port))
     assert summary.failed == []
     live = samples(scraped["text"])
     assert live[("sparsesync_sync_rows_read", (("table", "big"),))] == 1200
