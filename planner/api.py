@@ -70,6 +70,7 @@ def make_plan(
     cache_path: str | None = None,
     refresh: bool = False,
     use_cache: bool = True,
+    spans: list[tuple[int, int | None]] | None = None,
 ) -> Plan:
     """Plan the export of ``table``: reads statistics and key aggregates only, never row data.
 
@@ -108,11 +109,16 @@ def make_plan(
             null_rows = count_null_keys(conn, table, info.key, schema) if _key_nullable(engine, info) else None
         if note:
             reason = f"{reason}; {note}"
-        return build_plan(
+        plan = build_plan(
             engine, info, kt, hist, chosen=hist.method, requested=density, reason=reason,
             rows_per_query=rows_per_query, file_size=file_size, sparse_threshold=sparse_threshold,
             from_cache=from_cache, warnings=warnings, null_rows=null_rows,
         )
+        if spans is not None:
+            from .spans import restrict_to_spans
+
+            plan = restrict_to_spans(plan, spans)
+        return plan
     finally:
         if not isinstance(source, Engine):
             engine.dispose()

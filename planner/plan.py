@@ -105,6 +105,9 @@ class Strategy:
     prescan_queries: int = 0
     sparse_threshold: float = 0.10
     from_cache: bool = False
+    # Set when the plan covers only some key spans (a sync run: changed spans + the new tail), as
+    # decimal-string pairs [lo, hi|None]; empty means the whole key domain. See planner.spans.
+    key_spans: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -277,7 +280,7 @@ class Plan:
             "source": src,
             "fingerprint": fp,
             "columns": [asdict(c) for c in self.columns],
-            "strategy": asdict(self.strategy),
+            "strategy": {**asdict(self.strategy), "key_spans": [list(s) for s in self.strategy.key_spans]},
             "histogram": hist,
             "ranges": [_range_out(r) for r in self.ranges],
             "files": [
@@ -391,7 +394,7 @@ class Plan:
             source=src,
             fingerprint=fingerprint,
             columns=tuple(_pick(ColumnSpec, c) for c in d["columns"]),
-            strategy=_pick(Strategy, d["strategy"]),
+            strategy=_strategy_in(d["strategy"]),
             histogram=histogram,
             ranges=ranges,
             files=files,
@@ -428,15 +431,23 @@ def check_structure(plan: Plan) -> None:
     rs = plan.key_ranges if plan.ranges else ()
     if not rs:
         raise ValueError("a plan needs at least the tail range")
+    # A plan restricted to key spans (a sync run) skips the keys between its spans, nothing else:
+    # within each span its ranges are contiguous from the span's lo to its hi.
+    spans = [(int(lo), None if hi is None else int(hi)) for lo, hi in plan.strategy.key_spans]
+    span_his = {hi for _, hi in spans}
+    span_los = {lo for lo, _ in spans}
     for i, r in enumerate(rs):
         if r.lo is None:
             raise ValueError(f"range {i} has no lo")
         if r.hi is not None and r.hi <= r.lo:
             raise ValueError(f"range {i} is empty or reversed: [{r.lo}, {r.hi})")
         if i + 1 < len(rs) and r.hi != rs[i + 1].lo:
-            raise ValueError(f"ranges {i} and {i + 1} are not contiguous")
+            if not (r.hi in span_his and rs[i + 1].lo in span_los and r.hi < rs[i + 1].lo):
+                raise ValueError(f"ranges {i} and {i + 1} are not contiguous")
         if r.label == "heavy" and (r.heavy_key is None or not r.contains(r.heavy_key)):
             raise ValueError(f"heavy range {i} does not name a key value inside [{r.lo}, {r.hi})")
+    if spans and sorted((r.lo for r in rs if r.lo in span_los)) != sorted(span_los) or (spans and rs[0].lo != spans[0][0]):
+        raise ValueError("the ranges do not cover the plan's key spans")
     if rs[-1].hi is not None:
         raise ValueError("the last range must be the open tail (hi = null)")
     expected = 0
@@ -466,6 +477,18 @@ def content_hash(body: dict[str, Any]) -> str:
 def plan_schema() -> dict[str, Any]:
     """The JSON Schema in ``plans/schema.json``."""
     return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def first_violation(data: Any, schema: dict[str, Any]) -> str | None:
+    """``"at <json/path>: <message>"`` for the most relevant violation of ``schema``, or None."""
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"at {where}: {error.message}"
 
 
 @lru_cache(maxsize=1)
@@ -640,6 +663,11 @@ def _region_out(r: Region) -> list:
 
 def _region_in(v: list) -> Region:
     return Region(lo=int(v[0]), hi=int(v[1]), rows=int(v[2]))
+
+
+def _strategy_in(data: dict[str, Any]) -> Strategy:
+    st = _pick(Strategy, data)
+    return replace(st, key_spans=tuple((lo, hi) for lo, hi in st.key_spans))
 
 
 def _pick(cls, data: dict[str, Any]):

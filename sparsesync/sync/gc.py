@@ -8,7 +8,7 @@ unreferenced. That moment is not recorded anywhere, so gc uses an upper bound of
 * when gc first saw the part unreferenced (``<table>/_gc.json``, written by a deleting gc) —
 
 which can only make a part look younger than it is, never older. Run folders of a run the image has not
-applied yet (a sync in progress, or a crashed one its next sync resumes) are never touched.
+applied yet (a sync in progress) are never touched; a crashed run's parts go once a later run is applied.
 """
 
 from __future__ import annotations

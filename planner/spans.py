@@ -1,0 +1,79 @@
+"""Restrict a plan to some key spans: the planner's ranges and file sizes, for part of the key space.
+
+A sync run reads only the spans that changed and the new tail, not the whole table. It plans the
+whole table as usual (cheap with the histogram cache) and keeps only the ranges inside the wanted
+spans, clipped at the span bounds, so a span re-exported after it grew is cut into the plan's ranges
+and files again. Files never cross a span boundary: each span's rows can replace that span's old parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .partition import group_files
+from .plan import Estimates, FileGroup, KeyRange, Plan
+
+
+def _overlap(r: KeyRange, lo: int, hi: int | None) -> tuple[int, int | None] | None:
+    a = max(r.lo, lo)
+    if r.hi is None:
+        b = hi
+    elif hi is None:
+        b = r.hi
+    else:
+        b = min(r.hi, hi)
+    return None if b is not None and b <= a else (a, b)
+
+
+def _clipped_rows(r: KeyRange, a: int, b: int | None) -> int:
+    """Estimated rows of ``r`` inside ``[a, b)``: all of them when fully inside, else by key width."""
+    if a == r.lo and b == r.hi:
+        return r.est_rows
+    if r.hi is None or b is None:
+        return r.est_rows if r.hi is None and b is None else 0
+    return -(-r.est_rows * (b - a) // max(1, r.hi - r.lo))
+
+
+def restrict_to_spans(plan: Plan, spans: list[tuple[int, int | None]]) -> Plan:
+    """The plan's ranges clipped to ``spans`` (sorted, disjoint ``[lo, hi)``; only the last may be open).
+
+    The last span must be open (``hi is None``) so the plan keeps its open tail; the spans are recorded
+    in ``strategy.key_spans`` and :func:`planner.plan.check_structure` checks the ranges against them.
+    """
+    spans = sorted(spans, key=lambda s: s[0])
+    if not spans or spans[-1][1] is not None:
+        raise ValueError("the last span must be open (hi = None): a plan always ends with the tail")
+    for (lo1, hi1), (lo2, _) in zip(spans, spans[1:]):
+        if hi1 is None or hi1 > lo2 or hi1 <= lo1:
+            raise ValueError(f"spans must be disjoint, sorted and non-empty: [{lo1}, {hi1}) then [{lo2}, …)")
+    ranges: list[KeyRange] = []
+    files: list[FileGroup] = []
+    bpr = plan.strategy.bytes_per_row
+    for lo, hi in spans:
+        mine: list[KeyRange] = []
+        for r in plan.ranges:
+            cut = _overlap(r, lo, hi)
+            if cut is None:
+                continue
+            a, b = cut
+            label = "tail" if b is None else ("dense" if r.label == "tail" else r.label)
+            mine.append(KeyRange(len(ranges) + len(mine), a, b, _clipped_rows(r, a, b), label,
+                                 r.exact and (a, b) == (r.lo, r.hi)))
+        if not mine:  # a span below the planned minimum (the plan's range 0 starts at the type's minimum)
+            mine.append(KeyRange(len(ranges), lo, hi, 0, "tail" if hi is None else "gap", False))
+        if hi is None and len(mine) >= 2 and mine[-2].est_rows + mine[-1].est_rows <= plan.strategy.rows_per_query:
+            # New keys since the last run usually fit one range: read them and the open tail in one query.
+            last = mine.pop()
+            mine[-1] = KeyRange(mine[-1].index, mine[-1].lo, None, mine[-1].est_rows + last.est_rows, "tail", False)
+        local = tuple(replace(r, index=i) for i, r in enumerate(mine))
+        for g in group_files(local, bpr, plan.strategy.file_size):
+            j = len(files)
+            files.append(FileGroup(j, f"part-{j:05d}.parquet", g.first_range + len(ranges), g.last_range + len(ranges),
+                                   g.est_rows, g.est_bytes))
+        ranges.extend(mine)
+    rows = sum(r.est_rows for r in ranges)
+    strategy = replace(plan.strategy, key_spans=tuple((str(lo), None if hi is None else str(hi)) for lo, hi in spans))
+    return replace(
+        plan, ranges=tuple(ranges), files=tuple(files), strategy=strategy,
+        estimates=Estimates(queries=len(ranges), rows=rows, bytes=int(rows * bpr), files=len(files)),
+    ).sealed()

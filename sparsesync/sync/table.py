@@ -1,0 +1,396 @@
+"""``sync_table``: bring one table's Parquet image at a destination up to date with its source.
+
+One run, in this order (a crash at any point leaves the previous image in force, and the next run
+simply starts again — the run's files live in their own ``<table>/<run_id>/`` folder):
+
+1. read ``_state.json`` (none: a first run) and repair ``current.manifest.json`` if a crash left it ahead;
+2. narrow the image's open tail part to the keys it really read (``read_hi``): later keys are appends;
+3. detect changed spans (``--detect``) — before anything is exported;
+4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
+5. record each new part's span checksum, measured BEFORE its export (see :func:`_pre_export_checksums`);
+6. ``execute_plan`` into ``<table>/<run_id>/`` (ledger-resumable, manifest.json = the run's delta);
+7. swap the image: new parts in, replaced parts out; write ``current.manifest.json``, then
+   ``_state.json`` LAST (each atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+from sqlalchemy.engine import Engine
+
+from executor.dest import is_local, open_sink
+from executor.ledger import LedgerStore
+from executor.run import LEDGER, execute_plan
+from planner.api import DEFAULT_FILE_SIZE_MB, DEFAULT_ROWS_PER_QUERY, make_plan
+from planner.introspect import introspect
+from planner.partition import DEFAULT_SPARSE_THRESHOLD
+from planner.plan import Plan
+from planner.typemap import TypeOptions
+from sparsesync.errors import DriftError, SparsesyncError, UsageError
+from sparsesync.source import create_engine
+
+from . import detect as det
+from .state import ImageState, Part, PartFile, Run, load_state, narrowed, repair_manifest, save_state
+
+RUN_KINDS = ("first", "append", "changed", "full")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How to sync: change detection, plus the plan and execute options with their usual meaning."""
+
+    detect: str = "checksum"  # checksum | cursor:COL | none
+    lookback_s: float = 600.0
+    rows_per_query: int = DEFAULT_ROWS_PER_QUERY
+    file_size_mb: float = DEFAULT_FILE_SIZE_MB
+    density: str = "auto"
+    key: str | None = None
+    schema: str | None = None
+    reader: str = "auto"
+    compression: str = "zstd"
+    workers: int = 1
+    retries: int = 2  # transient source/destination failures: the run resumes from its ledger
+    sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD
+    type_options: TypeOptions = field(default_factory=TypeOptions)
+    cache_path: str | None = None
+    use_cache: bool = True
+    strict_dates: bool = False
+    batch_rows: int = 65536
+    iam_role: str | None = None
+    full: bool = False  # start a new image (all spans re-read), e.g. after a schema change
+
+
+@dataclass
+class TableSyncResult:
+    """What one table's sync did (one line of the multi-table summary)."""
+
+    table: str
+    status: str = "failed"  # ok | failed | empty | skipped
+    run_id: str | None = None
+    sequence: int | None = None
+    kind: str | None = None
+    rows_read: int = 0
+    rows_in_image: int = 0
+    bytes_written: int = 0
+    spans_reexported: int = 0
+    retries: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    queries: int | None = None
+    detect: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def new_run_id(now: datetime, sequence: int) -> str:
+    """``<UTC yyyymmddThhmmssZ>-<sequence:06d>``: sortable, unique per table."""
+    return now.strftime("%Y%m%dT%H%M%SZ") + f"-{sequence:06d}"
+
+
+def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOptions(), *,
+               engine: Engine | None = None, events: Callable[[dict], None] | None = None,
+               raise_errors: bool = False) -> TableSyncResult:
+    """Sync ``table`` from ``source_url`` (or ``engine``) into its image at ``dest``.
+
+    Returns a :class:`TableSyncResult`; a :class:`SparsesyncError` becomes ``status="failed"`` with its
+    one-line message (re-raised with ``raise_errors``). Anything else is a bug and propagates.
+    """
+    t0 = time.monotonic()
+    result = TableSyncResult(table=table, detect=options.detect)
+    emit = events or (lambda e: None)
+    own_engine = engine is None
+    sink = None
+    try:
+        detect = det.parse_detect(options.detect)
+        if options.file_size_mb <= 0:
+            raise UsageError(f"--file-size must be positive, got {options.file_size_mb}")
+        sink = open_sink(os.fspath(dest) if isinstance(dest, os.PathLike) else dest)
+        engine = engine or create_engine(source_url)
+        _Run(engine, sink, table, options, detect, result, emit).go()
+    except SparsesyncError as exc:
+        result.status, result.error = "failed", exc.one_line()
+        emit({"event": "sync_failed", "table": table, "run_id": result.run_id, "error": result.error})
+        if raise_errors:
+            raise
+    finally:
+        result.seconds = round(time.monotonic() - t0, 3)
+        if own_engine and engine is not None:
+            engine.dispose()
+        if sink is not None and not hasattr(dest, "put_bytes") and hasattr(sink, "close"):
+            sink.close()
+    return result
+
+
+class _Run:
+    """One sync run of one table (the steps of the module docstring)."""
+
+    def __init__(self, engine, sink, table, options: SyncOptions, detect: det.Detect, result, emit) -> None:
+        self.engine, self.sink, self.table, self.o, self.detect = engine, sink, table, options, detect
+        self.result, self.emit = result, emit
+        self.queries = 0
+
+    # ---- steps --------------------------------------------------------------------------------------
+    def go(self) -> None:
+        o, r = self.o, self.result
+        started = datetime.now(timezone.utc)
+        state = load_state(self.sink, self.table)
+        if state is not None:
+            repair_manifest(self.sink, state)
+            self._check_shape(state)
+        fresh = state is None or o.full
+        kind = "full" if (state is not None and o.full) else ("first" if state is None else "append")
+        seq = (state.sequence if state else 0) + 1
+        run_id = new_run_id(started, seq)
+        while self.sink.list(f"{self.table}/{run_id}"):
+            # A crashed run of this sequence left its folder (gc removes it, no image refers to it);
+            # never write into it: the next second's name is free.
+            started += timedelta(seconds=1)
+            run_id = new_run_id(started, seq)
+        r.run_id, r.sequence = run_id, seq
+        self.emit({"event": "sync_start", "table": self.table, "run_id": run_id, "kind": kind, "detect": str(self.detect)})
+
+        checksums: dict[tuple, str] = {}
+        watermark = None
+        if self.detect.mode == "cursor":  # before detection and export: later changes are above it
+            watermark = det.cursor_watermark(self.engine, self.table, self.detect.column, schema=o.schema)
+            self.queries += 1
+        keep: list[Part] = []
+        if fresh:
+            spans = None
+            changed: list[Part] = []
+        else:
+            keep = narrowed(state.parts)
+            tail_lo = keep[-1].hi if keep else None
+            changed = self._changed(state, keep, tail_lo, checksums)
+            spans = _merge([(p.lo, p.hi) for p in changed]) + [(tail_lo, None)] if tail_lo is not None else None
+            if changed:
+                kind = "changed"
+        plan = self._plan(spans)
+        if fresh or spans is None:
+            spans_read = [(plan.ranges[0].lo, None)]
+            keep = []
+        else:
+            spans_read = spans
+        plan = replace(plan, plan_id=run_id).sealed()
+        if self.detect.mode == "checksum":
+            self._pre_export_checksums(plan, checksums)
+
+        report = self._execute(plan, verify=not plan.strategy.key_spans)
+        new_parts = self._new_parts(plan, run_id, seq, checksums)
+        replaced = [(lo, hi) for lo, hi in spans_read]
+        parts = [p for p in keep if not any(_within(p, lo, hi) for lo, hi in replaced)] + new_parts
+        parts.sort(key=lambda p: (p.nulls, p.lo))
+        finished = datetime.now(timezone.utc)
+        run = Run(run_id=run_id, sequence=seq, kind=kind, detect=str(self.detect),
+                  started_at=started.isoformat(timespec="seconds"), finished_at=finished.isoformat(timespec="seconds"),
+                  rows=report.rows, bytes=report.bytes, replaced=tuple(replaced), null_replaced=fresh,
+                  manifest=f"{run_id}/manifest.json")
+        cursor = state.cursor if state is not None and not fresh else None
+        if self.detect.mode == "cursor":
+            cursor = {"column": self.detect.column, "watermark": det.watermark_out(watermark)}
+        new_state = ImageState(
+            table=self.table, key=plan.source.key, source=_source_dict(plan), columns=_columns(plan),
+            schema_hash=plan.fingerprint.schema_hash, sequence=seq, parts=tuple(parts),
+            runs=(() if state is None else state.runs) + (run,), cursor=cursor,
+        )
+        new_state = self._load_sql(new_state, run)
+        save_state(self.sink, self.table, new_state)  # LAST: from here on the new image is in force
+
+        r.kind, r.rows_read, r.bytes_written = kind, report.rows, report.bytes
+        r.rows_in_image = new_state.rows
+        r.spans_reexported = len(changed) if not fresh else 0
+        r.queries = self.queries + int(report.queries or 0)
+        r.status = "ok" if new_state.files else "empty"
+        if self.detect.mode == "cursor":
+            r.notes.append(f"--detect cursor:{self.detect.column} does not see deleted rows; use --detect checksum for deletes")
+        elif self.detect.mode == "none":
+            r.notes.append("--detect none reads appends only: updates, deletes and inserts below the max are not seen")
+        self.emit({"event": "sync_done", "table": self.table, "run_id": run_id, "kind": kind,
+                   "rows_read": r.rows_read, "rows_in_image": r.rows_in_image, "bytes": r.bytes_written,
+                   "spans_reexported": r.spans_reexported, "parts": len(new_state.files)})
+
+    def _check_shape(self, state: ImageState) -> None:
+        """Every file of an image has one Arrow schema: a changed table needs a new image (--full)."""
+        if self.o.full:
+            return
+        info = self._table_info(state.key)
+        if info.schema_hash != state.schema_hash or info.key != state.key:
+            raise DriftError(
+                f"the schema of {self.table} changed since its image was made (sequence {state.sequence})",
+                hint="re-sync with --full to start a new image with the new columns", table=self.table)
+
+    def _changed(self, state: ImageState, keep: list[Part], tail_lo, checksums: dict) -> list[Part]:
+        """The image parts whose rows changed on the source, per ``--detect``."""
+        if self.detect.mode == "none" or not keep:
+            return []
+        spans = [(p.lo, p.hi) for p in keep]
+        if self.detect.mode == "checksum":
+            # The new tail's checksum comes in the same pass, before it is exported.
+            now = self._checksums(spans + [(tail_lo, None)])
+            checksums[(tail_lo, None)] = now[-1]
+            hit = [i for i, p in enumerate(keep) if p.checksum != now[i]]
+            for i in hit:
+                checksums[spans[i]] = now[i]
+        else:
+            since = det.since_value((state.cursor or {}).get("watermark"), self.o.lookback_s)
+            if not state.cursor or state.cursor.get("column") != self.detect.column:
+                since = None  # no watermark for this column yet: every span is suspect once
+            hit = det.cursor_changed(self.engine, self.table, state.key, self.detect.column, spans, since,
+                                     schema=self.o.schema)
+            self.queries += 1
+        return [keep[i] for i in hit]
+
+    def _checksums(self, spans) -> list[str]:
+        self.queries += 1
+        info = self._table_info()
+        return det.span_checksums(self.engine, self.table, info.key, [c.name for c in info.columns], spans,
+                                  schema=self.o.schema)
+
+    def _pre_export_checksums(self, plan: Plan, checksums: dict) -> None:
+        """Checksum every new part's span BEFORE it is exported and record that value with the part.
+
+        Why before: a write that lands while the span is being read makes the recorded checksum
+        differ from the source on the next run, so the span is re-exported (spuriously at worst). A
+        checksum taken AFTER the export could include such a write that the export missed, and the
+        span would then look unchanged forever. (A write undone again before the next run — A→B→A —
+        is the one pattern this cannot tell from "unchanged"; the row is then as the source has it.)
+        Spans measured during detection (same pass, also before the export) are not measured twice.
+        """
+        need = [s for s in _group_spans(plan) if s not in checksums]
+        if need:
+            for s, c in zip(need, self._checksums(need)):
+                checksums[s] = c
+
+    def _plan(self, spans) -> Plan:
+        o = self.o
+        return make_plan(
+            self.engine, self.table, key=o.key, schema=o.schema, rows_per_query=o.rows_per_query,
+            file_size=int(o.file_size_mb * 1024 * 1024), density=o.density, sparse_threshold=o.sparse_threshold,
+            type_options=o.type_options, cache_path=o.cache_path, use_cache=o.use_cache, spans=spans,
+        )
+
+    def _execute(self, plan: Plan, *, verify: bool):
+        """``execute_plan`` with retries: a transient failure resumes the same run from its ledger."""
+        o = self.o
+        attempt = 0
+        while True:
+            try:
+                return execute_plan(plan, self.sink, engine=self.engine, reader=o.reader, workers=o.workers,
+                                    compression=o.compression, strict_dates=o.strict_dates, verify=verify,
+                                    iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress)
+            except SparsesyncError as exc:
+                if not exc.transient or attempt >= o.retries:
+                    raise
+                attempt += 1
+                self.result.retries = attempt
+                self.emit({"event": "sync_retry", "table": self.table, "attempt": attempt, "error": exc.one_line()})
+                time.sleep(min(30.0, 0.5 * 2**attempt))
+
+    def _progress(self, ev) -> None:
+        """The executor's progress as sync events: export start, each file group, finish (not batches)."""
+        if ev.kind in ("start", "group", "finish"):
+            self.emit({"event": f"export_{ev.kind}", "table": self.table, "run_id": self.result.run_id,
+                       "rows_done": ev.rows_done, "rows_total": ev.rows_total, "group": ev.group})
+
+    def _new_parts(self, plan: Plan, run_id: str, seq: int, checksums: dict) -> list[Part]:
+        """One image part per file group of the run, from the executor's ledger."""
+        book = LedgerStore(sink=self.sink, relpath=f"{self.table}/{run_id}/{LEDGER}").load()
+        prefix = f"{self.table}/"
+        out = []
+        for g, rec in zip(plan.files, book.groups):
+            first, last = plan.ranges[g.first_range], plan.ranges[g.last_range]
+            files = [PartFile(p.name[len(prefix):] if p.name.startswith(prefix) else p.name, p.rows, p.size)
+                     for p in rec.parts if p.rows]  # an empty span holds no file (Redshift needs none)
+            read_hi = None
+            if last.hi is None:
+                # Keys the open tail part holds lie below read_hi; the next run narrows the part to it and
+                # reads from there. With nothing read by the tail range that is where the range starts;
+                # rows that arrived after planning make it their largest key + 1.
+                tail_rows = rec.range_rows.get(str(last.index), 0)
+                read_hi = last.lo if not tail_rows else self._max_key(files[-1].path, plan) + 1
+            out.append(Part(
+                lo=first.lo, hi=last.hi, path=files[0].path if files else None, rows=rec.rows,
+                bytes=sum(f.bytes for f in files), run_id=run_id, sequence=seq,
+                checksum=checksums.get((first.lo, last.hi)), read_hi=read_hi, more=tuple(files[1:]),
+            ))
+        return out
+
+    def _max_key(self, relpath: str, plan: Plan) -> int:
+        """The largest key in a written part, from its Parquet footer statistics."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rel = f"{self.table}/{relpath}"
+        src = self.sink.url(rel) if is_local(self.sink) else pa.BufferReader(self.sink.get_bytes(rel))
+        pf = pq.ParquetFile(src)
+        idx = pf.schema_arrow.get_field_index(plan.source.key)
+        best = None
+        for i in range(pf.metadata.num_row_groups):
+            st = pf.metadata.row_group(i).column(idx).statistics
+            if st is None or not st.has_min_max:
+                best = None
+                break
+            best = int(st.max) if best is None else max(best, int(st.max))
+        if best is None:
+            import pyarrow.compute as pc
+
+            best = int(pc.max(pf.read(columns=[plan.source.key]).column(0)).as_py())
+        return best
+
+    def _load_sql(self, state: ImageState, run: Run) -> ImageState:
+        """Write ``<run_id>/load.sql`` through i9b's ``write_load_sql`` once it exists."""
+        try:
+            from .load import write_load_sql  # i9b
+        except ImportError:
+            return state
+        sql = write_load_sql(state, run, iam_role=self.o.iam_role)
+        rel = f"{run.run_id}/load.sql"
+        self.sink.put_bytes(f"{self.table}/{rel}", sql.encode("utf-8"))
+        run2 = replace(run, load_sql=rel)
+        return replace(state, runs=state.runs[:-1] + (run2,))
+
+    # ---- small helpers ----------------------------------------------------------------------------
+    def _table_info(self, key: str | None = None):
+        """The table's reflected shape (once per run)."""
+        if not hasattr(self, "_info"):
+            self._info = introspect(self.engine, self.table, key=self.o.key or key, schema=self.o.schema,
+                                    options=self.o.type_options)
+        return self._info
+
+
+def _merge(spans: list[tuple]) -> list[tuple]:
+    """Adjacent finite spans joined, so the planner can re-cut them into files of the plan's size."""
+    out: list[list] = []
+    for lo, hi in sorted(spans, key=lambda s: s[0]):
+        if out and out[-1][1] == lo:
+            out[-1][1] = hi
+        else:
+            out.append([lo, hi])
+    return [tuple(s) for s in out]
+
+
+def _within(p: Part, lo: int, hi: int | None) -> bool:
+    return p.lo >= lo and (hi is None or (p.hi is not None and p.hi <= hi))
+
+
+def _group_spans(plan: Plan) -> list[tuple]:
+    return [(plan.ranges[g.first_range].lo, plan.ranges[g.last_range].hi) for g in plan.files]
+
+
+def _source_dict(plan: Plan) -> dict:
+    s = plan.source
+    return {"dialect": s.dialect, "host": s.host, "port": s.port, "database": s.database, "table": s.table,
+            "key": s.key, "username": s.username, "schema": s.schema, "key_signed": s.key_signed}
+
+
+def _columns(plan: Plan) -> tuple[dict, ...]:
+    from dataclasses import asdict
+
+    return tuple(asdict(c) for c in plan.columns)

@@ -1,0 +1,110 @@
+"""sync_table on a real MariaDB table into a local directory: first run, appends, changed spans."""
+
+from __future__ import annotations
+
+import pytest
+
+from sparsesync.sync.table import SyncOptions, sync_table
+from tests.sync.conftest import image_rows, source_rows, state_of
+
+pytestmark = pytest.mark.mysql
+
+SMALL = dict(rows_per_query=200, file_size_mb=1e-6, reader="pymysql")
+
+
+def fill(engine, table, lo, hi, v="a"):
+    """Rows lo..hi; updated_at one second apart in the past, so a cursor watermark is one row's time."""
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{table}` (id, v, n, updated_at) SELECT seq, CONCAT('{v}', seq), "
+                             f"MOD(seq, 7), TIMESTAMP'2020-01-01 00:00:00' + INTERVAL seq SECOND FROM seq_{lo}_to_{hi}")
+
+
+def test_first_run_then_appends_read_only_new_rows(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 1000)
+    r1 = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    assert (r1.status, r1.kind, r1.sequence, r1.rows_read) == ("ok", "first", 1, 1000)
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
+    st = state_of(tmp_path, t)
+    assert st["parts"][0]["lo"] == str(-(2**63)) and st["parts"][-1]["hi"] is None
+    assert st["parts"][-1]["read_hi"] == "1001"
+    assert st["runs"][0]["replaced"] == [[str(-(2**63)), None]]
+
+    fill(mysql_engine, t, 1001, 1300, v="b")
+    r2 = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    assert (r2.kind, r2.rows_read, r2.spans_reexported) == ("append", 300, 0)
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
+    st = state_of(tmp_path, t)
+    assert st["runs"][-1]["replaced"] == [["1001", None]]
+    los = [int(p["lo"]) for p in st["parts"]]
+    assert los == sorted(los) and all(a["hi"] == b["lo"] for a, b in zip(st["parts"], st["parts"][1:]))
+
+    r3 = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)  # nothing new
+    assert (r3.kind, r3.rows_read, r3.rows_in_image) == ("append", 0, 1300)
+
+
+@pytest.mark.parametrize("detect", ["checksum", "cursor:updated_at"])
+def test_changed_spans_are_reexported(mysql_url, mysql_engine, sync_table_name, tmp_path, detect):
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 2000)
+    opts = SyncOptions(detect=detect, lookback_s=0, **SMALL)
+    sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE `{t}` SET v = 'changed' WHERE id IN (50, 1500)")
+        conn.exec_driver_sql(f"INSERT INTO `{t}` (id, v) VALUES (5000, 'tail')")
+    r = sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
+    # cursor: the span holding the watermark row (id 2000, COL >= watermark) is suspect too
+    assert r.kind == "changed" and r.spans_reexported == (2 if detect == "checksum" else 3)
+    assert r.rows_read < 2000 // 2  # only the two changed spans and the appended row
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
+
+
+def test_checksum_sees_deletes_and_late_inserts_below_the_max(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 1000)
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{t}` (id, v) VALUES (100000, 'far')")
+    opts = SyncOptions(**SMALL)
+    sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM `{t}` WHERE id = 10")
+        conn.exec_driver_sql(f"INSERT INTO `{t}` (id, v) VALUES (50000, 'in the gap'), (-5, 'below the min')")
+    r = sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
+    assert r.kind == "changed"
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
+
+
+def test_empty_table_has_no_manifest_then_fills(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    t = sync_table_name()
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    assert (r.status, r.rows_in_image) == ("empty", 0)
+    assert not (tmp_path / t / "current.manifest.json").exists()
+    assert all(p["path"] is None for p in state_of(tmp_path, t)["parts"])
+    fill(mysql_engine, t, 1, 10)
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    assert (r.status, r.rows_in_image) == ("ok", 10)
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM `{t}`")
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    assert (r.status, r.rows_in_image) == ("empty", 0)
+    assert not (tmp_path / t / "current.manifest.json").exists()
+
+
+def test_schema_change_is_refused_with_one_line(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 10)
+    sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    before = (tmp_path / t / "_state.json").read_bytes()
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"ALTER TABLE `{t}` ADD COLUMN extra INT")
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL))
+    assert r.status == "failed" and "--full" in r.error and "\n" not in r.error
+    assert (tmp_path / t / "_state.json").read_bytes() == before
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(full=True, **SMALL), raise_errors=True)
+    assert (r.kind, r.rows_in_image) == ("full", 10)
+
+
+def test_bad_detect_is_a_usage_error(mysql_url, sync_table_name, tmp_path):
+    r = sync_table(mysql_url, sync_table_name(), tmp_path, SyncOptions(detect="cursor:"))
+    assert r.status == "failed" and "--detect" in r.error
