@@ -127,15 +127,18 @@ class Image:
         (self.root / self.table / "_state.json").write_text(json.dumps(self.state()))
 
     def state(self) -> dict:
-        """The contract's _state.json body (hash left empty: these tests read it without i9a's checker)."""
-        return {
+        """The contract's _state.json, hashed like the core's (planner.plan.content_hash)."""
+        from planner.plan import content_hash
+
+        body = {
             "format_version": "1.0", "table": self.table, "key": "id",
             "source": {"dialect": "mysql", "host": "h", "port": 3306, "database": "d", "table": self.table,
                        "key": "id", "username": "u"},
-            "columns": self.columns, "schema_hash": "s", "sequence": self.sequence,
+            "columns": self.columns, "schema_hash": "0" * 64, "sequence": self.sequence,
             "parts": [{k: v for k, v in p.items() if k != "_rows"} for p in self.parts],
-            "runs": self.runs, "cursor": None, "sha256": "",
+            "runs": self.runs, "cursor": None,
         }
+        return {**body, "sha256": content_hash(body)}
 
     def rows(self) -> list[tuple]:
         """Every row the image holds, sorted."""

@@ -93,3 +93,8 @@ def test_terminal_progress_follows_the_events(monkeypatch):
     p.close()
     tasks = {t.description: t for t in p.bar.tasks}
     assert tasks["a"].finished and not tasks["b"].finished and tasks["all tables"].completed == 1
+
+
+def test_sync_needs_tables_or_all(tmp_path):
+    res = invoke("sync", "sqlite:///nowhere.db", "--dest", str(tmp_path))
+    assert res.exit_code == 2 and "--all" in res.output and "Traceback" not in res.output

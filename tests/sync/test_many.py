@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-
 import duckdb
 import pytest
 
-from executor.run import execute_plan
-from planner.api import make_plan
 from sparsesync.errors import UsageError
 from sparsesync.sync.many import select_tables, sync_many
+from sparsesync.sync.table import SyncOptions, sync_table
 
 from .dbkit import ProcesslistSampler, database  # noqa: F401 - fixture
 
@@ -19,25 +16,20 @@ from .dbkit import ProcesslistSampler, database  # noqa: F401 - fixture
 pytestmark = pytest.mark.mysql
 
 
-@dataclass(frozen=True)
-class Opts:
-    workers: int = 1
-    reader: str = "auto"
+def Opts(**kw) -> SyncOptions:
+    return SyncOptions(**{"rows_per_query": 500, "use_cache": False, **kw})
 
 
 def full_export(source_url, table, dest, options, *, engine, events):
-    """Until sync_table is on main: a plain plan + execute through the budgeted engine."""
-    plan = make_plan(engine, table, rows_per_query=500, file_size=1 << 20, use_cache=False)
-    rep = execute_plan(plan, dest, engine=engine, reader=options.reader, workers=options.workers)
-    events({"event": "progress", "rows_done": rep.rows, "rows_total": rep.rows})
-    return {"table": table, "status": "ok", "run_id": plan.plan_id, "rows_read": rep.rows, "bytes_written": rep.bytes,
-            "seconds": rep.duration_s, "queries": rep.queries}
+    """The real sync of one table, through the budgeted engine."""
+    return sync_table(source_url, table, dest, options, engine=engine, events=events, raise_errors=True)
 
 
 def exported_ids(dest, table) -> list[int]:
     con = duckdb.connect()
     try:
-        return [r[0] for r in con.execute(f"SELECT id FROM read_parquet('{dest}/{table}/*/part-*.parquet') ORDER BY id").fetchall()]
+        urls = [e["url"] for e in json.loads((dest / table / "current.manifest.json").read_text())["entries"]]
+        return [r[0] for r in con.execute("SELECT id FROM read_parquet(?) ORDER BY id", [urls]).fetchall()]
     finally:
         con.close()
 

@@ -47,7 +47,8 @@ def test_endpoint_is_scraped_during_the_sync_and_the_textfile_parses(database, t
                             events=metrics)
     finally:
         metrics.stop()
-    with socket.socket() as s:  # the port is free again
+    with socket.socket() as s:  # the port is free again (REUSEADDR as any server sets it: the scrape left TIME_WAIT)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
     assert summary.failed == []
     live = samples(scraped["text"])
