@@ -169,15 +169,17 @@ class PyMySQLReader(_ReaderBase):
     def _connect(self):
         import pymysql
 
-        # The dialect's own translation of the URL (host, port, user, password, database, charset, ssl…),
-        # so the password stays inside SQLAlchemy/pymysql.
-        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-        kwargs = dict(kwargs)
-        kwargs.setdefault("charset", "utf8mb4")
+        # Opened through the engine (so a connection budget on it counts this one too), then detached from
+        # its pool: the session's settings never leak into pooled connections and close() really closes.
         try:
-            return pymysql.connect(*args, **kwargs)
+            conn = self.engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - mapped to SourceError
             raise _source_error(exc, self.plan, None, "connecting to the source") from exc
+        conn.detach()
+        if not isinstance(conn.dbapi_connection, pymysql.connections.Connection):
+            conn.close()
+            raise UsageError("the pymysql reader needs a mysql+pymysql:// source URL", table=self.plan.source.table)
+        return conn
 
     def sql(self, tail: bool | str) -> str:
         """The compiled range statement (pyformat parameters) for a closed range, the tail (``True``) or

@@ -363,7 +363,8 @@ class _Run:
             from .load import write_load_sql  # i9b
         except ImportError:
             return state
-        sql = write_load_sql(state, run, iam_role=self.o.iam_role)
+        manifest = f"{self.table}/{run.manifest or run.run_id + '/manifest.json'}"  # the COPY needs its full URL
+        sql = write_load_sql(state, run, iam_role=self.o.iam_role, manifest_url=self.sink.url(manifest))
         rel = f"{run.run_id}/load.sql"
         self.sink.put_bytes(f"{self.table}/{rel}", sql.encode("utf-8"))
         run2 = replace(run, load_sql=rel)
