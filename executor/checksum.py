@@ -494,8 +494,8 @@ def _register_duckdb(con) -> None:
     try:
         con.create_function("sparsesync_mysql_double", _duckdb_mysql_double, ["DOUBLE"], "VARCHAR", type="arrow",
                             null_handling="special", side_effects=False)
-    except duckdb.CatalogException:
-        pass  # registered on this connection already
+    except (duckdb.CatalogException, duckdb.NotImplementedException):
+        pass  # registered on this connection already (the exception class differs between DuckDB versions)
 
 
 def arrow_span_checksums(table: pa.Table, plan_or_table_info, spans, **kw) -> tuple[list[SpanChecksum], int]:

@@ -272,10 +272,10 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
                                   lock=lock, policy=policy, retried=retried)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
-    if retried.snapshots > 1 and report.consistency == "snapshot":
-        report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
+    if retried.snapshots > 1 and report.consistency == "snapshot":
+        report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     _oversize_report(report, plan, book, oversize)
     if verify:
         _check_counts(plan, sink, book, report, engine, snapshot_counts, skipped=len(skipped))
