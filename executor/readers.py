@@ -89,7 +89,7 @@ def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]] | N
         return None
     lo, hi = bounds
     key = sa.column(plan.source.key)
-    stmt = sa.select(*[sa.column(c.name) for c in plan.columns]).select_from(_table_clause(plan))
+    stmt = sa.select(*[_select_column(plan, c) for c in plan.columns]).select_from(_table_clause(plan))
     if r.nulls:  # rows whose key is NULL: no order to keep among them
         return stmt.where(key.is_(None)), {}
     params = {"lo": lo}
@@ -98,6 +98,19 @@ def range_query(plan: Plan, r: KeyRange) -> tuple[sa.Select, dict[str, int]] | N
         params["hi"] = hi
         stmt = stmt.where(key < sa.bindparam("hi", type_=sa.BigInteger))
     return stmt.order_by(key), params
+
+
+def _select_column(plan: Plan, c: ColumnSpec):
+    """The column as the range SELECT reads it.
+
+    MySQL's text protocol prints FLOAT with 6 significant digits (694867.47 arrives as "694868"), so a
+    FLOAT is read as DOUBLE (``col + 0e0``: exact for every float32, MySQL 8 and MariaDB alike) and cast
+    back to float32 by the plan's schema — the value the server stores, as the binary-protocol reader gets it.
+    """
+    col = sa.column(c.name)
+    if plan.source.dialect in ("mysql", "mariadb") and c.arrow_type == "float":
+        return (col + sa.literal_column("0e0")).label(c.name)
+    return col
 
 
 def _check_key(value: Any) -> int:

@@ -103,3 +103,23 @@ def test_hostile_text_binary_and_numbers_are_identical_in_both_readers(mysql_eng
     tables = {k: _read_all(mysql_engine, plan, k) for k in READERS}
     assert tables["pymysql"].equals(tables["connectorx"])
     assert tables["pymysql"].column("tx").to_pylist()[1] == "é" * 70_000
+
+
+FLOATS = [694867.47, 0.1, -3.4028234e38, 1.17549435e-38, 16777217.0, 123456.789, -0.0, None]
+
+
+def test_float_values_are_the_stored_float32_in_both_readers(mysql_engine, mysql_table):
+    """The text protocol prints FLOAT with 6 significant digits (694867.47 → "694867"): pymysql must not
+    round what the server stores; both readers carry the exact float32."""
+    import numpy as np
+
+    name = mysql_table("CREATE TABLE {name} (id INT PRIMARY KEY, f FLOAT, fn FLOAT NOT NULL DEFAULT 0) ENGINE=InnoDB")
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO {name} (id, f, fn) VALUES (:i, :f, :g)"),
+                     [{"i": i, "f": f, "g": f or 0.0} for i, f in enumerate(FLOATS)])
+    plan = make_plan(mysql_engine, name, use_cache=False)
+    tables = {k: _read_all(mysql_engine, plan, k) for k in READERS}
+    want = [None if f is None else float(np.float32(f)) for f in FLOATS]
+    assert tables["pymysql"].column("f").to_pylist() == want
+    assert tables["connectorx"].column("f").to_pylist() == want
+    assert tables["pymysql"].equals(tables["connectorx"])
