@@ -1,15 +1,17 @@
 """Convergence: syncs alternate with a writer inserting, updating and deleting rows (below the max, in
 sparse regions, below the minimum); after every sync the rows of ``current.manifest.json``'s parts, read
-with DuckDB, equal the source table. Hypothesis drives the operation sequences (small tables, few examples).
+with DuckDB, equal the source table, and so does a DuckDB warehouse table after ``load_pending``. Hypothesis drives the operation sequences (small tables, few examples).
 """
 
 from __future__ import annotations
 
+import duckdb
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sparsesync.sync.load import load_pending
 from sparsesync.sync.table import SyncOptions, sync_table
 from tests.conftest import unique_name
 from tests.sync.conftest import SYNC_DDL, image_rows, source_rows, state_of
@@ -56,6 +58,7 @@ def run_sequence(mysql_url, engine, tmp_path, steps, detect: str, *, deletes: bo
         conn.execute(sa.text(f"INSERT INTO `{table}` (id, v, n, updated_at) VALUES (:id, :v, 1, '2020-01-01')"),
                      [{"id": k, "v": f"init{k}"} for k in INITIAL])
     opts = SyncOptions(detect=detect, lookback_s=0, rows_per_query=25, file_size_mb=1e-6, reader="pymysql")
+    warehouse = tmp_path / f"{table}-warehouse.duckdb"
     try:
         r = sync_table(mysql_url, table, dest, opts, raise_errors=True)
         assert image_rows(dest, table) == source_rows(engine, table)
@@ -64,6 +67,11 @@ def run_sequence(mysql_url, engine, tmp_path, steps, detect: str, *, deletes: bo
             r = sync_table(mysql_url, table, dest, opts, raise_errors=True)
             assert r.status in ("ok", "empty")
             assert image_rows(dest, table) == source_rows(engine, table), f"after sync {n + 1}: {ops}"
+            # (b) applying the pending runs to a DuckDB warehouse makes its table equal to the source too
+            load_pending(str(dest), table, f"duckdb:///{warehouse}")
+            with duckdb.connect(str(warehouse)) as con:
+                got = con.execute(f'SELECT id, v, n FROM "{table}" ORDER BY id').fetchall()
+            assert got == source_rows(engine, table), f"warehouse after sync {n + 1}: {ops}"
             parts = state_of(dest, table)["parts"]
             paths = [p["path"] for p in parts if p["path"]]
             assert len(paths) == len(set(paths))
@@ -73,7 +81,7 @@ def run_sequence(mysql_url, engine, tmp_path, steps, detect: str, *, deletes: bo
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{table}`")
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=STEPS)
 def test_checksum_sync_converges(mysql_url, mysql_engine, tmp_path, steps):
     run_sequence(mysql_url, mysql_engine, tmp_path, steps, "checksum")
