@@ -3,8 +3,8 @@ as an exact twin, by DuckDB over the Parquet parts.
 
 The check is independent of the export: the source side never goes through the export's reader, it
 asks the server (as pt-table-checksum does) for, per key span,
-``COUNT(*)``, ``BIT_XOR(h)`` and ``SUM(h)`` where ``h`` is the first 64 bits of the MD5 of a canonical
-text of the row. The Parquet side computes the same ``h`` from the Arrow values with DuckDB.
+``COUNT(*)`` and ``BIT_XOR(h)`` where ``h`` is the first 64 bits of the MD5 of a canonical text of the
+row. The Parquet side computes the same ``h`` from the Arrow values with DuckDB.
 
 The canonical text is one field per column joined with ``|``; a NULL is ``N`` (no other field text can
 be ``N``). Per Arrow type of the plan:
@@ -16,11 +16,16 @@ be ``N``). Per Arrow type of the plan:
 * text, ENUM, SET, JSON, wide DECIMAL as text: ``<UTF-8 byte length>:<text>`` (the length prefix keeps
   ``|`` inside a value from shifting fields);
 * binary: upper-case hex;
-* FLOAT/DOUBLE: ``F`` (present) or ``N``: the engines print floating-point numbers differently (``1e20``
-  vs ``1e+20``), so floating values are checked for presence only, never for their digits.
+* DOUBLE: MySQL's own ``CAST(x AS CHAR)`` (shortest round-trip digits, ``1e20``, ``0.00001``); DuckDB's
+  side renders the same text with :func:`mysql_double_text` (a Python UDF), as DuckDB's own layout differs;
+* FLOAT: ``F`` (present) or ``N`` only: MariaDB prints FLOAT with 6 significant digits, fewer than the
+  value the export holds, so single-precision values are checked for presence, not digits.
 
-The checksum string is ``xor`` and ``sum mod 2^64`` as 32 hex digits; checksums of disjoint pieces of
-one span combine with :meth:`SpanChecksum.merge` (xor and add).
+The checksum string is the xor as 16 hex digits; checksums of disjoint pieces of one span combine with
+:meth:`SpanChecksum.merge`. Only the xor, no second aggregate: building the row text is most of the cost
+(``benchmarks/results/checksum.md``), and a second aggregate over ``h`` makes the server build it twice.
+The xor cancels a row that appears twice; that changes the count, unless another row of the range went
+missing too, whose hash then stays missing from the xor.
 """
 
 from __future__ import annotations
@@ -36,12 +41,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sparsesync.errors import SourceError, UsageError
-from sparsesync.source import is_mysql, quoted_table, short_db_error
+from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
 
-__all__ = ["Span", "SpanChecksum", "span_checksums", "parquet_span_checksums", "spans_of_plan", "EMPTY_CHECKSUM"]
+__all__ = ["Span", "SpanChecksum", "span_checksums", "span_counts_dbapi", "parquet_span_checksums", "spans_of_plan",
+           "EMPTY_CHECKSUM"]
 
 _MASK = 2**64 - 1
-EMPTY_CHECKSUM = "0" * 32
+EMPTY_CHECKSUM = "0" * 16
 NULL_MARK = "N"
 
 
@@ -71,7 +77,7 @@ class Span:
 
 @dataclass(frozen=True)
 class SpanChecksum:
-    """What one span holds: ``rows`` and, unless counts only were asked for, a 32-hex-digit ``checksum``."""
+    """What one span holds: ``rows`` and, unless counts only were asked for, a 16-hex-digit ``checksum``."""
 
     span: Span
     rows: int
@@ -81,18 +87,21 @@ class SpanChecksum:
         """The checksum of the union of two disjoint row sets of the same span."""
         if self.checksum is None or other.checksum is None:
             return SpanChecksum(self.span, self.rows + other.rows, None)
-        x = int(self.checksum[:16], 16) ^ int(other.checksum[:16], 16)
-        s = (int(self.checksum[16:], 16) + int(other.checksum[16:], 16)) & _MASK
-        return SpanChecksum(self.span, self.rows + other.rows, _fmt(x, s))
+        x = int(self.checksum, 16) ^ int(other.checksum, 16)
+        return SpanChecksum(self.span, self.rows + other.rows, _fmt(x))
 
 
-def _fmt(xor: int, total: int) -> str:
-    return f"{int(xor) & _MASK:016x}{int(total) & _MASK:016x}"
+def _fmt(xor: int) -> str:
+    return f"{int(xor) & _MASK:016x}"
 
 
-def spans_of_plan(plan) -> list[Span]:
-    """One span per planned range, in range order."""
-    return [Span.of_range(r) for r in plan.ranges]
+def spans_of_plan(plan, *, unplanned: bool = False) -> list[Span]:
+    """One span per planned range, in range order. With ``unplanned``, plus the NULL-key span when the key
+    column is nullable but the plan has no range for it (plans made before format 1.1)."""
+    spans = [Span.of_range(r) for r in plan.ranges]
+    if unplanned and plan.null_range is None and any(c.name == plan.source.key and c.nullable for c in plan.columns):
+        spans.append(Span.null_keys())
+    return spans
 
 
 # ---- what is hashed --------------------------------------------------------------------------------------
@@ -102,7 +111,9 @@ def _kind(spec) -> str:
     src = (spec.source_type or "").lower()
     if t == "bool":
         return "bool"
-    if t in ("float", "double"):
+    if t == "double":
+        return "double"
+    if t == "float":
         return "float"
     if t.startswith(("int", "uint")):
         if spec.conversion == "time_us":
@@ -167,64 +178,136 @@ def span_checksums(
 
 def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_only) -> list[SpanChecksum]:
     dialect = conn.dialect
-    prep = dialect.identifier_preparer
-    qtable = quoted_table(dialect, table, schema)
-    qkey = prep.quote(key)
+    quote = _text_quote(dialect)
+    qtable = single_percents(dialect, quoted_table(dialect, table, schema))
+    qkey = quote(key)
     if counts_only:
         agg = "COUNT(*)"
     elif is_mysql(dialect):
-        row = "CONCAT_WS('|', " + ", ".join(_mysql_field(c, prep.quote(c.name)) for c in specs) + ")"
+        row = "CONCAT_WS('|', " + ", ".join(_mysql_field(c, quote(c.name)) for c in specs) + ")"
         h = f"CAST(CONV(SUBSTRING(MD5({row}), 1, 16), 16, 10) AS UNSIGNED)"
-        agg = f"COUNT(*), COALESCE(BIT_XOR({h}), 0), COALESCE(SUM({h}), 0)"
+        agg = f"COUNT(*), BIT_XOR({h})"
     elif dialect.name == "sqlite":
         _register_sqlite(conn, specs)
-        agg = ("COUNT(*), sparsesync_xor(sparsesync_row_hash(" + ", ".join(prep.quote(c.name) for c in specs)
-               + ")), sparsesync_sum(sparsesync_row_hash(" + ", ".join(prep.quote(c.name) for c in specs) + "))")
+        args = ", ".join(quote(c.name) for c in specs)
+        agg = f"COUNT(*), sparsesync_xor(sparsesync_row_hash({args}))"
     else:
         raise UsageError(f"checksums are computed on MySQL/MariaDB and SQLite, not {dialect.name}",
                          hint="verify without --all-columns, or export from MySQL/MariaDB")
     out = []
     top = 2**63 - 1 if signed else 2**64 - 1
     for sp in spans:
-        if sp.nulls:
-            where, params = f"{qkey} IS NULL", {}
-        else:
-            lo = sp.lo
-            hi = None if sp.hi is None or sp.hi > top else sp.hi
-            if lo is not None and lo > top:  # nothing can be there (and SQLite cannot bind it)
-                out.append(SpanChecksum(sp, 0, None if counts_only else EMPTY_CHECKSUM))
-                continue
-            conds, params = [], {}
-            if lo is not None:
-                conds.append(f"{qkey} >= :lo")
-                params["lo"] = int(lo)
-            if hi is not None:
-                conds.append(f"{qkey} < :hi")
-                params["hi"] = int(hi)
-            where = " AND ".join(conds) or f"{qkey} IS NOT NULL"
+        where = _span_where(qkey, sp, top)
+        if where is None:  # nothing can be there (and SQLite cannot bind it)
+            out.append(SpanChecksum(sp, 0, None if counts_only else EMPTY_CHECKSUM))
+            continue
         try:
-            res = conn.execute(sa.text(f"SELECT {agg} FROM {qtable} WHERE {where}"), params).one()
+            res = conn.execute(sa.text(f"SELECT {agg} FROM {qtable} WHERE {where[0]}"), where[1]).one()
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"checksum query failed: {short_db_error(exc)}", table=table,
                               key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
         if counts_only:
             out.append(SpanChecksum(sp, int(res[0]), None))
         else:
-            out.append(SpanChecksum(sp, int(res[0]), _fmt(int(res[1] or 0), int(res[2] or 0))))
+            out.append(SpanChecksum(sp, int(res[0]), _fmt(int(res[1] or 0))))
     return out
+
+
+def _text_quote(dialect):
+    """Quoting for ``sa.text`` statements (see :func:`sparsesync.source.single_percents`)."""
+    prep = dialect.identifier_preparer
+    return lambda name: single_percents(dialect, prep.quote(name))
+
+
+def _span_where(qkey: str, sp: Span, top: int, mark=lambda name: f":{name}") -> tuple[str, dict[str, int]] | None:
+    """The WHERE clause (``:lo``/``:hi`` bound, or ``mark``'s placeholders) selecting span ``sp``; ``None`` when
+    it cannot hold a key."""
+    if sp.nulls:
+        return f"{qkey} IS NULL", {}
+    if sp.lo is not None and sp.lo > top:
+        return None
+    hi = None if sp.hi is None or sp.hi > top else sp.hi
+    conds, params = [], {}
+    if sp.lo is not None:
+        conds.append(f"{qkey} >= {mark('lo')}")
+        params["lo"] = int(sp.lo)
+    if hi is not None:
+        conds.append(f"{qkey} < {mark('hi')}")
+        params["hi"] = int(hi)
+    return " AND ".join(conds) or f"{qkey} IS NOT NULL", params
+
+
+def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]) -> list[SpanChecksum]:
+    """``COUNT(*)`` per span over a raw DBAPI cursor of a ``pyformat`` driver (pymysql, inside a reader's
+    snapshot). The dialect's quoting doubles ``%`` in identifiers for such drivers; the driver's own
+    ``%`` formatting (always applied: parameters are always passed) undoes it."""
+    table, schema, key, signed = _identity(plan_or_table_info)
+    qtable = quoted_table(dialect, table, schema)
+    qkey = dialect.identifier_preparer.quote(key)
+    top = 2**63 - 1 if signed else 2**64 - 1
+    if dialect.paramstyle != "pyformat":
+        raise UsageError(f"span_counts_dbapi needs a pyformat driver, not {dialect.driver}")
+    out = []
+    for sp in spans:
+        where = _span_where(qkey, sp, top, mark=lambda name: f"%({name})s")
+        if where is None:
+            out.append(SpanChecksum(sp, 0, None))
+            continue
+        sql = f"SELECT COUNT(*) FROM {qtable} WHERE {where[0]}"
+        try:
+            cursor.execute(sql, where[1])
+            out.append(SpanChecksum(sp, int(cursor.fetchone()[0]), None))
+        except Exception as exc:  # noqa: BLE001 - a driver error, mapped with its range
+            raise SourceError(f"count query failed: {short_db_error(exc)}", table=table,
+                              key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
+    return out
+
+
+def mysql_double_text(x: float) -> str:
+    """``CAST(x AS CHAR)`` of a MySQL/MariaDB DOUBLE, computed in Python (DuckDB and SQLite side).
+
+    Both print the shortest digits that round-trip (as ``repr`` does); MySQL's ``my_gcvt`` lays them out
+    fixed for decimal exponents −14…15 (0.<digits> × 10^exponent, and 16 with 17 digits), otherwise as
+    ``d.ddde±x`` without ``+`` or leading zeros. Checked value by value against MariaDB in the tests.
+    """
+    if x == 0:
+        return "0"
+    m, _, e = repr(abs(x)).partition("e")
+    ip, _, fp = m.partition(".")
+    digits = ip + fp
+    lead = digits.lstrip("0")
+    sig = lead.rstrip("0")
+    decpt = len(ip) + int(e or 0) - (len(digits) - len(lead))
+    n = len(sig)
+    sign = "-" if x < 0 else ""
+    if -14 <= decpt <= 15 or (decpt == 16 and n >= 17):
+        if decpt <= 0:
+            return f"{sign}0.{'0' * -decpt}{sig}"
+        if decpt < n:
+            return f"{sign}{sig[:decpt]}.{sig[decpt:]}"
+        return f"{sign}{sig}{'0' * (decpt - n)}"
+    return f"{sign}{sig[0]}{'.' + sig[1:] if n > 1 else ''}e{decpt - 1}"
+
+
+def _duckdb_mysql_double(values: pa.Array) -> pa.Array:
+    """Vectorised :func:`mysql_double_text` for DuckDB (an Arrow UDF)."""
+    return pa.array([None if v is None else mysql_double_text(v) for v in values.to_pylist()], pa.string())
 
 
 def _mysql_field(spec, q: str) -> str:
     """The canonical text of one column in MySQL/MariaDB SQL (NULL → ``N``), as a binary string."""
     kind = _kind(spec)
+    # Numbers cast straight to BINARY (the same ASCII digits as CAST AS CHAR, one conversion less).
     if kind in ("int", "decimal", "bool"):
-        text = f"CAST({q} AS CHAR)"
-    elif kind == "year":
-        text = f"CAST({q} + 0 AS CHAR)"
-    elif kind == "bit":
-        text = f"CAST(CAST({q} AS UNSIGNED) AS CHAR)"
-    elif kind == "float":
+        return f"COALESCE(CAST({q} AS BINARY), '{NULL_MARK}')"
+    if kind == "year":
+        return f"COALESCE(CAST({q} + 0 AS BINARY), '{NULL_MARK}')"
+    if kind == "bit":
+        return f"COALESCE(CAST(CAST({q} AS UNSIGNED) AS BINARY), '{NULL_MARK}')"
+    if kind == "float":
         text = f"IF({q} IS NULL, NULL, 'F')"
+    elif kind == "double":
+        text = f"CAST({q} AS CHAR)"
     elif kind == "time_us":
         text = (f"CAST(IF({q} < 0, -1, 1) * ((HOUR({q}) * 3600 + MINUTE({q}) * 60 + SECOND({q})) * 1000000 "
                 f"+ MICROSECOND({q})) AS CHAR)")
@@ -257,6 +340,8 @@ def _py_field(kind: str, v: Any, spec) -> str:
         return f"{Decimal(str(v)).quantize(Decimal(1).scaleb(-scale)):f}" if scale else str(int(Decimal(str(v))))
     if kind == "float":
         return "F"
+    if kind == "double":
+        return mysql_double_text(float(v))
     if kind == "time_us":
         return str(int(v))
     if kind in ("date", "datetime", "timestamp_tz"):
@@ -305,12 +390,6 @@ class _SqliteXor:
         return str(self.v)
 
 
-class _SqliteSum(_SqliteXor):
-    def step(self, h) -> None:
-        if h is not None:
-            self.v += int(h) & _MASK
-
-
 def _register_sqlite(conn: sa.Connection, specs) -> None:
     """Register the row hash and its aggregates on this SQLite connection (Python, exact integers)."""
     kinds = [(_kind(c), c) for c in specs]
@@ -323,7 +402,6 @@ def _register_sqlite(conn: sa.Connection, specs) -> None:
     raw = conn.connection.driver_connection
     raw.create_function("sparsesync_row_hash", len(specs), row, deterministic=True)
     raw.create_aggregate("sparsesync_xor", 1, _SqliteXor)
-    raw.create_aggregate("sparsesync_sum", 1, _SqliteSum)
 
 
 # ---- Parquet side (DuckDB) --------------------------------------------------------------------------------
@@ -343,6 +421,8 @@ def duckdb_field(spec) -> str:
         text = f"CAST(CAST({q} AS TINYINT) AS VARCHAR)"
     elif kind == "float":
         text = f"CASE WHEN {q} IS NULL THEN NULL ELSE 'F' END"
+    elif kind == "double":
+        text = f"sparsesync_mysql_double({q})"
     elif kind == "date":
         text = f"strftime({q}, '%Y-%m-%d')"
     elif kind == "datetime":
@@ -388,22 +468,34 @@ def parquet_span_checksums(
             [(i, str(lo_min if sp.lo is None else sp.lo), str(hi_max if sp.hi is None else sp.hi)) for i, sp in bounded],
         )
     h = "0" if counts_only else duckdb_row_hash(specs)
+    if any(_kind(c) == "double" for c in specs):
+        _register_duckdb(con)
     k = f"CAST({_q(key)} AS HUGEINT)"
     null_idx = nulls[0] if nulls else -1
     # A row whose key is in no span gets idx -1 (stray) — or the NULL span's index when its key is NULL.
     sql = (
         f"WITH o AS (SELECT {k} AS k, {h} AS h FROM {relation_sql}) "
         f"SELECT COALESCE(s.idx, CASE WHEN o.k IS NULL THEN {null_idx} ELSE -1 END) AS idx, count(*), "
-        "CAST(COALESCE(bit_xor(o.h), 0) AS VARCHAR), CAST(COALESCE(sum(o.h), 0) AS VARCHAR) "
+        "CAST(COALESCE(bit_xor(o.h), 0) AS VARCHAR) "
         "FROM o LEFT JOIN sparsesync_spans s ON o.k >= s.lo AND o.k < s.hi GROUP BY 1"
     )
-    got = {int(i): (int(n), int(x), int(sm)) for i, n, x, sm in con.execute(sql).fetchall()}
-    stray = got.pop(-1, (0, 0, 0))[0]
+    got = {int(i): (int(n), int(x)) for i, n, x in con.execute(sql).fetchall()}
+    stray = got.pop(-1, (0, 0))[0]
     out = []
     for i, sp in enumerate(spans):
-        n, x, sm = got.get(i, (0, 0, 0))
-        out.append(SpanChecksum(sp, n, None if counts_only else _fmt(x, sm)))
+        n, x = got.get(i, (0, 0))
+        out.append(SpanChecksum(sp, n, None if counts_only else _fmt(x)))
     return out, stray
+
+
+def _register_duckdb(con) -> None:
+    import duckdb
+
+    try:
+        con.create_function("sparsesync_mysql_double", _duckdb_mysql_double, ["DOUBLE"], "VARCHAR", type="arrow",
+                            null_handling="special", side_effects=False)
+    except (duckdb.CatalogException, duckdb.NotImplementedException):
+        pass  # registered on this connection already (the exception class differs between DuckDB versions)
 
 
 def arrow_span_checksums(table: pa.Table, plan_or_table_info, spans, **kw) -> tuple[list[SpanChecksum], int]:

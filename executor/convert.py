@@ -49,10 +49,27 @@ class ReadStats:
             self.queries += n
 
     def add_zero_dates(self, column: str, n: int) -> None:
-        """Count zero/invalid dates read as NULL in ``column``."""
+        """Count zero/invalid dates read as NULL in ``column`` (and in this thread's :meth:`begin_tally` dict)."""
         if n:
             with self._lock:
                 self.zero_dates[column] = self.zero_dates.get(column, 0) + n
+            mine = getattr(_THREAD_TALLY, "zero_dates", None)
+            if mine is not None:
+                mine[column] = mine.get(column, 0) + n
+
+    def begin_tally(self) -> dict[str, int]:
+        """Start counting this thread's zero dates apart (one file group's share); returns the live dict."""
+        _THREAD_TALLY.zero_dates = mine = {}
+        return mine
+
+    def end_tally(self) -> None:
+        """Stop the tally begun by :meth:`begin_tally` in this thread."""
+        _THREAD_TALLY.zero_dates = None
+
+
+# A file group is read by one thread (generators convert in the consuming thread), so a thread-local
+# tally gives each group its own zero-date counts even when several groups are read in parallel.
+_THREAD_TALLY = threading.local()
 
 
 @dataclass(frozen=True)

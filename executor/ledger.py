@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,9 @@ class GroupRecord:
     parts: list[PartRecord] = field(default_factory=list)
     range_rows: dict[str, int] = field(default_factory=dict)  # range index (as str, JSON keys) → rows
     queries: int = 0
-    zero_dates: dict[str, int] = field(default_factory=dict)
+    zero_dates: dict[str, int] = field(default_factory=dict)  # zero/invalid dates read as NULL, per column
+    consistency: str | None = None  # snapshot | per-range: how this group's rows were read
+    run: int | None = None  # which run of the ledger (``Ledger.runs``) read it; groups of one snapshot share it
     max_bytes: dict[str, int] = field(default_factory=dict)  # widest text/binary value per column (bytes)
     oversize: dict[str, int] = field(default_factory=dict)  # values over the Redshift DDL limit per column
     attempts: int = 0
@@ -103,8 +105,11 @@ class Ledger:
         """Parse a ledger; anything unreadable is a :class:`DestinationError` naming the file."""
         try:
             d = json.loads(data.decode("utf-8"))
+            known = {f.name for f in fields(GroupRecord)}  # a newer version's extra fields are ignored
             groups = [
-                GroupRecord(**{**g, "parts": [PartRecord(**p) for p in g.get("parts", [])]}) for g in d["groups"]
+                GroupRecord(**{**{k: v for k, v in g.items() if k in known},
+                               "parts": [PartRecord(**p) for p in g.get("parts", [])]})
+                for g in d["groups"]
             ]
             return cls(**{**d, "groups": groups})
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:

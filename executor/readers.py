@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
-from sparsesync.source import is_mysql, quoted_table, short_db_error
+from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
 
 from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
 from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
@@ -35,8 +35,9 @@ __all__ = [
 
 READER_KINDS = ("auto", "pymysql", "connectorx", "sqlalchemy")
 # MySQL error codes a retry may cure: server gone / lost connection, lock wait timeout, deadlock,
-# too many connections, query interrupted by a server shutdown.
-TRANSIENT_MYSQL_CODES = {2006, 2013, 2055, 1205, 1213, 1040, 1053}
+# too many connections, query interrupted by a server shutdown; and "can't connect" (2003), which a reader
+# only meets when reconnecting after a fault (a server unreachable from the start fails before reading).
+TRANSIENT_MYSQL_CODES = {2003, 2006, 2013, 2055, 1205, 1213, 1040, 1053}
 
 
 class ReadSession(Protocol):
@@ -261,6 +262,9 @@ class PyMySQLSession:
             # Closing an SSCursor drains unread rows; on a broken connection that may fail too.
             with contextlib.suppress(Exception):
                 cur.close()
+            result = getattr(cur, "_result", None)
+            if result is not None:  # a broken stream: nothing to drain when it is garbage-collected either
+                result.unbuffered_active = False
 
     def count_rows(self) -> int:
         """``COUNT(*)`` of the table inside this session's snapshot."""
@@ -415,14 +419,19 @@ class ConnectorXReader(_ReaderBase):
     def __init__(self, engine: sa.Engine, plan: Plan, **options) -> None:
         super().__init__(engine, plan, **options)
         self.schema = plan.arrow_schema()
-        prep = engine.dialect.identifier_preparer
+        # connectorx sends the text as is: identifiers with single % (see single_percents)
+        d = engine.dialect
         src = plan.source
-        self._table = quoted_table(engine.dialect, src.table, src.schema)
-        self._key = prep.quote(src.key)
-        exprs = [_cx_select_expr(c, prep.quote(c.name)) for c in plan.columns]
+
+        def quote(name: str) -> str:
+            return single_percents(d, d.identifier_preparer.quote(name))
+
+        self._table = single_percents(d, quoted_table(d, src.table, src.schema))
+        self._key = quote(src.key)
+        exprs = [_cx_select_expr(c, quote(c.name)) for c in plan.columns]
         self._kinds = [k for _, k in exprs]
         self._select = ", ".join(
-            e if e == prep.quote(c.name) else f"{e} AS {prep.quote(c.name)}" for (e, _), c in zip(exprs, plan.columns)
+            e if e == quote(c.name) else f"{e} AS {quote(c.name)}" for (e, _), c in zip(exprs, plan.columns)
         )
         names = [c.name for c in plan.columns]
         self._key_pos = names.index(src.key) if src.key in names else None
@@ -609,6 +618,15 @@ def _byte_slices(batch: pa.RecordBatch, limit: int) -> Iterator[pa.RecordBatch]:
         yield batch.slice(off, step)
 
 
+# connectorx reports faults as text (often a Rust panic): a connection killed mid-stream shows up as
+# "CodecError { IO error: `bytes remaining on stream' }" or "IoError { server disconnected }", a refused
+# reconnect as "Connection refused".
+_CX_TRANSIENT = ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe", "connection reset",
+                 "timed out", "2013", "2006", "1205", "1213", "io error", "bytes remaining on stream",
+                 "unexpected eof", "connection refused", "connection closed", "too many connections", "ioerror",
+                 "server disconnected")
+
+
 def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> SparsesyncError:
     text = str(exc).split("\n", 1)[0]
     # connectorx errors can echo the connection string; never let a password through.
@@ -616,8 +634,7 @@ def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> Sparsesy
     if pw:
         text = text.replace(str(pw), "***")
     low = text.lower()
-    transient = any(s in low for s in ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe",
-                                       "connection reset", "timed out", "2013", "2006"))
+    transient = any(s in low for s in _CX_TRANSIENT)
     cls = TransientSourceError if transient else SourceError
     return cls(f"connectorx range query failed: {text[:300]}",
                hint="a retry may cure it" if transient else "try --reader pymysql",

@@ -52,7 +52,14 @@ class RunReport:
     ranges: list[RangeCount] = field(default_factory=list)
     deviations: list[RangeCount] = field(default_factory=list)
     snapshot_count: int | None = None
+    retries: int = 0  # transient source faults survived (each redid its file group on a new session)
+    retried_ranges: dict[str, int] = field(default_factory=dict)  # range index → retries ("-1": opening)
     verified: str = "skipped"  # counts | skipped
+    # The per-range COUNT(*) check against the source: where it was taken (snapshot | after-run) and why,
+    # ranges, source rows, mismatches — or {"skipped": reason}.
+    count_check: dict[str, Any] = field(default_factory=dict)
+    # [group index, snapshot | per-range, run] per file group: resumed runs mix groups of several runs.
+    group_consistency: list[list[Any]] = field(default_factory=list)
     manifest: str | None = None
     copy_sql: str | None = None
     create_table_sql: str | None = None
@@ -105,6 +112,13 @@ class RunReport:
             )
         if self.groups_skipped or self.groups_redone:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
+        if self.consistency == "mixed":
+            lines.append("consistency mixed: the file groups were read in different snapshots (runs); "
+                         "use --overwrite for one point in time")
+        if "skipped" in self.count_check:
+            lines.append(f"COUNT check skipped: {self.count_check['skipped']}")
+        elif self.count_check:
+            lines.append(f"COUNT(*) per range matched the source {self.count_check['reason']}")
         if self.tail_rows:
             lines.append(
                 f"drift: {self.tail_rows:,} row(s) above the planned max {self.drift.get('planned_max_key')} "
@@ -119,6 +133,10 @@ class RunReport:
             shown = ", ".join(f"#{r.index} {r.planned}→{r.actual}" for r in self.deviations[:5])
             more = f" (+{len(self.deviations) - 5} more)" if len(self.deviations) > 5 else ""
             lines.append(f"{len(self.deviations)} range(s) differ from the plan's estimate: {shown}{more}")
+        if self.retries:
+            ranges = ", ".join(f"#{k}×{v}" if k != "-1" else f"connect×{v}" for k, v in self.retried_ranges.items())
+            lines.append(f"transient source faults survived: {self.retries} retr{'y' if self.retries == 1 else 'ies'} "
+                         f"({ranges}); each redid its file group on a new connection")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         if self.zero_dates:

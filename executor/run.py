@@ -38,6 +38,7 @@ from sparsesync.source import (
 from . import redshift
 from .dest import open_sink
 from .lock import destination_lock
+from .retry import RetryPolicy, RetryStats, SessionHolder, with_retries
 from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
@@ -49,7 +50,10 @@ COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Passed to the ``progress`` callback: ``kind`` is start | batch | range | group | finish."""
+    """Passed to the ``progress`` callback: ``kind`` is start | batch | range | group | retry | finish.
+
+    ``retry`` carries negative ``rows``: a discarded attempt's rows taken back from ``rows_done``.
+    """
 
     kind: str
     rows_done: int
@@ -160,22 +164,29 @@ def execute_plan(
     memory_limit_mb: int = 512,
     oversize: str = "fail",
     engine: Engine | None = None,
+    staging: str | None = None,
+    retries: int = 5,
+    retry_base_s: float = 0.5,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
     Resumes from the ledger when a previous run was interrupted; returns the :class:`RunReport`
     (also written as ``_report.json``). Every failure is a :class:`SparsesyncError` subclass.
+    ``staging`` is the local directory S3 parts are staged in (default ``$TMPDIR``). A transient source
+    fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
+    :mod:`executor.retry`.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    policy = RetryPolicy(retries=retries, base_s=retry_base_s)
     budget = memory_budget(memory_limit_mb, workers)
     from .oversize import check_mode
 
     check_mode(oversize)
     t0 = time.monotonic()
-    sink = open_sink(dest)
+    sink = open_sink(dest, staging=staging)
     folder = output_folder(plan)
     own_engine = engine is None
     engine = engine or connect_source(plan, source_url)
@@ -187,7 +198,7 @@ def execute_plan(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-                oversize=oversize, lock=lock,
+                oversize=oversize, lock=lock, policy=policy,
             )
     finally:
         if own_engine:
@@ -198,7 +209,7 @@ def execute_plan(
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
-             lock=None) -> RunReport:
+             lock=None, policy: RetryPolicy = RetryPolicy()) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
@@ -253,15 +264,24 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     todo = [g for g in plan.files if book.groups[g.index].state != DONE]
     counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
     counter.emit("start")
-    snapshot_count = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                 want_count=verify and not skipped, budget=budget, oversize=oversize,
-                                 lock=lock)
+    # Per-range COUNT(*) inside the read snapshot when every group is read in it (one session, nothing
+    # skipped); otherwise they are counted after the run (see _check_counts).
+    retried = RetryStats()
+    snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
+                                  want_count=verify and not skipped, budget=budget, oversize=oversize,
+                                  lock=lock, policy=policy, retried=retried)
+    report.retries = retried.total
+    report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
-    _finish_report(report, plan, book, rdr, drift, snapshot_count)
+    _finish_report(report, plan, book, rdr, drift, snapshot_counts)
+    if retried.snapshots > 1 and report.consistency == "snapshot":
+        report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     _oversize_report(report, plan, book, oversize)
     if verify:
-        _check_counts(plan, sink, book, report)
+        _check_counts(plan, sink, book, report, engine, snapshot_counts, skipped=len(skipped))
         report.verified = "counts"
+    else:
+        report.count_check = {"skipped": "--no-verify: output not compared with the source"}
     if lock is not None:
         lock.check()  # a run that lost its lock must not write the commit marker
     _write_load_files(report, plan, sink, folder, book, iam_role, t0)
@@ -284,6 +304,7 @@ def _prepare_folder(sink, folder: str, book: Ledger, store: LedgerStore, plan: P
                 continue
         if g.state != PENDING or g.parts:  # interrupted or damaged: redo from scratch
             g.state, g.parts, g.rows, g.bytes, g.range_rows = PENDING, [], 0, 0, {}
+            g.zero_dates, g.consistency, g.run = {}, None, None
             g.attempts = max(g.attempts, 1)
     if store.sink is sink and store.relpath:
         keep.add(store.relpath)
@@ -303,7 +324,7 @@ class _Counter:
 
     def emit(self, kind: str, *, rows: int = 0, nbytes: int = 0, group: int | None = None, range_index: int | None = None):
         with self.lock:
-            if kind == "batch":
+            if kind in ("batch", "retry"):  # a retry takes a discarded attempt's rows back (negative)
                 self.rows_done += rows
                 self.bytes_done += nbytes
             event = ProgressEvent(kind, self.rows_done, max(self.rows_total, self.rows_done), self.bytes_done,
@@ -313,38 +334,70 @@ class _Counter:
 
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
-                budget=None, oversize="fail", lock=None) -> int | None:
-    """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
+                budget=None, oversize="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
+                retried: RetryStats | None = None) -> int | None:
+    """Read and write every group in ``todo``; serial runs share one session (one snapshot).
+
+    A transient source fault redoes the group on a new session (:func:`executor.retry.with_retries`).
+    """
     if not todo:
         return None
     stop = threading.Event()
+    retried = retried if retried is not None else RetryStats()
+
+    def read(sessions: SessionHolder, g: FileGroup, defer: bool):
+        def attempt(session):
+            tally = _AttemptCounter(counter)
+            # Zero dates the discarded attempt counted are taken back too; with one reading thread the
+            # counts before the attempt are exact (parallel workers share the counters, see README).
+            zero_before = dict(rdr.stats.zero_dates) if workers == 1 else None
+            try:
+                return _run_group(plan, sink, folder, session, book, store, g, compression, tally, stop, defer=defer,
+                                  budget=budget, oversize=oversize, lock=lock)
+            except BaseException:
+                tally.retract()  # the attempt's rows are discarded: take them back from the progress total
+                if zero_before is not None:
+                    rdr.stats.zero_dates.clear()
+                    rdr.stats.zero_dates.update(zero_before)
+                raise
+
+        return with_retries(attempt, sessions, plan, policy, retried, stop=stop, group=g.index)
+
     if workers == 1:
         # One session (one snapshot) reads the groups in order; each group's finishing work (closing the
         # Parquet file, the upload to S3, the ledger's `done`) runs on a helper thread while the next
         # group is read. At most one group is in flight, so staging space stays bounded.
-        with rdr.session() as s, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-finish") as fin:
+        sessions = SessionHolder(rdr)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-finish") as fin:
             pending = None
             try:
                 for g in todo:
-                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
-                                        budget=budget, oversize=oversize, lock=lock)
+                    finish = read(sessions, g, True)
                     if pending is not None:
-                        pending.result()
+                        try:
+                            pending.result()
+                        except BaseException:
+                            finish.abort()  # the group just read must not stay staged (finding 10)
+                            raise
                     pending = fin.submit(finish)
                 if pending is not None:
                     pending.result()
                     pending = None
+                retried.snapshots = sessions.opened
+                return _snapshot_counts(sessions.current, rdr, plan) if want_count and sessions.opened == 1 else None
             finally:
                 if pending is not None:  # an error while reading: let the in-flight group finish or fail
                     wait([pending])
-            return _snapshot_count(s, plan) if want_count else None
+                sessions.close()
 
     def work(g: FileGroup) -> None:
         if stop.is_set():
             raise _Cancelled()
-        with rdr.session() as s:
-            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget,
-                       oversize=oversize, lock=lock)
+        sessions = SessionHolder(rdr)
+        try:
+            read(sessions, g, False)
+        finally:
+            sessions.close()
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -361,10 +414,38 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
     return None
 
 
-def _snapshot_count(session, plan) -> int | None:
-    """``COUNT(*)`` inside the reader's snapshot, when its session offers one."""
-    count = getattr(session, "count_rows", None)
-    return None if count is None else int(count())
+class _AttemptCounter:
+    """Forwards one group attempt's progress and remembers its rows, so a discarded attempt can be taken back."""
+
+    def __init__(self, counter: "_Counter") -> None:
+        self.counter, self.rows, self.bytes = counter, 0, 0
+
+    def emit(self, kind: str, **kw) -> None:
+        if kind == "batch":
+            self.rows += kw.get("rows", 0)
+            self.bytes += kw.get("nbytes", 0)
+        self.counter.emit(kind, **kw)
+
+    def retract(self) -> None:
+        if self.rows or self.bytes:
+            self.counter.emit("retry", rows=-self.rows, nbytes=-self.bytes)
+            self.rows = self.bytes = 0
+
+
+def _snapshot_counts(session, rdr, plan):
+    """``COUNT(*)`` per range inside the reader's snapshot (same connection), when it has one."""
+    import sqlalchemy as sa
+
+    from .checksum import span_checksums, span_counts_dbapi, spans_of_plan
+
+    conn = getattr(session, "conn", None)
+    if rdr.consistency != "snapshot" or conn is None:
+        return None
+    spans = spans_of_plan(plan, unplanned=True)
+    if isinstance(conn, sa.Connection):
+        return span_checksums(conn, plan, spans, counts_only=True)
+    with conn.cursor() as cur:
+        return span_counts_dbapi(cur, rdr.engine.dialect, plan, spans)
 
 
 def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
@@ -387,6 +468,11 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
                         roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
     range_rows: dict[str, int] = {}
     guard = OversizeGuard(plan, oversize)
+    # Each group carries its own zero-date counts and consistency into the ledger, so a resumed run
+    # reports them for groups an earlier run read.
+    stats = getattr(getattr(session, "reader", None), "stats", None)
+    zero_dates = stats.begin_tally() if stats is not None else {}
+    consistency = getattr(getattr(session, "reader", None), "consistency", "per-range")
     try:
         for r in plan.ranges_of(g):
             n = 0
@@ -404,6 +490,9 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
     except BaseException:
         writer.abort()
         raise
+    finally:
+        if stats is not None:
+            stats.end_tally()
 
     def finish() -> None:
         try:
@@ -415,10 +504,12 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
         store.transition(
             book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
             range_rows=range_rows, max_bytes=guard.max_bytes, oversize=guard.counts,
+            zero_dates={k: v for k, v in zero_dates.items() if v}, consistency=consistency, run=book.runs,
         )
         counter.emit("group", rows=sum(range_rows.values()), group=g.index)
 
     if defer:
+        finish.abort = writer.abort  # for a caller that cannot run it after all
         return finish
     finish()
     return None
@@ -455,8 +546,11 @@ def run_metrics(plan: Plan, ranges: list[RangeCount], queries: int, files: int) 
     }
 
 
-def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: DriftReport, snapshot_count) -> None:
-    """Totals over all groups (this run's and skipped ones), planned vs actual per range, drift."""
+def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: DriftReport, snapshot_counts) -> None:
+    """Totals over all groups (this run's and skipped ones), planned vs actual per range, drift.
+
+    Zero dates and consistency come from the ledger's groups, so groups an earlier run read count too.
+    """
     actual: dict[int, int] = {}
     for g in book.groups:
         for k, v in g.range_rows.items():
@@ -468,14 +562,33 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     report.files = sum(len(g.parts) for g in book.groups)
     stats = rdr.stats
     stat = (lambda k, d: stats.get(k, d)) if isinstance(stats, dict) else (lambda k, d: getattr(stats, k, d))
-    report.queries = int(stat("queries", 0) or 0) + (1 if snapshot_count is not None else 0)
-    report.zero_dates = {k: int(v) for k, v in dict(stat("zero_dates", {}) or {}).items() if v}
+    report.queries = int(stat("queries", 0) or 0)
+    zero: dict[str, int] = {}
+    for g in book.groups:
+        for k, v in (g.zero_dates or {}).items():
+            zero[k] = zero.get(k, 0) + int(v)
+    report.zero_dates = {k: v for k, v in zero.items() if v}
+    report.group_consistency = [[g.index, g.consistency, g.run] for g in book.groups]
+    report.consistency = overall_consistency(book)
     report.tail_rows = actual.get(plan.tail.index, 0)
     report.metrics = run_metrics(plan, report.ranges, report.queries, report.files)
     drift.tail_rows = report.tail_rows
     report.late_rows = drift.late_rows
     report.drift = drift.to_dict()
-    report.snapshot_count = snapshot_count
+    report.snapshot_count = None if snapshot_counts is None else sum(c.rows for c in snapshot_counts)
+
+
+def overall_consistency(book: Ledger) -> str:
+    """``snapshot`` when every group was read in one snapshot of one run, ``per-range`` when every range
+    was read consistently on its own, ``mixed`` otherwise (groups of different runs' snapshots, or a mix)."""
+    kinds = {(g.consistency, g.run if g.consistency == "snapshot" else None) for g in book.groups if g.state == DONE}
+    if not kinds:
+        return "snapshot"
+    if all(c == "per-range" for c, _ in kinds):
+        return "per-range"
+    if len(kinds) == 1 and next(iter(kinds))[0] == "snapshot":
+        return "snapshot"
+    return "mixed"
 
 
 def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> None:
@@ -486,8 +599,10 @@ def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> 
     report.warnings.extend(warning_lines(plan, report.oversize))
 
 
-def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport) -> None:
-    """Rows streamed == rows in the parts (writer count, Parquet footers where local); snapshot COUNT(*)."""
+def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, engine, snapshot_counts, *, skipped: int) -> None:
+    """Rows streamed == rows in the parts (writer count, Parquet footers where local), then the rows
+    written per range == the SOURCE's ``COUNT(*)`` per range: inside the read snapshot when the whole
+    run was read in it, else counted now (groups of an earlier run, or ranges read one by one)."""
     for g in book.groups:
         streamed = sum(g.range_rows.values())
         written = sum(p.rows for p in g.parts)
@@ -505,10 +620,34 @@ def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport) -> None:
             if footer_rows is not None and footer_rows != p.rows:
                 raise VerifyError(f"part holds {footer_rows} rows, {p.rows} were written", hint="re-run with --overwrite",
                                   table=plan.source.table, file=p.url)
-    if report.snapshot_count is not None and report.snapshot_count != report.rows:
+    from .checksum import span_checksums, spans_of_plan
+
+    in_snapshot = snapshot_counts is not None
+    counts = snapshot_counts if in_snapshot else \
+        span_checksums(engine, plan, spans_of_plan(plan, unplanned=True), counts_only=True)
+    written = {int(k): v for g in book.groups for k, v in g.range_rows.items()}
+    bad = []
+    for r, c in zip(plan.ranges, counts):
+        have = written.get(r.index, 0)
+        if c.rows == have or (not in_snapshot and r is plan.tail and c.rows > have):
+            continue  # more rows in the tail now than read: they arrived later (reported as late rows)
+        bad.append(f"#{r.index} {r.describe()}: source {c.rows:,}, written {have:,}")
+    for c in counts[len(plan.ranges):]:  # NULL keys of a nullable key in a plan made before format 1.1
+        if c.rows:
+            bad.append(f"{c.rows:,} row(s) with a NULL key are in no range of this plan (re-plan: plans since "
+                       "format 1.1 read them)")
+    why = ("inside the read snapshot" if in_snapshot else
+           f"after the run ({skipped} group(s) were written by an earlier run)" if skipped else
+           "after the run (ranges were read one by one, not in one snapshot)")
+    report.count_check = {"where": "snapshot" if in_snapshot else "after-run", "reason": why,
+                          "ranges": len(counts), "source_rows": sum(c.rows for c in counts), "mismatched": len(bad)}
+    if bad:
+        more = f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""
         raise VerifyError(
-            f"COUNT(*) in the read snapshot is {report.snapshot_count} but {report.rows} rows were streamed",
-            hint="rows outside every range? check the plan's ranges; re-run with --overwrite",
+            f"rows written per range differ from the source's COUNT(*) {why}: " + "; ".join(bad[:5]) + more,
+            hint=("rows outside every range? check the plan" if in_snapshot else
+                  "the table changed during the export, or rows were lost; for one point in time use "
+                  "--reader pymysql --workers 1") + "; re-run with --overwrite",
             table=plan.source.table,
         )
 

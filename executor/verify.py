@@ -26,7 +26,7 @@ from planner.plan import Plan
 from sparsesync.errors import DestinationError, VerifyError
 
 from . import redshift
-from .checksum import EMPTY_CHECKSUM, Span, SpanChecksum, parquet_span_checksums, span_checksums, spans_of_plan
+from .checksum import EMPTY_CHECKSUM, SpanChecksum, parquet_span_checksums, span_checksums, spans_of_plan
 from .dest import is_local, open_sink
 
 
@@ -146,9 +146,9 @@ def verify_output(
     engine = engine or connect_source(plan, source_url)
     try:
         src = span_checksums(engine, plan, spans, columns=columns)
-        if plan.null_range is None and _key_nullable(plan):
-            nulls = span_checksums(engine, plan, [Span.null_keys()], counts_only=True)
-            report.unplanned_null_rows = nulls[0].rows
+        extra = spans_of_plan(plan, unplanned=True)[len(spans):]
+        if extra:
+            report.unplanned_null_rows = span_checksums(engine, plan, extra, counts_only=True)[0].rows
     finally:
         if own_engine:
             engine.dispose()
@@ -166,10 +166,6 @@ def verify_output(
     if raise_on_mismatch and not report.ok:
         raise VerifyError(report.summary(), hint="re-run `sparsesync execute --overwrite`", table=plan.source.table)
     return report
-
-
-def _key_nullable(plan: Plan) -> bool:
-    return any(c.name == plan.source.key and c.nullable for c in plan.columns)
 
 
 def _output_checksums(plan, sink, entries, rel_of, spans, columns) -> tuple[list[SpanChecksum], int]:
@@ -212,13 +208,16 @@ def _output_checksums(plan, sink, entries, rel_of, spans, columns) -> tuple[list
 
 
 def _fetch(plan: Plan, sink, rel_of: dict[str, str], url: str, path: Path) -> Path:
-    """Stream one remote part to ``path`` (boto3's ranged download: bounded memory, never the whole part)."""
+    """Stream one remote part to ``path`` in 1 MiB chunks: never the whole part in memory."""
     rel = rel_of.get(url)
     if rel is None:
         raise VerifyError("a part listed in the manifest is gone", hint="re-run `sparsesync execute --overwrite`",
                           table=plan.source.table, file=url)
     try:
-        sink.client.download_file(sink.bucket, sink.key(rel), str(path), Config=sink.transfer_config)
+        body = sink.client.get_object(Bucket=sink.bucket, Key=sink.key(rel))["Body"]
+        with open(path, "wb") as f:
+            for chunk in body.iter_chunks(1 << 20):
+                f.write(chunk)
     except Exception as exc:  # noqa: BLE001 - botocore/S3 transfer errors: one line naming the part
         raise DestinationError(f"cannot download a part to verify it: {str(exc).splitlines()[0][:200]}",
                                hint="check the S3 credentials and that the object exists", table=plan.source.table,

@@ -28,10 +28,11 @@ def _parquet(plan, parts, spans, **kw):
 
 
 @pytest.mark.mysql
-@pytest.mark.parametrize("kind", ["pymysql", "connectorx"])
-def test_all_types_source_checksum_equals_parquet_checksum(kind, mysql_engine, mysql_table, tmp_path):
-    name = mysql_table(ALL_TYPES_DDL.replace("{keytype}", "BIGINT"), prefix="ck")
-    keys = KEYSETS["BIGINT"]()
+@pytest.mark.parametrize("kind,keytype", [("pymysql", "BIGINT"), ("connectorx", "BIGINT"),
+                                          ("connectorx", "BIGINT UNSIGNED")])
+def test_all_types_source_checksum_equals_parquet_checksum(kind, keytype, mysql_engine, mysql_table, tmp_path):
+    name = mysql_table(ALL_TYPES_DDL.replace("{keytype}", keytype), prefix="ck")
+    keys = KEYSETS[keytype]()
     _fill(mysql_engine, name, keys)
     plan = make_plan(mysql_engine, name, rows_per_query=60, file_size=5_000)
     spans = spans_of_plan(plan)
@@ -56,10 +57,11 @@ def test_all_types_source_checksum_equals_parquet_checksum(kind, mysql_engine, m
 @pytest.mark.mysql
 def test_checksum_sees_every_kind_of_change(mysql_engine, mysql_table):
     name = mysql_table("CREATE TABLE {name} (id BIGINT PRIMARY KEY, a VARCHAR(10), b VARCHAR(10), "
-                       "d DATETIME(6), n DECIMAL(10,2), bl VARBINARY(8))", prefix="ck")
+                       "d DATETIME(6), n DECIMAL(10,2), bl VARBINARY(8), x DOUBLE)", prefix="ck")
     with mysql_engine.begin() as conn:
-        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:id, :a, :b, :d, :n, :bl)"), [
-            dict(id=i, a=f"a{i}", b="x", d=f"2020-01-01 00:00:0{i % 10}.5", n=i / 4, bl=bytes([i])) for i in range(1, 21)])
+        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:id, :a, :b, :d, :n, :bl, :x)"), [
+            dict(id=i, a=f"a{i}", b="x", d=f"2020-01-01 00:00:0{i % 10}.5", n=i / 4, bl=bytes([i]), x=0.1 * i)
+            for i in range(1, 21)])
     plan = make_plan(mysql_engine, name, rows_per_query=1000)
     whole = [Span(None, None)]
     base = span_checksums(mysql_engine, plan, whole)[0]
@@ -68,12 +70,18 @@ def test_checksum_sees_every_kind_of_change(mysql_engine, mysql_table):
                  "UPDATE `{t}` SET b = NULL WHERE id = 2",
                  "UPDATE `{t}` SET d = '2020-01-01 00:00:02.500001' WHERE id = 2",
                  "UPDATE `{t}` SET n = n + 0.01 WHERE id = 3",
-                 "UPDATE `{t}` SET bl = X'00' WHERE id = 4"):
+                 "UPDATE `{t}` SET bl = X'00' WHERE id = 4",
+                 "UPDATE `{t}` SET x = 0.1 + 0.2 WHERE id = 3",  # 0.3 (DECIMAL sum) vs 0.30000000000000004: one ulp
+                 "UPDATE `{t}` SET x = -x WHERE id = 5"):
         with mysql_engine.begin() as conn:
             conn.exec_driver_sql(stmt.format(t=name))
         now = span_checksums(mysql_engine, plan, whole)[0]
         assert now.rows == 20 and now.checksum != base.checksum, stmt
         base = now
+    from planner.introspect import introspect
+
+    info = introspect(mysql_engine, name)  # the sync side passes a TableInfo, not a plan
+    assert span_checksums(mysql_engine, info, whole) == [base]
     key_only = span_checksums(mysql_engine, plan, whole, columns=["id"])[0]
     counts = span_checksums(mysql_engine, plan, whole, counts_only=True)[0]
     assert counts == SpanChecksum(whole[0], 20, None) and key_only.checksum != base.checksum
@@ -118,3 +126,55 @@ def test_merge_of_pieces_equals_checksum_of_the_whole(tmp_path):
     a, _ = arrow_span_checksums(t.slice(0, 3), Info, spans)
     b, _ = arrow_span_checksums(t.slice(3), Info, spans)
     assert [x.merge(y) for x, y in zip(a, b)] == whole
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("kind", ["pymysql", "connectorx"])
+def test_bool_columns_agree_and_a_value_2_differs(kind, mysql_engine, mysql_table, tmp_path):
+    from planner.typemap import TypeOptions
+
+    name = mysql_table("CREATE TABLE {name} (id INT PRIMARY KEY, f TINYINT(1), g BOOL NOT NULL)", prefix="ck")
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:i, :f, :g)"),
+                     [{"i": i, "f": None if i % 7 == 0 else i % 2, "g": 1 - i % 2} for i in range(100)])
+    plan = make_plan(mysql_engine, name, rows_per_query=30, type_options=TypeOptions(tinyint1_as_bool=True))
+    assert plan.columns[1].arrow_type == "bool"
+    spans = spans_of_plan(plan)
+    parts, _ = _export(mysql_engine, plan, kind, tmp_path)
+    out, _ = _parquet(plan, parts, spans)
+    src = span_checksums(mysql_engine, plan, spans)
+    assert [(s.rows, s.checksum) for s in src] == [(o.rows, o.checksum) for o in out]
+    with mysql_engine.begin() as conn:  # a value the export would refuse now differs from the output
+        conn.exec_driver_sql(f"UPDATE `{name}` SET f = 2 WHERE id = 1")
+    assert span_checksums(mysql_engine, plan, spans)[0].checksum != out[0].checksum
+
+
+@pytest.mark.mysql
+def test_double_text_matches_mysql_cast_value_by_value(mysql_engine):
+    """Extremes, subnormals, every power of ten, random bit patterns: mysql_double_text == CAST(x AS CHAR),
+    and DuckDB's UDF over the same Arrow doubles gives the same text."""
+    import struct
+
+    import pyarrow as pa
+
+    from executor.checksum import _register_duckdb, mysql_double_text
+
+    rng = random.Random(5)
+    vals = [0.0, 0.1, 0.1 + 0.2, 123456789.0, 1.5e-7, 2.0**53, 1 / 3, 5e-324, -1.0e308, 2.2250738585072014e-308,
+            1234567890123456.7, 9007199254740993.0, -1500.0]
+    vals += [float(f"1e{k}") for k in range(-323, 309)] + [float(f"1.2345678901234567e{k}") for k in range(-300, 300)]
+    vals += [rng.uniform(-1e6, 1e6) for _ in range(200)]
+    vals += [rng.random() * 10.0 ** rng.randint(-30, 30) for _ in range(1000)]
+    bits = (struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0] for _ in range(1000))
+    vals += [v for v in bits if v == v and abs(v) != float("inf")]
+    with mysql_engine.connect() as conn:
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE dbl (i INT PRIMARY KEY, d DOUBLE)")
+        conn.execute(sa.text("INSERT INTO dbl VALUES (:i, :d)"), [{"i": i, "d": v} for i, v in enumerate(vals)])
+        rows = conn.execute(sa.text("SELECT i, d, CAST(d AS CHAR) FROM dbl ORDER BY i")).all()
+    assert len(rows) == len(vals)
+    assert [mysql_double_text(r[1]) for r in rows] == [r[2] for r in rows]
+    con = duckdb.connect()
+    _register_duckdb(con)
+    con.register("t", pa.table({"i": [r[0] for r in rows], "d": pa.array([r[1] for r in rows], pa.float64())}))
+    assert [r[0] for r in con.execute("SELECT sparsesync_mysql_double(d) FROM t ORDER BY i").fetchall()] == \
+        [r[2] for r in rows]
