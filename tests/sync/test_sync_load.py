@@ -65,10 +65,7 @@ def apply_ops(engine, table, ops, step):
                 conn.execute(sa.text(f"DELETE FROM `{table}` WHERE id = :id"), {"id": keys[arg % len(keys)]})
 
 
-@pytest.mark.parametrize("ddl", [DDL, pytest.param(NULLABLE_DDL, marks=pytest.mark.xfail(
-    strict=True, raises=TypeError,
-    reason="main's sync_table predates the core's NULL-key parts (TypeError at table.py:189); remove this mark "
-           "when that commit is merged"))], ids=["primary-key", "nullable-key"])
+@pytest.mark.parametrize("ddl", [DDL, NULLABLE_DDL], ids=["primary-key", "nullable-key"])
 @settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.lists(OP, max_size=8), min_size=1, max_size=3))
 def test_load_after_every_sync_equals_the_source_and_twice_changes_nothing(mysql_url, mysql_engine, ddl, steps):
