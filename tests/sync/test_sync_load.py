@@ -3,6 +3,7 @@ equal to the image (and the source); applying every run twice changes nothing; a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -23,8 +24,10 @@ from .dbkit import database  # noqa: F401 - fixture
 pytestmark = pytest.mark.mysql
 
 DDL = "CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, v VARCHAR(40), n INT NULL)"
+# A nullable unique key: rows whose key is NULL live in the image's NULL-key part and load with it.
+NULLABLE_DDL = "CREATE TABLE `{name}` (id BIGINT NULL, v VARCHAR(40), n INT NULL, UNIQUE KEY (id))"
 INITIAL = list(range(1, 121)) + list(range(300, 6000, 113)) + [70_000, 2**62]
-KEYS = st.one_of(st.integers(-200, 0), st.integers(1, 130), st.integers(121, 7000), st.just(2**62 + 5))
+KEYS = st.one_of(st.integers(-200, 0), st.integers(1, 130), st.integers(121, 7000), st.just(2**62 + 5), st.none())
 OP = st.one_of(
     st.tuples(st.just("insert"), KEYS),
     st.tuples(st.just("update"), st.integers(0, 10_000)),
@@ -33,21 +36,25 @@ OP = st.one_of(
 OPTS = SyncOptions(detect="checksum", rows_per_query=25, file_size_mb=1e-6, reader="pymysql", use_cache=False)
 
 
-def rows_of(conn_or_engine, sql: str) -> list[tuple]:
-    return sorted(tuple(r) for r in conn_or_engine.execute(sa.text(sql) if isinstance(sql, str) else sql))
+def ordered(rows) -> list[tuple]:
+    return sorted((tuple(r) for r in rows), key=lambda r: (r[0] is None, r[0] or 0, str(r[1:])))
+
+
+def rows_of(conn, sql: str) -> list[tuple]:
+    return ordered(conn.execute(sa.text(sql)))
 
 
 def warehouse(path: Path, table: str) -> list[tuple]:
     con = duckdb.connect(str(path))
     try:
-        return sorted(con.execute(f'SELECT id, v, n FROM "{table}"').fetchall())
+        return ordered(con.execute(f'SELECT id, v, n FROM "{table}"').fetchall())
     finally:
         con.close()
 
 
 def apply_ops(engine, table, ops, step):
     with engine.begin() as conn:
-        keys = [r[0] for r in conn.exec_driver_sql(f"SELECT id FROM `{table}` ORDER BY id")]
+        keys = [r[0] for r in conn.exec_driver_sql(f"SELECT id FROM `{table}` WHERE id IS NOT NULL ORDER BY id")]
         for i, (kind, arg) in enumerate(ops):
             if kind == "insert":
                 conn.execute(sa.text(f"INSERT IGNORE INTO `{table}` VALUES (:id, :v, NULL)"), {"id": arg, "v": f"i{step}.{i}"})
@@ -58,12 +65,13 @@ def apply_ops(engine, table, ops, step):
                 conn.execute(sa.text(f"DELETE FROM `{table}` WHERE id = :id"), {"id": keys[arg % len(keys)]})
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.parametrize("ddl", [DDL, NULLABLE_DDL], ids=["primary-key", "nullable-key"])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=st.lists(st.lists(OP, max_size=8), min_size=1, max_size=3))
-def test_load_after_every_sync_equals_the_source_and_twice_changes_nothing(mysql_url, mysql_engine, steps):
+def test_load_after_every_sync_equals_the_source_and_twice_changes_nothing(mysql_url, mysql_engine, ddl, steps):
     table = unique_name("ld")
     with mysql_engine.begin() as conn:
-        conn.exec_driver_sql(DDL.format(name=table))
+        conn.exec_driver_sql(ddl.format(name=table))
         conn.execute(sa.text(f"INSERT INTO `{table}` VALUES (:id, :v, 1)"), [{"id": k, "v": f"x{k}"} for k in INITIAL])
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +80,8 @@ def test_load_after_every_sync_equals_the_source_and_twice_changes_nothing(mysql
             sink = open_sink(str(dest))
             for n, ops in enumerate([[]] + steps):
                 apply_ops(mysql_engine, table, ops, n)
-                res = sync_table(mysql_url, table, dest, OPTS, raise_errors=True)
+                opts = OPTS if ddl == DDL else dataclasses.replace(OPTS, key="id")
+                res = sync_table(mysql_url, table, dest, opts, raise_errors=True)
                 assert res.status in ("ok", "empty")
                 load_pending(str(dest), table, f"duckdb:///{once}")
                 state = read_state(sink, table)
