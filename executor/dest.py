@@ -7,8 +7,12 @@ from sparsesync.errors import DestinationError, UsageError
 from .sink import LocalSink, Sink
 
 
-def open_sink(dest) -> Sink:
-    """A sink for ``dest``: a Sink object is returned as is, ``s3://bucket[/prefix]`` an S3 sink, else a directory."""
+def open_sink(dest, *, staging: str | None = None) -> Sink:
+    """A sink for ``dest``: a Sink object is returned as is, ``s3://bucket[/prefix]`` an S3 sink, else a directory.
+
+    ``staging`` is where an S3 sink stages parts before upload (a private directory is made inside it);
+    a local directory stages each part beside its final name, so the rename that publishes it is atomic.
+    """
     if not isinstance(dest, str):
         return dest
     text = dest.strip()
@@ -20,7 +24,7 @@ def open_sink(dest) -> Sink:
         except ImportError as exc:
             raise DestinationError(f"S3 destinations are unavailable: {exc}", hint="install boto3") from exc
         bucket, prefix = parse_s3_url(text)
-        return S3Sink(bucket, prefix)
+        return S3Sink(bucket, prefix, staging_dir=staging)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise UsageError(f"unsupported destination scheme {scheme}://", hint="pass a directory or s3://bucket/prefix")

@@ -46,7 +46,8 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process ``pid`` exists on this host (owned by anyone)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -88,7 +89,7 @@ def owner_is_dead(info: dict | None) -> bool:
         pid = int(info.get("pid"))
     except (TypeError, ValueError):
         return False
-    if not _pid_alive(pid):
+    if not pid_alive(pid):
         return True
     start = info.get("pid_start")
     return start is not None and _process_start(pid) not in (None, start)
@@ -126,9 +127,10 @@ class FileLock:
             except BlockingIOError:
                 os.close(fd)
                 raise self._held_error(self._read_holder()) from None
-            except BaseException:
+            except OSError as exc:  # e.g. a network filesystem without flock
                 os.close(fd)
-                raise
+                raise DestinationError(f"cannot lock {self.path}: {exc.strerror}",
+                                       hint="write to a local filesystem that supports flock") from exc
             # A holder releasing unlinks the file before unlocking: make sure we hold the file the path
             # names now, not an unlinked one (else two runs could each hold "the" lock).
             try:
@@ -362,5 +364,5 @@ def destination_lock(sink, relpath: str, *, purpose: str = "sparsesync",
     raise DestinationError(f"cannot lock destination {sink.describe()}: unknown kind {type(sink).__name__}")
 
 
-__all__ = ["LockedError", "FileLock", "S3Lock", "destination_lock", "describe_holder", "owner_is_dead",
+__all__ = ["pid_alive", "LockedError", "FileLock", "S3Lock", "destination_lock", "describe_holder", "owner_is_dead",
            "DEFAULT_STALE_AFTER_S"]

@@ -35,8 +35,9 @@ __all__ = [
 
 READER_KINDS = ("auto", "pymysql", "connectorx", "sqlalchemy")
 # MySQL error codes a retry may cure: server gone / lost connection, lock wait timeout, deadlock,
-# too many connections, query interrupted by a server shutdown.
-TRANSIENT_MYSQL_CODES = {2006, 2013, 2055, 1205, 1213, 1040, 1053}
+# too many connections, query interrupted by a server shutdown; and "can't connect" (2003), which a reader
+# only meets when reconnecting after a fault (a server unreachable from the start fails before reading).
+TRANSIENT_MYSQL_CODES = {2003, 2006, 2013, 2055, 1205, 1213, 1040, 1053}
 
 
 class ReadSession(Protocol):
@@ -168,15 +169,17 @@ class PyMySQLReader(_ReaderBase):
     def _connect(self):
         import pymysql
 
-        # The dialect's own translation of the URL (host, port, user, password, database, charset, ssl…),
-        # so the password stays inside SQLAlchemy/pymysql.
-        args, kwargs = self.engine.dialect.create_connect_args(self.engine.url)
-        kwargs = dict(kwargs)
-        kwargs.setdefault("charset", "utf8mb4")
+        # Opened through the engine (so a connection budget on it counts this one too), then detached from
+        # its pool: the session's settings never leak into pooled connections and close() really closes.
         try:
-            return pymysql.connect(*args, **kwargs)
+            conn = self.engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - mapped to SourceError
             raise _source_error(exc, self.plan, None, "connecting to the source") from exc
+        conn.detach()
+        if not isinstance(conn.dbapi_connection, pymysql.connections.Connection):
+            conn.close()
+            raise UsageError("the pymysql reader needs a mysql+pymysql:// source URL", table=self.plan.source.table)
+        return conn
 
     def sql(self, tail: bool | str) -> str:
         """The compiled range statement (pyformat parameters) for a closed range, the tail (``True``) or
@@ -259,6 +262,9 @@ class PyMySQLSession:
             # Closing an SSCursor drains unread rows; on a broken connection that may fail too.
             with contextlib.suppress(Exception):
                 cur.close()
+            result = getattr(cur, "_result", None)
+            if result is not None:  # a broken stream: nothing to drain when it is garbage-collected either
+                result.unbuffered_active = False
 
     def count_rows(self) -> int:
         """``COUNT(*)`` of the table inside this session's snapshot."""
@@ -612,6 +618,15 @@ def _byte_slices(batch: pa.RecordBatch, limit: int) -> Iterator[pa.RecordBatch]:
         yield batch.slice(off, step)
 
 
+# connectorx reports faults as text (often a Rust panic): a connection killed mid-stream shows up as
+# "CodecError { IO error: `bytes remaining on stream' }" or "IoError { server disconnected }", a refused
+# reconnect as "Connection refused".
+_CX_TRANSIENT = ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe", "connection reset",
+                 "timed out", "2013", "2006", "1205", "1213", "io error", "bytes remaining on stream",
+                 "unexpected eof", "connection refused", "connection closed", "too many connections", "ioerror",
+                 "server disconnected")
+
+
 def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> SparsesyncError:
     text = str(exc).split("\n", 1)[0]
     # connectorx errors can echo the connection string; never let a password through.
@@ -619,8 +634,7 @@ def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> Sparsesy
     if pw:
         text = text.replace(str(pw), "***")
     low = text.lower()
-    transient = any(s in low for s in ("lost connection", "gone away", "deadlock", "lock wait", "broken pipe",
-                                       "connection reset", "timed out", "2013", "2006"))
+    transient = any(s in low for s in _CX_TRANSIENT)
     cls = TransientSourceError if transient else SourceError
     return cls(f"connectorx range query failed: {text[:300]}",
                hint="a retry may cure it" if transient else "try --reader pymysql",

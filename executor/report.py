@@ -52,6 +52,8 @@ class RunReport:
     ranges: list[RangeCount] = field(default_factory=list)
     deviations: list[RangeCount] = field(default_factory=list)
     snapshot_count: int | None = None
+    retries: int = 0  # transient source faults survived (each redid its file group on a new session)
+    retried_ranges: dict[str, int] = field(default_factory=dict)  # range index → retries ("-1": opening)
     verified: str = "skipped"  # counts | skipped
     # The per-range COUNT(*) check against the source: where it was taken (snapshot | after-run) and why,
     # ranges, source rows, mismatches — or {"skipped": reason}.
@@ -131,6 +133,10 @@ class RunReport:
             shown = ", ".join(f"#{r.index} {r.planned}→{r.actual}" for r in self.deviations[:5])
             more = f" (+{len(self.deviations) - 5} more)" if len(self.deviations) > 5 else ""
             lines.append(f"{len(self.deviations)} range(s) differ from the plan's estimate: {shown}{more}")
+        if self.retries:
+            ranges = ", ".join(f"#{k}×{v}" if k != "-1" else f"connect×{v}" for k, v in self.retried_ranges.items())
+            lines.append(f"transient source faults survived: {self.retries} retr{'y' if self.retries == 1 else 'ies'} "
+                         f"({ranges}); each redid its file group on a new connection")
         for w in self.warnings:
             lines.append(f"warning: {w}")
         if self.zero_dates:

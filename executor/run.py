@@ -38,6 +38,7 @@ from sparsesync.source import (
 from . import redshift
 from .dest import open_sink
 from .lock import destination_lock
+from .retry import RetryPolicy, RetryStats, SessionHolder, with_retries
 from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
@@ -49,7 +50,10 @@ COMPRESSIONS = ("zstd", "snappy", "gzip", "none")
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Passed to the ``progress`` callback: ``kind`` is start | batch | range | group | finish."""
+    """Passed to the ``progress`` callback: ``kind`` is start | batch | range | group | retry | finish.
+
+    ``retry`` carries negative ``rows``: a discarded attempt's rows taken back from ``rows_done``.
+    """
 
     kind: str
     rows_done: int
@@ -160,22 +164,29 @@ def execute_plan(
     memory_limit_mb: int = 512,
     oversize: str = "fail",
     engine: Engine | None = None,
+    staging: str | None = None,
+    retries: int = 5,
+    retry_base_s: float = 0.5,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
     Resumes from the ledger when a previous run was interrupted; returns the :class:`RunReport`
     (also written as ``_report.json``). Every failure is a :class:`SparsesyncError` subclass.
+    ``staging`` is the local directory S3 parts are staged in (default ``$TMPDIR``). A transient source
+    fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
+    :mod:`executor.retry`.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
+    policy = RetryPolicy(retries=retries, base_s=retry_base_s)
     budget = memory_budget(memory_limit_mb, workers)
     from .oversize import check_mode
 
     check_mode(oversize)
     t0 = time.monotonic()
-    sink = open_sink(dest)
+    sink = open_sink(dest, staging=staging)
     folder = output_folder(plan)
     own_engine = engine is None
     engine = engine or connect_source(plan, source_url)
@@ -187,7 +198,7 @@ def execute_plan(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-                oversize=oversize, lock=lock,
+                oversize=oversize, lock=lock, policy=policy,
             )
     finally:
         if own_engine:
@@ -198,7 +209,7 @@ def execute_plan(
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
-             lock=None) -> RunReport:
+             lock=None, policy: RetryPolicy = RetryPolicy()) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
@@ -255,11 +266,16 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     counter.emit("start")
     # Per-range COUNT(*) inside the read snapshot when every group is read in it (one session, nothing
     # skipped); otherwise they are counted after the run (see _check_counts).
+    retried = RetryStats()
     snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
                                   want_count=verify and not skipped, budget=budget, oversize=oversize,
-                                  lock=lock)
+                                  lock=lock, policy=policy, retried=retried)
+    report.retries = retried.total
+    report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
+    if retried.snapshots > 1 and report.consistency == "snapshot":
+        report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     _oversize_report(report, plan, book, oversize)
     if verify:
         _check_counts(plan, sink, book, report, engine, snapshot_counts, skipped=len(skipped))
@@ -308,7 +324,7 @@ class _Counter:
 
     def emit(self, kind: str, *, rows: int = 0, nbytes: int = 0, group: int | None = None, range_index: int | None = None):
         with self.lock:
-            if kind == "batch":
+            if kind in ("batch", "retry"):  # a retry takes a discarded attempt's rows back (negative)
                 self.rows_done += rows
                 self.bytes_done += nbytes
             event = ProgressEvent(kind, self.rows_done, max(self.rows_total, self.rows_done), self.bytes_done,
@@ -318,38 +334,70 @@ class _Counter:
 
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
-                budget=None, oversize="fail", lock=None) -> int | None:
-    """Read and write every group in ``todo``; serial runs share one session (one snapshot)."""
+                budget=None, oversize="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
+                retried: RetryStats | None = None) -> int | None:
+    """Read and write every group in ``todo``; serial runs share one session (one snapshot).
+
+    A transient source fault redoes the group on a new session (:func:`executor.retry.with_retries`).
+    """
     if not todo:
         return None
     stop = threading.Event()
+    retried = retried if retried is not None else RetryStats()
+
+    def read(sessions: SessionHolder, g: FileGroup, defer: bool):
+        def attempt(session):
+            tally = _AttemptCounter(counter)
+            # Zero dates the discarded attempt counted are taken back too; with one reading thread the
+            # counts before the attempt are exact (parallel workers share the counters, see README).
+            zero_before = dict(rdr.stats.zero_dates) if workers == 1 else None
+            try:
+                return _run_group(plan, sink, folder, session, book, store, g, compression, tally, stop, defer=defer,
+                                  budget=budget, oversize=oversize, lock=lock)
+            except BaseException:
+                tally.retract()  # the attempt's rows are discarded: take them back from the progress total
+                if zero_before is not None:
+                    rdr.stats.zero_dates.clear()
+                    rdr.stats.zero_dates.update(zero_before)
+                raise
+
+        return with_retries(attempt, sessions, plan, policy, retried, stop=stop, group=g.index)
+
     if workers == 1:
         # One session (one snapshot) reads the groups in order; each group's finishing work (closing the
         # Parquet file, the upload to S3, the ledger's `done`) runs on a helper thread while the next
         # group is read. At most one group is in flight, so staging space stays bounded.
-        with rdr.session() as s, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-finish") as fin:
+        sessions = SessionHolder(rdr)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-finish") as fin:
             pending = None
             try:
                 for g in todo:
-                    finish = _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, defer=True,
-                                        budget=budget, oversize=oversize, lock=lock)
+                    finish = read(sessions, g, True)
                     if pending is not None:
-                        pending.result()
+                        try:
+                            pending.result()
+                        except BaseException:
+                            finish.abort()  # the group just read must not stay staged (finding 10)
+                            raise
                     pending = fin.submit(finish)
                 if pending is not None:
                     pending.result()
                     pending = None
+                retried.snapshots = sessions.opened
+                return _snapshot_counts(sessions.current, rdr, plan) if want_count and sessions.opened == 1 else None
             finally:
                 if pending is not None:  # an error while reading: let the in-flight group finish or fail
                     wait([pending])
-            return _snapshot_counts(s, rdr, plan) if want_count else None
+                sessions.close()
 
     def work(g: FileGroup) -> None:
         if stop.is_set():
             raise _Cancelled()
-        with rdr.session() as s:
-            _run_group(plan, sink, folder, s, book, store, g, compression, counter, stop, budget=budget,
-                       oversize=oversize, lock=lock)
+        sessions = SessionHolder(rdr)
+        try:
+            read(sessions, g, False)
+        finally:
+            sessions.close()
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
         futures = [pool.submit(work, g) for g in todo]
@@ -364,6 +412,24 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
     if real:
         raise real[0]
     return None
+
+
+class _AttemptCounter:
+    """Forwards one group attempt's progress and remembers its rows, so a discarded attempt can be taken back."""
+
+    def __init__(self, counter: "_Counter") -> None:
+        self.counter, self.rows, self.bytes = counter, 0, 0
+
+    def emit(self, kind: str, **kw) -> None:
+        if kind == "batch":
+            self.rows += kw.get("rows", 0)
+            self.bytes += kw.get("nbytes", 0)
+        self.counter.emit(kind, **kw)
+
+    def retract(self) -> None:
+        if self.rows or self.bytes:
+            self.counter.emit("retry", rows=-self.rows, nbytes=-self.bytes)
+            self.rows = self.bytes = 0
 
 
 def _snapshot_counts(session, rdr, plan):
@@ -443,6 +509,7 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
         counter.emit("group", rows=sum(range_rows.values()), group=g.index)
 
     if defer:
+        finish.abort = writer.abort  # for a caller that cannot run it after all
         return finish
     finish()
     return None

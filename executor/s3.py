@@ -22,10 +22,12 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from executor.lock import pid_alive
 from executor.sink import STAGING_MARK, Committed
 from sparsesync.errors import DestinationError, TransientDestinationError, UsageError
 
 MiB = 1024 * 1024
+STAGING_PREFIX = "sparsesync-staging-"  # + pid + "-" + mkdtemp's random suffix
 DEFAULT_MAX_ATTEMPTS = 8  # per request, with botocore's exponential backoff (capped at 20 s)
 
 # Bucket names: 3-63 chars of lowercase letters, digits, dots and hyphens, starting/ending alnum.
@@ -100,16 +102,6 @@ def _root_client_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 class S3Sink:
     """An ``s3://bucket/prefix`` destination implementing the executor's ``Sink`` protocol.
 
@@ -163,7 +155,9 @@ class S3Sink:
         )
         base = Path(staging_dir) if staging_dir is not None else Path(tempfile.gettempdir())
         self._staging_base = base
-        self.staging_root = base / f"sparsesync-staging-{os.getpid()}"
+        self._staging_root: Path | None = None  # made on first use by mkdtemp: private (0700), never adopted
+        self._removed_root: Path | None = None  # the one close() removed (what staging_root names after it)
+        self._staging_lock = threading.Lock()
         self._upload_workers = max(1, upload_workers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
@@ -289,14 +283,42 @@ class S3Sink:
         return (ClientError, BotoCoreError, Boto3Error)
 
     # ------------------------------------------------------------------ staging + commit
+    @property
+    def staging_root(self) -> Path:
+        """This sink's private staging directory: ``mkdtemp`` (mode 0700) under ``$TMPDIR`` or ``staging_dir``.
+
+        A fresh name every time, created atomically, so a directory someone else made beforehand (at a
+        predictable path, or with loose modes) is never used; it goes away on :meth:`close`.
+        """
+        if self._staging_root is None and self._removed_root is not None:
+            return self._removed_root
+        return self._staging_dir()
+
+    def _staging_dir(self) -> Path:
+        with self._staging_lock:
+            if self._staging_root is None:
+                try:
+                    self._staging_root = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-",
+                                                               dir=self._staging_base))
+                except OSError as exc:
+                    raise DestinationError(
+                        f"cannot create a staging directory in {self._staging_base}: {exc.strerror}",
+                        hint="pass --staging DIR (a writable local directory with room for one part)",
+                    ) from exc
+            return self._staging_root
+
     def staging_path(self, relpath: str) -> Path:
-        """A local file (under a per-process temp dir owned by this sink) for the writer to fill."""
+        """A new, empty local file (mode 0600, in the private staging dir) for the writer to fill."""
         rel = self.key(relpath)  # validates; the key keeps staging names unique per destination
-        path = self.staging_root / self.bucket / f"{rel}.{uuid.uuid4().hex[:8]}{STAGING_MARK}"
+        path = self._staging_dir() / self.bucket / f"{rel}.{uuid.uuid4().hex[:8]}{STAGING_MARK}"
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            root = self._staging_dir()
+            for d in reversed([p for p in path.parents if root in p.parents]):  # each level 0700
+                d.mkdir(mode=0o700, exist_ok=True)
+            # Created here with 0600 and O_EXCL: writers truncate and fill it, the mode stays.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
         except OSError as exc:
-            raise DestinationError(f"cannot create staging dir {path.parent}: {exc.strerror}", file=relpath) from exc
+            raise DestinationError(f"cannot create staging file in {path.parent}: {exc.strerror}", file=relpath) from exc
         return path
 
     def discard(self, staging: Path) -> None:
@@ -345,23 +367,19 @@ class S3Sink:
             return self._pool.submit(self.commit, staging, relpath)
 
     def close(self) -> None:
-        """Wait for background uploads and release their threads; remove this process's empty staging dir."""
+        """Wait for background uploads and release their threads; remove this sink's staging dir and all in it.
+
+        Whatever is still staged then belongs to a part that was never committed: nothing is orphaned.
+        """
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True)
-        # Only empty directories go: staged files of failed commits stay for the caller to inspect/discard.
-        if self.staging_root.is_dir():
-            for d in sorted(self.staging_root.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-                if d.is_dir():
-                    try:
-                        d.rmdir()
-                    except OSError:
-                        pass
-            try:
-                self.staging_root.rmdir()
-            except OSError:
-                pass
+        with self._staging_lock:
+            root, self._staging_root = self._staging_root, None
+        if root is not None:
+            self._removed_root = root
+            shutil.rmtree(root, ignore_errors=True)
 
     def __enter__(self) -> "S3Sink":
         return self
@@ -467,12 +485,14 @@ class S3Sink:
         key_prefix = self._dir_key(prefix)
         bucket_dir_name = self.bucket
         if self._staging_base.is_dir():
-            for root in self._staging_base.glob("sparsesync-staging-*"):
-                try:
-                    pid = int(root.name.rsplit("-", 1)[1])
-                except ValueError:
+            for root in self._staging_base.glob(f"{STAGING_PREFIX}*"):
+                m = re.match(rf"^{STAGING_PREFIX}(\d+)(-|$)", root.name)
+                if m is None or root.is_symlink() or not root.is_dir():
                     continue
-                if pid != os.getpid() and _pid_alive(pid):
+                pid = int(m.group(1))
+                if root.stat().st_uid != os.getuid():
+                    continue  # another user's: never touched
+                if pid != os.getpid() and pid_alive(pid):
                     continue  # another live process: its staging files are in use
                 base = root / bucket_dir_name / key_prefix if key_prefix else root / bucket_dir_name
                 if base.is_dir():

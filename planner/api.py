@@ -71,6 +71,7 @@ def make_plan(
     refresh: bool = False,
     use_cache: bool = True,
     spans: list[tuple[int, int | None]] | None = None,
+    null_keys: bool = True,
 ) -> Plan:
     """Plan the export of ``table``: reads statistics and key aggregates only, never row data.
 
@@ -78,7 +79,9 @@ def make_plan(
     default location) when one exists for this source, table, key and schema hash and the table's
     MIN/MAX key still match; when only the max key grew, only the new tail is scanned. ``refresh``
     rescans; ``use_cache=False`` neither reads nor writes the cache. A locked or unreadable cache adds a
-    warning to the plan and the plan is made without it.
+    warning to the plan and the plan is made without it. ``spans`` (sorted disjoint ``[lo, hi)``, the last
+    open) keeps only the ranges inside those key spans, and the NULL-key range (in a file of its own) when
+    ``null_keys`` (:func:`planner.spans.restrict_to_spans`; a sync run reads only what changed).
     """
     if rows_per_query < 1:
         raise UsageError(f"--rows-per-query must be a positive integer, got {rows_per_query}")
@@ -117,7 +120,7 @@ def make_plan(
         if spans is not None:
             from .spans import restrict_to_spans
 
-            plan = restrict_to_spans(plan, spans)
+            plan = restrict_to_spans(plan, spans, nulls=null_keys)
         return plan
     finally:
         if not isinstance(source, Engine):

@@ -4,10 +4,11 @@ A :class:`Histogram` is a sorted list of non-empty :class:`Bucket` s. Each bucke
 interval ``[lo, hi)``, its row count and its real min/max key, so partition boundaries can sit on real
 keys and stretches with no rows cost nothing.
 
-The ``exact`` pre-scan is one ``GROUP BY key DIV width`` pass (plus a refinement pass over buckets
-too heavy to place boundaries in). ``key DIV width`` cannot overflow for any signed or unsigned
-64-bit key, unlike ``(key - base) DIV width``; its truncation toward zero only makes bucket 0 twice as
-wide, which the grid arithmetic below accounts for.
+The ``exact`` pre-scan is one ``GROUP BY key DIV width`` pass over the key index (plus, where
+buckets are too heavy to place boundaries in, refinement passes over only their rows). Widths are
+powers of two, so every finer grid nests in the coarser one. ``key DIV width`` cannot overflow for any
+signed or unsigned 64-bit key, unlike ``(key - base) DIV width``; its truncation toward zero only makes
+bucket 0 twice as wide, which the grid arithmetic below accounts for.
 """
 
 from __future__ import annotations
@@ -202,6 +203,56 @@ def is_heavy(bk: Bucket, heavy_limit: int, unique_key: bool) -> bool:
     return bk.count > heavy_limit and bk.max_key > bk.min_key and not (unique_key and bk.full)
 
 
+MAX_FIRST_PASS_BUCKETS = 200_000
+
+
+def first_pass_width(span: int, est_rows: int, heavy_limit: int, unique_key: bool, occupied: int | None = None) -> int:
+    """Grid width of the first ``GROUP BY`` pass (a power of two).
+
+    On a unique key a cell no wider than ``heavy_limit`` keys can never be heavy, so no refinement
+    pass re-reads any row: used whenever the non-empty cells it yields (at most the rows, at most the
+    ``occupied`` keys — the span without its empty stretches, see :func:`occupied_keys` — / width) stay
+    under :data:`MAX_FIRST_PASS_BUCKETS`. Otherwise about 16 cells per range, so random keys rarely
+    exceed the heavy limit; clustered keys are refined (their rows read again).
+    """
+    safe = 1 << max(0, heavy_limit.bit_length() - 1)  # largest power of two ≤ heavy_limit
+    keys = span if occupied is None else min(span, occupied)
+    cells = keys // safe if est_rows <= 0 else min(est_rows, keys // safe)
+    if unique_key and cells <= MAX_FIRST_PASS_BUCKETS:
+        return safe
+    target = int(min(MAX_FIRST_PASS_BUCKETS, max(1024, 2 * max(est_rows, 1) // max(1, heavy_limit))))
+    return pow2_at_least(-(-span // target))
+
+
+OCCUPIED_PROBES = 256
+
+
+def occupied_keys(conn: Connection, kt: KeyTable, lo: int, hi: int, parts: int = OCCUPIED_PROBES) -> tuple[int, int]:
+    """(keys between the first and last real key of each of ``parts`` equal slices of ``[lo, hi]``,
+    statements): one statement of ``2 × parts`` next-key probes (index dives, no scan). Outlier ids or
+    far-apart bursts make the span huge but leave this small, so the one-pass width still fits."""
+    t = kt.sa_table()
+    k = t.c[kt.key]
+    span = hi - lo + 1
+    branches = []
+    for i in range(parts):
+        a, b = lo + span * i // parts, lo + span * (i + 1) // parts - 1
+        if b < a:
+            continue
+        cond = k.between(sa.literal(a, sa.BigInteger), sa.literal(b, sa.BigInteger))
+        branches.append(
+            sa.select(
+                sa.select(sa.func.min(k)).where(cond).scalar_subquery(),
+                sa.select(sa.func.max(k)).where(cond).scalar_subquery(),
+            )
+        )
+    total = 0
+    for mn, mx in _execute(conn, sa.union_all(*branches), kt):
+        if mn is not None:
+            total += int(mx) - int(mn) + 1
+    return total, 1
+
+
 def exact_histogram(
     conn: Connection,
     kt: KeyTable,
@@ -233,16 +284,17 @@ def exact_histogram(
         return Histogram("exact", [], None, None, 0, queries=queries, unique_key=unique_key)
     est = known_count if known_count is not None else row_estimate
     span = max_key - min_key + 1
-    # About 16 buckets per range: a bucket averages rows_per_query / 16, so random keys rarely
-    # exceed the heavy limit (rows_per_query / 8) and need no second read.
-    target = int(min(200_000, max(1024, 16 * max(est, 1) // max(1, rows_per_query))))
-    width = pow2_at_least(-(-span // target))
+    heavy_limit = max(1, rows_per_query // 8)
+    width = first_pass_width(span, est, heavy_limit, unique_key)
+    if unique_key and width > heavy_limit:  # the span says "too many cells"; the occupied keys may not
+        occupied, n = occupied_keys(conn, kt, min_key, max_key)
+        queries += n
+        width = first_pass_width(span, est, heavy_limit, unique_key, occupied)
     # The whole table needs no WHERE: the server may then scan its smallest covering index.
     buckets = group_by_buckets(conn, kt, width, None if whole_table else [(min_key, max_key)])
     if not whole_table:  # cells reach past the window; keep them inside it (still power-of-two cells)
         buckets = [Bucket(max(bk.lo, min_key), min(bk.hi, max_key + 1), bk.count, bk.min_key, bk.max_key) for bk in buckets]
     queries += 1
-    heavy_limit = max(1, rows_per_query // 8)
     for _ in range(max_rounds):
         heavy = [bk for bk in buckets if is_heavy(bk, heavy_limit, unique_key)]
         if not heavy:

@@ -11,12 +11,11 @@ scalar subqueries per sub-interval):
   jumped in O(log n) levels;
 * a count capped at ``2m`` rows (``COUNT(*)`` over ``… ORDER BY key LIMIT 2m``): fewer means the
   sub-interval is counted whole;
-* the ``m/2``-th and ``m``-th key from each end (``LIMIT 1 OFFSET …``, ascending and descending): the
-  density of four stretches of ``m/2`` rows, two at each end, read at a cost of at most ``m`` index
-  entries per end.
+* the ``m``-th key from each end (``LIMIT 1 OFFSET m-1``, ascending and descending): the density of
+  the first and of the last ``m`` rows, at a cost of at most ``m`` index entries per end.
 
-A sub-interval whose four densities agree within :data:`MIXED_RATIO` is estimated from them (the
-``2m`` sampled rows plus the middle at their mean density). One whose densities disagree — a burst after
+A sub-interval whose two densities agree within :data:`MIXED_RATIO` is estimated from them (the ``2m``
+sampled rows plus the middle at their mean density). One whose densities disagree — a burst after
 sparse keys, a heavily repeated key value — is *mixed*: it is never merged or extrapolated but split
 again at the next level, until its pieces agree or are counted whole. A single key value with ``2m`` rows
 or more gets an exact ``COUNT(*)`` (its rows must be read to be counted; partition labels it ``heavy``
@@ -132,8 +131,10 @@ def sampled_histogram(
                 continue
             for group in _merge(subs, leaf_target, mergeable=lambda s: not (s.exact or s.mixed or seg.final)):
                 s0 = group[0]
-                if len(group) == 1 and s0.exact:
+                if len(group) == 1 and s0.exact and (s0.est <= leaf_target or s0.first == s0.last or s0.looks_full):
                     buckets.append(_bucket(s0))
+                elif len(group) == 1 and s0.exact and not last_level:
+                    nxt.append(_Seg(s0.first, s0.last))  # counted, but too many rows to cut between: split
                 elif len(group) == 1 and s0.first == s0.last:
                     single.append(s0.first)
                 elif len(group) == 1 and s0.mixed and not last_level:
@@ -237,10 +238,8 @@ class _Sql:
             raise SourceError(f"sampled pre-scan failed: {short_db_error(exc)}", table=self.kt.table) from exc
 
     def measure(self, subs: list[tuple[int, int]], unique_key: bool) -> tuple[list[_Sub | None], int]:
-        """Ends, capped count and the keys at m/2 and m from each end of every sub-interval;
-        (results, statements)."""
+        """Ends, capped count and the m-th key from each end of every sub-interval; (results, statements)."""
         m = self.m
-        h = max(1, m // 2)
         out: list[_Sub | None] = []
         n = 0
         per = MAX_SUBS_PER_STATEMENT if self.conn.dialect.name in ("mysql", "mariadb") else MAX_SUBS_PER_STATEMENT_SQLITE
@@ -253,15 +252,13 @@ class _Sql:
                 branches.append(
                     f"SELECT {j} AS j, (SELECT MIN({k}) {where}) AS a, (SELECT MAX({k}) {where}) AS b, "
                     f"(SELECT COUNT(*) FROM (SELECT {k} {where} ORDER BY {k} LIMIT {2 * m}) s) AS c, "
-                    f"(SELECT {k} {where} ORDER BY {k} LIMIT 1 OFFSET {h - 1}) AS p1, "
-                    f"(SELECT {k} {where} ORDER BY {k} LIMIT 1 OFFSET {m - 1}) AS p2, "
-                    f"(SELECT {k} {where} ORDER BY {k} DESC LIMIT 1 OFFSET {h - 1}) AS s1, "
-                    f"(SELECT {k} {where} ORDER BY {k} DESC LIMIT 1 OFFSET {m - 1}) AS s2"
+                    f"(SELECT {k} {where} ORDER BY {k} LIMIT 1 OFFSET {m - 1}) AS p, "
+                    f"(SELECT {k} {where} ORDER BY {k} DESC LIMIT 1 OFFSET {m - 1}) AS s"
                 )
             rows = sorted(self._run(" UNION ALL ".join(branches)), key=lambda r: int(r[0]))
             n += 1
             for row in rows:
-                out.append(_read_sub(row[1:], m, h, unique_key))
+                out.append(_read_sub(row[1:], m, unique_key))
         return out, n
 
     def count_keys(self, keys: list[int]) -> tuple[list[tuple[int, int]], int]:
@@ -276,24 +273,26 @@ class _Sql:
         return out, n
 
 
-def _read_sub(row, m: int, h: int, unique_key: bool) -> _Sub | None:
+def _read_sub(row, m: int, unique_key: bool) -> _Sub | None:
     """A :class:`_Sub` from one branch's values (see :meth:`_Sql.measure`)."""
-    first, last, cnt, p1, p2, s1, s2 = row
+    first, last, cnt, p, q = row
     if first is None:
         return None
     first, last, cnt = int(first), int(last), int(cnt)
     span = last - first + 1
-    if cnt < 2 * m or p2 is None or s2 is None:  # fewer than 2m rows: counted whole
+    if cnt < 2 * m or p is None or q is None:  # fewer than 2m rows: counted whole
         return _Sub(first, last, float(cnt), True, unique_key and cnt == span)
-    p1, p2, s1, s2 = int(p1), int(p2), int(s1), int(s2)
-    # Keys spanned by h rows at four places: two stretches at each end.
-    spans = (p1 - first + 1, max(1, p2 - p1), last - s1 + 1, max(1, s1 - s2))
-    dens = [h / w for w in spans]
-    mixed = max(dens) > MIXED_RATIO * min(dens)
-    sampled_keys = (p2 - first + 1) + (last - s2 + 1)
-    middle = max(0, s2 - p2 - 1)
-    est = 2 * m + 2 * m / sampled_keys * middle
+    p, q = int(p), int(q)
+    head, tail = p - first + 1, last - q + 1  # keys holding the first m and the last m rows
+    # Mixed: the two ends' densities disagree (a burst after sparse keys), the samples meet (repeated
+    # values hide how many rows lie between them), or, on a non-unique key, one value holds a whole
+    # sample (it may be heavy: split down to it and count it).
+    mixed = last > first and (
+        max(head, tail) > MIXED_RATIO * min(head, tail) or q <= p or (not unique_key and min(head, tail) == 1)
+    )
+    middle = max(0, q - p - 1)
+    est = 2 * m + 2 * m / (head + tail) * middle
     if unique_key:
         est = min(est, span)
-    looks_full = unique_key and sampled_keys == 2 * m
+    looks_full = unique_key and head + tail == 2 * m
     return _Sub(first, last, max(est, 2.0 * m), False, looks_full, mixed)

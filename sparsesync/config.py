@@ -44,6 +44,8 @@ class ExecuteSection:
     memory_limit_mb: int = 512
     strict_dates: bool = False
     ledger: str | None = None
+    retries: int = 5  # per range, for transient source faults (lost connection, deadlock, lock wait)
+    staging: str | None = None  # where S3 parts are staged (a private mkdtemp inside); default $TMPDIR
 
 
 @dataclass(frozen=True)
@@ -134,7 +136,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
     "monitoring.log_level": ("debug", "info", "warning", "error"),
 }
 FRACTIONS = {"plan.sparse_threshold", "detection.efficiency_threshold"}  # 0..1 inclusive
-NON_NEGATIVE = {"bench.latency_ms", "detection.consecutive_sparse_limit"}
+NON_NEGATIVE = {"bench.latency_ms", "detection.consecutive_sparse_limit", "execute.retries"}
 POSITIVE_FLOAT = {"bench.time_cap_s", "adaptive_scaling.max_scale_factor"}
 
 

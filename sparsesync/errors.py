@@ -117,3 +117,9 @@ class VerifyError(SparsesyncError):
     """The output does not match the source."""
 
     exit_code = 9
+
+
+class LoadError(SparsesyncError):
+    """A sync run cannot be applied to the warehouse (refused by the guard, missing runs or parts)."""
+
+    exit_code = 10

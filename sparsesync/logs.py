@@ -28,7 +28,8 @@ FORMATS = ("auto", "json", "text")
 MASK = "***"
 
 # scheme://user:password@  — the password is everything up to the last '@' before host (no '/' in it).
-_URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]*)(?P<at>@)")
+# The password runs to the LAST @ before the host: a raw @ inside it must not leave its tail unmasked.
+_URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^\s/]*)(?P<at>@)")
 _SECRET_KEY = re.compile(r"pass(word|wd)?|secret|token|api[_-]?key|credential", re.IGNORECASE)
 # key=value / "key": "value" pairs inside free text, for keys that name a secret
 _INLINE_SECRET = re.compile(

@@ -62,17 +62,40 @@ def parse_url(url: str) -> URL:
     except (ArgumentError, ValueError) as exc:
         raise UsageError(
             f"cannot parse source URL {redact(url)!r}",
-            hint="use the SQLAlchemy form dialect+driver://user:password@host:port/database",
-        ) from exc
+            hint="use the SQLAlchemy form dialect+driver://user:password@host:port/database "
+            "(percent-encode @ : / ? # in the password, e.g. @ as %40)",
+        ) from None  # the chained exception would echo the URL
+    parsed = _password_with_at(parsed)
     if parsed.password is None and os.environ.get(PASSWORD_ENV) and parsed.get_backend_name() != "sqlite":
         parsed = parsed.set(password=os.environ[PASSWORD_ENV])
+    return parsed
+
+
+def _password_with_at(parsed: URL) -> URL:
+    """Undo SQLAlchemy's split of a password holding a raw ``@``, or refuse without echoing any of it.
+
+    SQLAlchemy ends the password at its first ``@``: ``root:Sup3r@S3cret@db/x`` gives password ``Sup3r``
+    and host ``S3cret@db``, which would then be shown (and connected to) as the host. A host never holds
+    an ``@``, so everything up to the last ``@`` of that host belongs to the password. A raw ``@``
+    followed by ``:``, ``/`` or ``?`` cannot be told apart from the URL's own separators: refused.
+    """
+    host = parsed.host or ""
+    if parsed.password is not None and "@" in host:
+        extra, _, real_host = host.rpartition("@")
+        return parsed.set(password=f"{parsed.password}@{extra}", host=real_host)
+    if parsed.password is not None and "@" in (parsed.database or ""):
+        raise UsageError(
+            "the source URL's password seems to hold a raw @ followed by : / or ? (nothing of it is shown here)",
+            hint="percent-encode the password's reserved characters (@ as %40, : as %3A, / as %2F, ? as %3F) "
+            f"or pass it in ${PASSWORD_ENV}",
+        )
     return parsed
 
 
 def redact(url: str | URL) -> str:
     """The URL with its password masked, safe for any message."""
     try:
-        parsed = make_url(url) if isinstance(url, str) else url
+        parsed = _password_with_at(make_url(url)) if isinstance(url, str) else url
         return parsed.render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - unparseable: show nothing after the scheme
         text = str(url)
@@ -104,7 +127,8 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
                 hint="check the path in the URL (sqlite:///relative/path.db or sqlite:////absolute/path.db)",
             )
     try:
-        engine = sa.create_engine(parsed, **kwargs)
+        # pool_pre_ping: a pooled connection a network blip or KILL ended is replaced, not handed out dead
+        engine = sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
     except NoSuchModuleError as exc:
         raise UsageError(
             f"unknown database dialect in {redact(parsed)!r}",

@@ -80,6 +80,7 @@ def _register() -> None:
     from . import show_cmd  # noqa: F401
     from . import execute_cmd  # noqa: F401
     from . import bench_cmd  # noqa: F401
+    from . import sync_cmd  # noqa: F401
 
 
 def main() -> None:

@@ -52,7 +52,7 @@ def _progress_renderer():
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role, memory_limit=None, oversize="fail") -> None:
+             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None) -> None:
     from executor.run import execute_plan
     from sparsesync.config import merge
 
@@ -61,7 +61,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
     try:
         opts = merge(
             current_config(), "execute", reader=reader, workers=workers, compression=compression, ledger=ledger,
-            strict_dates=strict_dates, memory_limit_mb=memory_limit,
+            strict_dates=strict_dates, memory_limit_mb=memory_limit, retries=retries, staging=staging,
         )
     except SparsesyncError as exc:
         raise fail(exc)
@@ -71,7 +71,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
-            memory_limit_mb=opts.memory_limit_mb, oversize=oversize,
+            memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
         )
     except SparsesyncError as exc:
         close()
@@ -82,6 +82,12 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             typer.echo(sql + ";")
     for line in report.summary_lines():
         typer.echo(line)
+
+
+_RETRIES_HELP = ("Retries per range after a transient source fault (lost connection, deadlock, lock wait "
+                 "timeout), with exponential backoff; 0 stops at the first [default: 5].")
+_STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload "
+                 "[default: $TMPDIR]. Example: --staging /mnt/scratch")
 
 
 @app.command("execute")
@@ -100,6 +106,8 @@ def execute_command(
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
     memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
+    retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
+    staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
 
@@ -115,7 +123,7 @@ def execute_command(
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
              overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize)
+             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging)
 
 
 @app.command("verify")
@@ -164,6 +172,8 @@ def run_command(
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
     memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
+    retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
+    staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
 ) -> None:
     """Plan and execute in one go (the plan is saved under plans/ for review and resume).
 
@@ -193,4 +203,4 @@ def run_command(
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
              overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize)
+             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging)

@@ -21,7 +21,7 @@ def plan_command(
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
     rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000, or plan.rows_per_query of --config]."),
     file_size: Optional[int] = typer.Option(None, "--file-size", help="Target Parquet file size in MB [default: 256]."),
-    density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact (one index scan), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size) [default: auto]."),
+    density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact (one index scan, exact counts), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size and --rows-per-query) [default: auto]."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default $XDG_CACHE_HOME/sparsesync/histograms.duckdb, else ~/.cache/sparsesync/histograms.duckdb)."),
     refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),

@@ -19,9 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from sparsesync.errors import SourceError, UsageError
-from sparsesync.source import is_mysql, quoted_table, short_db_error
+from sparsesync.source import is_mysql, short_db_error
 
-Span = tuple[int, "int | None"]
 
 
 @dataclass(frozen=True)
@@ -47,61 +46,22 @@ def parse_detect(text: str) -> Detect:
 
 
 # ---- checksum ---------------------------------------------------------------------------------------------
-def _where_spans(key: str, spans: list[Span], params: dict[str, Any]) -> str:
-    """``(k >= :lo0 AND k < :hi0) OR …`` with the keys bound; adjacent spans are merged first."""
-    merged: list[list] = []
-    for lo, hi in spans:
-        if merged and merged[-1][1] == lo:
-            merged[-1][1] = hi
-        else:
-            merged.append([lo, hi])
-    terms = []
-    for i, (lo, hi) in enumerate(merged):
-        params[f"wlo{i}"] = lo
-        if hi is None:
-            terms.append(f"{key} >= :wlo{i}")
-        else:
-            params[f"whi{i}"] = hi
-            terms.append(f"({key} >= :wlo{i} AND {key} < :whi{i})")
-    return " OR ".join(terms)
+NULLS = "nulls"  # the span of the rows whose key is NULL, beside the (lo, hi) key spans
 
 
-def span_checksums(engine: Engine, table: str, key: str, columns: list[str], spans: list[Span], *,
-                   schema: str | None = None) -> list[str]:
-    """``"<count>:<checksum>"`` per span (sorted, disjoint ``[lo, hi)``, hi None = open), in one query.
+def span_checksums(engine: Engine, info, spans: list) -> list[str]:
+    """``"<rows>:<checksum>"`` per span ((lo, hi) or :data:`NULLS`), from :mod:`executor.checksum`:
+    the server's ``COUNT(*)`` and order-independent MD5 row checksum over every column, keys bound."""
+    from executor.checksum import Span
+    from executor.checksum import span_checksums as shared
 
-    One ``GROUP BY INTERVAL(key, span starts…)`` pass restricted to the spans by an index range on the
-    key: the server reads each row once and sends one line per non-empty span. The row checksum is the
-    first 64 bits of ``MD5`` over every column (with a NULL mask, so NULL and '' differ), XOR-ed over
-    the span: order-independent, and with the count it changes on any update, delete or insert.
-    """
+    if not (is_mysql(engine) or engine.dialect.name == "sqlite"):
+        raise UsageError(f"--detect checksum needs a MySQL/MariaDB or SQLite source (this one is {engine.dialect.name})",
+                         hint="use --detect cursor:COLUMN or --detect none", table=info.table)
     if not spans:
         return []
-    if not is_mysql(engine):
-        raise UsageError(
-            f"--detect checksum needs a MySQL/MariaDB source (this one is {engine.dialect.name})",
-            hint="use --detect cursor:COLUMN or --detect none", table=table)
-    prep = engine.dialect.identifier_preparer
-    k = prep.quote(key)
-    cols = [prep.quote(c) for c in columns]
-    row = (f"CONCAT_WS('#', {', '.join(cols)}, CONCAT({', '.join(f'ISNULL({c})' for c in cols)}))")
-    params: dict[str, Any] = {}
-    starts = ", ".join(f":b{i}" for i in range(len(spans)))
-    params.update({f"b{i}": lo for i, (lo, _) in enumerate(spans)})
-    where = _where_spans(k, spans, params)
-    sql = (f"SELECT INTERVAL({k}, {starts}) AS s, COUNT(*) AS n, "
-           f"BIT_XOR(CAST(CONV(LEFT(MD5({row}), 16), 16, 10) AS UNSIGNED)) AS x "
-           f"FROM {quoted_table(engine.dialect, table, schema)} WHERE {where} GROUP BY s")
-    try:
-        with engine.connect() as conn:
-            found = {int(s): (int(n), int(x)) for s, n, x in conn.execute(sa.text(sql), params)}
-    except sa.exc.SQLAlchemyError as exc:
-        raise SourceError(f"span checksums failed: {short_db_error(exc)}", table=table) from exc
-    out = []
-    for i in range(len(spans)):
-        n, x = found.get(i + 1, (0, 0))  # INTERVAL is 1 for the first start, 2 for the second, …
-        out.append(f"{n}:{x:016x}")
-    return out
+    found = shared(engine, info, [Span.null_keys() if s == NULLS else Span(s[0], s[1]) for s in spans])
+    return [f"{c.rows}:{c.checksum}" for c in found]
 
 
 # ---- cursor ----------------------------------------------------------------------------------------------
@@ -137,9 +97,9 @@ def since_value(watermark: str | None, lookback_s: float) -> Any:
         return int(watermark) if watermark.lstrip("-").isdigit() else watermark
 
 
-def cursor_changed(engine: Engine, table: str, key: str, column: str, spans: list[Span], since: Any, *,
+def cursor_changed(engine: Engine, table: str, key: str, column: str, spans: list, since: Any, *,
                    schema: str | None = None) -> list[int]:
-    """Indexes of ``spans`` holding a row with ``COL >= since`` (all spans when ``since`` is None).
+    """Indexes of ``spans`` ((lo, hi) or :data:`NULLS`) holding a row with ``COL >= since`` (all when None).
 
     One index range on COL returns the distinct keys it touched; they are placed into spans here, so
     the cost is the changed rows, never the table.
@@ -150,13 +110,17 @@ def cursor_changed(engine: Engine, table: str, key: str, column: str, spans: lis
     stmt = sa.select(t.c[key]).distinct().where(t.c[column] >= sa.bindparam("since", since))
     try:
         with engine.connect() as conn:
-            keys = [int(k) for (k,) in conn.execute(stmt) if k is not None]
+            keys = [k for (k,) in conn.execute(stmt)]
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"cursor query on {column} failed: {short_db_error(exc)}", table=table) from exc
-    starts = [lo for lo, _ in spans]
+    keyed = [(i, s) for i, s in enumerate(spans) if s != NULLS]
+    starts = [s[0] for _, s in keyed]
     hit = set()
     for k in keys:
-        i = bisect.bisect_right(starts, k) - 1
-        if i >= 0 and (spans[i][1] is None or k < spans[i][1]):
-            hit.add(i)
+        if k is None:
+            hit.update(i for i, s in enumerate(spans) if s == NULLS)
+            continue
+        j = bisect.bisect_right(starts, int(k)) - 1
+        if j >= 0 and (keyed[j][1][1] is None or int(k) < keyed[j][1][1]):
+            hit.add(keyed[j][0])
     return sorted(hit)

@@ -50,7 +50,7 @@ class Part:
     ``read_hi``: every key it holds is below it, and the next run narrows the part to ``[lo, read_hi)``.
     """
 
-    lo: int
+    lo: int | None  # None only for the part of the NULL-key rows (``nulls``)
     hi: int | None
     path: str | None
     rows: int
@@ -79,7 +79,7 @@ class Part:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Part":
-        return cls(lo=int(d["lo"]), hi=_ki(d.get("hi")), path=d.get("path"), rows=int(d["rows"]),
+        return cls(lo=_ki(d.get("lo")), hi=_ki(d.get("hi")), path=d.get("path"), rows=int(d["rows"]),
                    bytes=int(d["bytes"]), run_id=d["run_id"], sequence=int(d["sequence"]),
                    checksum=d.get("checksum"), nulls=bool(d.get("nulls", False)), read_hi=_ki(d.get("read_hi")),
                    more=tuple(PartFile(f["path"], int(f["rows"]), int(f["bytes"])) for f in d.get("more", ())))

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 
 from executor.dest import is_local, open_sink
 from executor.ledger import LedgerStore
+from executor.lock import destination_lock
 from executor.run import LEDGER, execute_plan
 from planner.api import DEFAULT_FILE_SIZE_MB, DEFAULT_ROWS_PER_QUERY, make_plan
 from planner.introspect import introspect
@@ -38,6 +39,8 @@ from . import detect as det
 from .state import ImageState, Part, PartFile, Run, load_state, narrowed, repair_manifest, save_state
 
 RUN_KINDS = ("first", "append", "changed", "full")
+SYNC_LOCK = "_sync.lock"
+KEY_MIN = -(2**63)  # below every key type's minimum: "the whole key domain"
 
 
 @dataclass(frozen=True)
@@ -113,7 +116,10 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
             raise UsageError(f"--file-size must be positive, got {options.file_size_mb}")
         sink = open_sink(os.fspath(dest) if isinstance(dest, os.PathLike) else dest)
         engine = engine or create_engine(source_url)
-        _Run(engine, sink, table, options, detect, result, emit).go()
+        # One sync per table and destination at a time (a second is refused naming the holder); the lock
+        # dies with its process, so a killed sync never blocks the next one.
+        with destination_lock(sink, f"{table}/{SYNC_LOCK}", purpose=f"sync {table}") as lock:
+            _Run(engine, sink, table, options, detect, result, emit, lock).go()
     except SparsesyncError as exc:
         result.status, result.error = "failed", exc.one_line()
         emit({"event": "sync_failed", "table": table, "run_id": result.run_id, "error": result.error})
@@ -131,9 +137,9 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
 class _Run:
     """One sync run of one table (the steps of the module docstring)."""
 
-    def __init__(self, engine, sink, table, options: SyncOptions, detect: det.Detect, result, emit) -> None:
+    def __init__(self, engine, sink, table, options: SyncOptions, detect: det.Detect, result, emit, lock) -> None:
         self.engine, self.sink, self.table, self.o, self.detect = engine, sink, table, options, detect
-        self.result, self.emit = result, emit
+        self.result, self.emit, self.lock = result, emit, lock
         self.queries = 0
 
     # ---- steps --------------------------------------------------------------------------------------
@@ -162,35 +168,40 @@ class _Run:
             watermark = det.cursor_watermark(self.engine, self.table, self.detect.column, schema=o.schema)
             self.queries += 1
         keep: list[Part] = []
-        if fresh:
-            spans = None
-            changed: list[Part] = []
-        else:
+        changed: list[Part] = []
+        if not fresh:
             keep = narrowed(state.parts)
-            tail_lo = keep[-1].hi if keep else None
-            changed = self._changed(state, keep, tail_lo, checksums)
-            spans = _merge([(p.lo, p.hi) for p in changed]) + [(tail_lo, None)] if tail_lo is not None else None
-            if changed:
-                kind = "changed"
-        plan = self._plan(spans)
-        if fresh or spans is None:
-            spans_read = [(plan.ranges[0].lo, None)]
-            keep = []
+            keyed = [p for p in keep if not p.nulls]
+            tail_lo = keyed[-1].hi if keyed else None
+            if tail_lo is None:  # the image holds no key span yet (an empty table so far): read everything
+                fresh, keep = True, []
+            else:
+                changed = self._changed(state, keep, tail_lo, checksums)
+                if changed:
+                    kind = "changed"
+        if fresh:
+            spans, null_read = [(KEY_MIN, None)], True
         else:
-            spans_read = spans
-        plan = replace(plan, plan_id=run_id).sealed()
+            # Each changed part is re-read as its own span (not merged with its changed neighbours): when
+            # its rows still fit one file, the new part's span is the old one and the checksum measured by
+            # detection is recorded as is — no second checksum pass over the re-exported rows.
+            spans = [(p.lo, p.hi) for p in changed if not p.nulls] + [(tail_lo, None)]
+            null_read = any(p.nulls for p in changed)
+        plan = replace(self._plan(spans, null_read), plan_id=run_id).sealed()
+        replaced = [(lo, hi) for lo, hi in _plan_spans(plan)]
+        null_read = plan.null_range is not None
         if self.detect.mode == "checksum":
             self._pre_export_checksums(plan, checksums)
 
         report = self._execute(plan, verify=not plan.strategy.key_spans)
         new_parts = self._new_parts(plan, run_id, seq, checksums)
-        replaced = [(lo, hi) for lo, hi in spans_read]
-        parts = [p for p in keep if not any(_within(p, lo, hi) for lo, hi in replaced)] + new_parts
-        parts.sort(key=lambda p: (p.nulls, p.lo))
+        parts = [p for p in keep
+                 if not (p.nulls and null_read) and not (not p.nulls and any(_within(p, lo, hi) for lo, hi in replaced))]
+        parts = sorted(parts + new_parts, key=lambda p: (p.nulls, p.lo or 0))
         finished = datetime.now(timezone.utc)
         run = Run(run_id=run_id, sequence=seq, kind=kind, detect=str(self.detect),
                   started_at=started.isoformat(timespec="seconds"), finished_at=finished.isoformat(timespec="seconds"),
-                  rows=report.rows, bytes=report.bytes, replaced=tuple(replaced), null_replaced=fresh,
+                  rows=report.rows, bytes=report.bytes, replaced=tuple(replaced), null_replaced=null_read,
                   manifest=f"{run_id}/manifest.json")
         cursor = state.cursor if state is not None and not fresh else None
         if self.detect.mode == "cursor":
@@ -201,11 +212,12 @@ class _Run:
             runs=(() if state is None else state.runs) + (run,), cursor=cursor,
         )
         new_state = self._load_sql(new_state, run)
+        self.lock.check()  # a lock lost meanwhile (S3 takeover): stop before the image is swapped
         save_state(self.sink, self.table, new_state)  # LAST: from here on the new image is in force
 
         r.kind, r.rows_read, r.bytes_written = kind, report.rows, report.bytes
         r.rows_in_image = new_state.rows
-        r.spans_reexported = len(changed) if not fresh else 0
+        r.spans_reexported = len(changed)
         r.queries = self.queries + int(report.queries or 0)
         r.status = "ok" if new_state.files else "empty"
         if self.detect.mode == "cursor":
@@ -228,9 +240,9 @@ class _Run:
 
     def _changed(self, state: ImageState, keep: list[Part], tail_lo, checksums: dict) -> list[Part]:
         """The image parts whose rows changed on the source, per ``--detect``."""
-        if self.detect.mode == "none" or not keep:
+        if self.detect.mode == "none":
             return []
-        spans = [(p.lo, p.hi) for p in keep]
+        spans = [_span(p) for p in keep]
         if self.detect.mode == "checksum":
             # The new tail's checksum comes in the same pass, before it is exported.
             now = self._checksums(spans + [(tail_lo, None)])
@@ -248,10 +260,8 @@ class _Run:
         return [keep[i] for i in hit]
 
     def _checksums(self, spans) -> list[str]:
-        self.queries += 1
-        info = self._table_info()
-        return det.span_checksums(self.engine, self.table, info.key, [c.name for c in info.columns], spans,
-                                  schema=self.o.schema)
+        self.queries += len(spans)  # executor.checksum runs one statement per span
+        return det.span_checksums(self.engine, self._table_info(), spans)
 
     def _pre_export_checksums(self, plan: Plan, checksums: dict) -> None:
         """Checksum every new part's span BEFORE it is exported and record that value with the part.
@@ -263,17 +273,18 @@ class _Run:
         is the one pattern this cannot tell from "unchanged"; the row is then as the source has it.)
         Spans measured during detection (same pass, also before the export) are not measured twice.
         """
-        need = [s for s in _group_spans(plan) if s not in checksums]
+        need = [s for s in _group_spans(plan) if s not in checksums]  # new spans: re-cut, or the NULL keys
         if need:
             for s, c in zip(need, self._checksums(need)):
                 checksums[s] = c
 
-    def _plan(self, spans) -> Plan:
+    def _plan(self, spans, null_keys: bool) -> Plan:
         o = self.o
         return make_plan(
             self.engine, self.table, key=o.key, schema=o.schema, rows_per_query=o.rows_per_query,
             file_size=int(o.file_size_mb * 1024 * 1024), density=o.density, sparse_threshold=o.sparse_threshold,
             type_options=o.type_options, cache_path=o.cache_path, use_cache=o.use_cache, spans=spans,
+            null_keys=null_keys,
         )
 
     def _execute(self, plan: Plan, *, verify: bool):
@@ -306,10 +317,11 @@ class _Run:
         out = []
         for g, rec in zip(plan.files, book.groups):
             first, last = plan.ranges[g.first_range], plan.ranges[g.last_range]
+            nulls = first.nulls  # the NULL-key range always has a file group of its own (planner.spans)
             files = [PartFile(p.name[len(prefix):] if p.name.startswith(prefix) else p.name, p.rows, p.size)
                      for p in rec.parts if p.rows]  # an empty span holds no file (Redshift needs none)
             read_hi = None
-            if last.hi is None:
+            if last.hi is None and not nulls:
                 # Keys the open tail part holds lie below read_hi; the next run narrows the part to it and
                 # reads from there. With nothing read by the tail range that is where the range starts;
                 # rows that arrived after planning make it their largest key + 1.
@@ -318,7 +330,8 @@ class _Run:
             out.append(Part(
                 lo=first.lo, hi=last.hi, path=files[0].path if files else None, rows=rec.rows,
                 bytes=sum(f.bytes for f in files), run_id=run_id, sequence=seq,
-                checksum=checksums.get((first.lo, last.hi)), read_hi=read_hi, more=tuple(files[1:]),
+                checksum=checksums.get(det.NULLS if nulls else (first.lo, last.hi)), read_hi=read_hi,
+                nulls=nulls, more=tuple(files[1:]),
             ))
         return out
 
@@ -350,7 +363,8 @@ class _Run:
             from .load import write_load_sql  # i9b
         except ImportError:
             return state
-        sql = write_load_sql(state, run, iam_role=self.o.iam_role)
+        manifest = f"{self.table}/{run.manifest or run.run_id + '/manifest.json'}"  # the COPY needs its full URL
+        sql = write_load_sql(state, run, iam_role=self.o.iam_role, manifest_url=self.sink.url(manifest))
         rel = f"{run.run_id}/load.sql"
         self.sink.put_bytes(f"{self.table}/{rel}", sql.encode("utf-8"))
         run2 = replace(run, load_sql=rel)
@@ -365,23 +379,27 @@ class _Run:
         return self._info
 
 
-def _merge(spans: list[tuple]) -> list[tuple]:
-    """Adjacent finite spans joined, so the planner can re-cut them into files of the plan's size."""
-    out: list[list] = []
-    for lo, hi in sorted(spans, key=lambda s: s[0]):
-        if out and out[-1][1] == lo:
-            out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return [tuple(s) for s in out]
-
-
 def _within(p: Part, lo: int, hi: int | None) -> bool:
     return p.lo >= lo and (hi is None or (p.hi is not None and p.hi <= hi))
 
 
-def _group_spans(plan: Plan) -> list[tuple]:
-    return [(plan.ranges[g.first_range].lo, plan.ranges[g.last_range].hi) for g in plan.files]
+def _span(p: Part):
+    return det.NULLS if p.nulls else (p.lo, p.hi)
+
+
+def _group_spans(plan: Plan) -> list:
+    out = []
+    for g in plan.files:
+        first, last = plan.ranges[g.first_range], plan.ranges[g.last_range]
+        out.append(det.NULLS if first.nulls else (first.lo, last.hi))
+    return out
+
+
+def _plan_spans(plan: Plan) -> list[tuple]:
+    """The key spans a run plan reads (its strategy.key_spans, or the whole domain)."""
+    if plan.strategy.key_spans:
+        return [(int(lo), None if hi is None else int(hi)) for lo, hi in plan.strategy.key_spans]
+    return [(plan.key_ranges[0].lo, None)]
 
 
 def _source_dict(plan: Plan) -> dict:

@@ -202,3 +202,32 @@ def test_rows_are_cut_by_bytes_not_by_count(mysql_url):
     assert sum(len(b) for b in batches) == 1000
     assert all(sum(len(r[1]) for r in b) <= 1_000_000 + 100_000 for b in batches)  # one row past the budget at most
     assert max(asked) <= 1  # a LONGBLOB may hold 16 MB: never fetch more rows than one could fill the budget
+
+
+def test_connectorx_batches_are_sliced_below_the_byte_cap_before_the_32_bit_cast():
+    import pyarrow as pa
+
+    from executor.readers import _byte_slices
+
+    batch = pa.record_batch([pa.array(range(100)), pa.array([b"x" * 1000] * 100, pa.large_binary())], names=["id", "b"])
+    pieces = list(_byte_slices(batch, 10_000))
+    assert len(pieces) >= 10 and all(p.nbytes <= 12_000 for p in pieces)
+    assert pa.Table.from_batches(pieces).column("id").to_pylist() == list(range(100))
+    assert list(_byte_slices(batch, 10**9)) == [batch]
+
+
+def test_config_memory_limit_reaches_the_executor(tmp_path, sqlite_url):
+    from tests.executor.test_run import make_sqlite_table
+
+    make_sqlite_table(sqlite_url, list(range(1, 50)))
+    plan_path = make_plan(sqlite_url, "t", use_cache=False).save(tmp_path / "p.json")
+    cfg = tmp_path / "sparsesync.yaml"
+    cfg.write_text("execute: {memory_limit_mb: 150}\n")
+    p = subprocess.run([sys.executable, "-m", "sparsesync", "--config", str(cfg), "execute", str(plan_path),
+                        "--dest", str(tmp_path / "o"), "--source", sqlite_url], capture_output=True, text=True,
+                       env=_env())
+    assert p.returncode == 2 and "--memory-limit 150 MB is too small" in p.stderr
+    ok = subprocess.run([sys.executable, "-m", "sparsesync", "--config", str(cfg), "execute", str(plan_path),
+                         "--dest", str(tmp_path / "o"), "--source", sqlite_url, "--memory-limit", "300"],
+                        capture_output=True, text=True, env=_env())
+    assert ok.returncode == 0, ok.stderr  # the flag overrides the file

@@ -43,7 +43,7 @@ def _env() -> dict:
     return {**os.environ, "PYTHONPATH": ROOT}
 
 
-def _parts(dest: str, plan, s3_client, tmp_path) -> list[str]:
+def manifest_parts(dest: str, plan, s3_client, tmp_path) -> list[str]:
     """Local paths of the manifest's parts (downloaded into ``tmp_path`` first when on S3)."""
     folder = output_folder(plan)
     if not dest.startswith("s3://"):
@@ -67,7 +67,9 @@ def test_second_execute_of_the_same_plan_is_refused_and_the_first_is_exact(
     name = mysql_table(MYSQL_DDL)
     keys = sparse_keys(3000, seed=21)
     fill_mysql(mysql_engine, name, keys)
-    plan = make_plan(mysql_url, name, rows_per_query=300, file_size=1_000, use_cache=False)
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"ANALYZE TABLE {name}")  # real row sizes: several file groups
+    plan = make_plan(mysql_url, name, rows_per_query=300, file_size=20_000, use_cache=False)
     assert len(plan.files) > 1
     plan_file = plan.save(tmp_path / "plans" / plan.default_filename())
     if where == "s3":
@@ -100,7 +102,7 @@ def test_second_execute_of_the_same_plan_is_refused_and_the_first_is_exact(
             first.kill()
             first.wait()
 
-    listing = "[" + ", ".join(f"'{p}'" for p in _parts(dest, plan, s3_client, tmp_path)) + "]"
+    listing = "[" + ", ".join(f"'{p}'" for p in manifest_parts(dest, plan, s3_client, tmp_path)) + "]"
     got = [r[0] for r in duckdb.sql(f"SELECT id FROM read_parquet({listing}) ORDER BY id").fetchall()]
     assert got == source_keys(mysql_engine, name)
     # The lock is gone with its run: the same command now finds a finished run.

@@ -167,3 +167,16 @@ def test_warning_lines_keep_a_hostile_column_name_on_one_comment_line():
     lines = warning_lines(P(), {"mode": "keep", "max_bytes": {"x\nDROP TABLE users; --": 70000},
                                 "values": {"x\nDROP TABLE users; --": 3}})
     assert len(lines) == 1 and "\n" not in lines[0] and "70,000" in lines[0]
+
+
+def test_unknown_oversize_choice_is_one_line_exit_2(sqlite_url, tmp_path):
+    from tests.executor.test_run import make_sqlite_table
+
+    make_sqlite_table(sqlite_url, list(range(1, 20)))
+    path = make_plan(sqlite_url, "t", use_cache=False).save(tmp_path / "p.json")
+    env = dict(os.environ)
+    env.pop("SPARSESYNC_SOURCE_URL", None)
+    p = subprocess.run([sys.executable, "-m", "sparsesync", "execute", str(path), "--dest", str(tmp_path / "o"),
+                        "--source", sqlite_url, "--oversize", "shrink"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "--oversize must be one of" in p.stderr
+    assert not (tmp_path / "o").exists()

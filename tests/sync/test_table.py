@@ -108,3 +108,40 @@ def test_schema_change_is_refused_with_one_line(mysql_url, mysql_engine, sync_ta
 def test_bad_detect_is_a_usage_error(mysql_url, sync_table_name, tmp_path):
     r = sync_table(mysql_url, sync_table_name(), tmp_path, SyncOptions(detect="cursor:"))
     assert r.status == "failed" and "--detect" in r.error
+
+
+def test_concurrent_sync_of_the_same_table_is_refused(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    from executor.lock import destination_lock
+    from executor.sink import LocalSink
+
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 10)
+    with destination_lock(LocalSink(tmp_path), f"{t}/_sync.lock", purpose="another sync"):
+        r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL))
+    assert r.status == "failed" and "another sync" in r.error
+    assert not (tmp_path / t / "_state.json").exists()
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)  # released: runs
+    assert r.rows_in_image == 10
+
+
+def test_reexported_spans_keep_the_detection_checksum(mysql_url, mysql_engine, sync_table_name, tmp_path, query_log):
+    """A re-exported span whose rows still fit one file keeps the checksum detection measured (before the
+    export): checksum statements are one per span plus the new tail, and one per span the planner re-cut."""
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 1000)
+    sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    old = state_of(tmp_path, t)["parts"]
+    narrowed_spans = {(p["lo"], p["hi"] if p["hi"] is not None else p["read_hi"]) for p in old}
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"UPDATE `{t}` SET v = 'x' WHERE MOD(id, 100) = 7")  # every part changes
+    with mysql_engine.connect() as conn:
+        conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+    query_log.mark()
+    r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
+    checksum_statements = sum("md5(" in s.lower() for s in query_log.statements(t))
+    new = [p for p in state_of(tmp_path, t)["parts"] if p["run_id"] == r.run_id and p["hi"] is not None]
+    recut = [p for p in new if (p["lo"], p["hi"]) not in narrowed_spans]
+    assert r.spans_reexported == len(old)
+    assert len(recut) <= 2  # only the old open tail part, cut into the plan's ranges again
+    assert checksum_statements == len(old) + 1 + len(recut)
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)

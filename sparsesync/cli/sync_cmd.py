@@ -1,0 +1,215 @@
+"""``sparsesync sync``, ``sparsesync load`` and ``sparsesync gc``."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from sparsesync.errors import SparsesyncError, UsageError
+
+from . import app, fail
+from .execute_cmd import execute_command
+from .plan_cmd import plan_command
+
+
+def _option(command, name: str):
+    """The option object ``command`` declares for ``name``: sync takes plan's and execute's options with the
+    same meaning and help, from their one definition."""
+    return inspect.signature(command).parameters[name].default
+
+
+@app.command("sync")
+def sync_command(
+    source_url: str = typer.Argument(..., metavar="SOURCE_URL", help="SQLAlchemy URL of the source database (never written anywhere)."),
+    tables: Optional[List[str]] = typer.Argument(None, metavar="[TABLE]...", help="Tables to sync (or --all)."),
+    dest: str = typer.Option(..., "--dest", help="Directory or s3://bucket/prefix holding each table's image under <dest>/<table>/."),
+    all_tables: bool = typer.Option(False, "--all", help="Every base table of the database (views are skipped)."),
+    exclude: Optional[List[str]] = typer.Option(None, "--exclude", metavar="GLOB", help="Leave out tables matching GLOB (repeatable), e.g. --exclude 'tmp_*'."),
+    connections: int = typer.Option(4, "--connections", help="At most this many source connections at once, over all tables, idle ones included."),
+    detect: str = typer.Option("checksum", "--detect", help="checksum (server-side per-span checksums; sees updates and deletes), cursor:COL (e.g. cursor:updated_at; no deletes) or none (appends only)."),
+    lookback: str = typer.Option("10m", "--lookback", help="With --detect cursor:COL, re-read rows changed this long before the last watermark (90s, 10m, 1h)."),
+    full: bool = typer.Option(False, "--full", help="Start a new image: re-read every span (e.g. after a schema change)."),
+    key: Optional[str] = _option(plan_command, "key"),
+    rows_per_query: Optional[int] = _option(plan_command, "rows_per_query"),
+    file_size: Optional[int] = _option(plan_command, "file_size"),
+    density: Optional[str] = _option(plan_command, "density"),
+    cache: Optional[Path] = _option(plan_command, "cache"),
+    no_cache: bool = _option(plan_command, "no_cache"),
+    tinyint1_as_bool: Optional[bool] = _option(plan_command, "tinyint1_as_bool"),
+    wide_decimal_as_string: Optional[bool] = _option(plan_command, "wide_decimal_as_string"),
+    sparse_threshold: Optional[float] = _option(plan_command, "sparse_threshold"),
+    reader: Optional[str] = _option(execute_command, "reader"),
+    workers: Optional[int] = _option(execute_command, "workers"),
+    compression: Optional[str] = _option(execute_command, "compression"),
+    strict_dates: Optional[bool] = _option(execute_command, "strict_dates"),
+    iam_role: Optional[str] = _option(execute_command, "iam_role"),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while the sync runs."),
+    metrics_addr: str = typer.Option("0.0.0.0", "--metrics-addr", help="Address for --metrics-port (127.0.0.1 for this host only)."),
+    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom)."),
+) -> None:
+    """Bring each table's Parquet image up to date: first run, appends, changed spans; many tables at once.
+
+    Tables run in parallel, largest first, under one connection budget; a failing table does not stop the others. Prints one line per table, exits non-zero naming the failed ones and writes <dest>/_sync_report.json.
+
+    Example: sparsesync sync mysql+pymysql://etl@db:3306/shop --all --exclude 'tmp_*' --dest s3://lake/sync --connections 4 --metrics-file /var/lib/node_exporter/sparsesync.prom
+    """
+    from planner.typemap import TypeOptions
+    from sparsesync.config import merge
+    from sparsesync.source import resolve_url
+    from sparsesync.sync.duration import parse_duration
+    from sparsesync.sync.many import sync_many
+    from sparsesync.sync.metrics import SyncMetrics
+    from sparsesync.sync.table import SyncOptions
+
+    from . import _state, current_config
+
+    try:
+        if all_tables == bool(tables):
+            raise UsageError("name the tables to sync or pass --all (not both)",
+                             hint="e.g. sparsesync sync URL orders customers --dest ./lake")
+        if no_cache and cache is not None:
+            raise UsageError("--no-cache cannot be combined with --cache")
+        cfg = current_config()
+        po = merge(cfg, "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
+                   sparse_threshold=sparse_threshold, cache=str(cache) if cache else None,
+                   tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string)
+        eo = merge(cfg, "execute", reader=reader, workers=workers, compression=compression, strict_dates=strict_dates)
+        options = _sync_options(
+            SyncOptions, detect=detect, lookback_s=parse_duration(lookback, "--lookback"), full=full, key=key,
+            rows_per_query=po.rows_per_query, file_size_mb=po.file_size_mb, density=po.density,
+            sparse_threshold=po.sparse_threshold, cache_path=po.cache, use_cache=not no_cache,
+            type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
+            reader=eo.reader, workers=eo.workers, compression=eo.compression, strict_dates=eo.strict_dates,
+            batch_rows=eo.batch_rows, iam_role=iam_role,
+        )
+        url = resolve_url(source_url)
+    except SparsesyncError as exc:
+        raise fail(exc)
+    if _state.get("log_level") is None:  # one JSON line per table by default; --log-level overrides
+        logging.getLogger("sparsesync.sync").setLevel(logging.INFO)
+
+    metrics = SyncMetrics()
+    if metrics_port is not None:
+        try:
+            metrics.serve(metrics_port, metrics_addr)
+        except OSError as exc:
+            raise fail(UsageError(f"cannot serve metrics on {metrics_addr}:{metrics_port}: {exc.strerror or exc}",
+                                  hint="choose a free --metrics-port"))
+    progress, close = _progress()
+    try:
+        summary = sync_many(url, None if all_tables else tables, dest, options, exclude=exclude or (),
+                            connections=connections, events=lambda ev: (metrics(ev), progress(ev)))
+    except SparsesyncError as exc:
+        close()
+        raise fail(exc)
+    finally:
+        metrics.stop()
+    close()
+    if metrics_file is not None:
+        try:
+            metrics.write_textfile(str(metrics_file))
+        except OSError as exc:
+            raise fail(UsageError(f"cannot write --metrics-file {metrics_file}: {exc.strerror or exc}"))
+    for line in summary.summary_lines():
+        typer.echo(line)
+    if summary.failed:
+        typer.echo(f"sparsesync: error: {len(summary.failed)} table(s) failed: {', '.join(summary.failed)}", err=True)
+        raise typer.Exit(summary.exit_code())
+
+
+def _sync_options(cls, **values):
+    """SyncOptions from the values it declares (the CLI may offer options a given core does not take yet)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class TableProgress:
+    """Per-table and overall progress bars on a terminal, fed by sync events (nothing when piped: the JSON-line
+    events on stderr are the record then)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.bar = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
+                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), transient=True)
+        self.tasks: dict = {}
+
+    def __call__(self, ev: dict) -> None:
+        kind, table, bar = ev.get("event"), ev.get("table"), self.bar
+        if not self.tasks:
+            bar.start()
+            self.tasks["*"] = bar.add_task("all tables", total=None, note="")
+        if kind == "table_start":
+            self.tasks[table] = bar.add_task(table, total=None, note="starting")
+        elif kind == "table_done":
+            bar.update(self.tasks[table], total=1, completed=1, note=ev.get("status", ""))
+            done = sum(1 for k, t in self.tasks.items() if k != "*" and bar.tasks[t].finished)
+            bar.update(self.tasks["*"], completed=done, note=f"{done} done")
+        elif table in self.tasks:
+            if ev.get("rows_total"):
+                bar.update(self.tasks[table], total=ev["rows_total"], completed=ev.get("rows_done", 0))
+            bar.update(self.tasks[table], note=str(ev.get("kind") or kind or ""))
+
+    def close(self) -> None:
+        self.bar.stop()
+
+
+def _progress():
+    """An events callback and a closer: :class:`TableProgress` on a terminal, nothing otherwise."""
+    if not sys.stderr.isatty():
+        return (lambda ev: None), (lambda: None)
+    p = TableProgress()
+    return p, p.close
+
+
+@app.command("load")
+def load_command(
+    dest: str = typer.Argument(..., metavar="DEST", help="The --dest of the sync (directory or s3://bucket/prefix)."),
+    table: str = typer.Argument(..., metavar="TABLE", help="Table whose pending runs to apply."),
+    into: str = typer.Option(..., "--into", help="Warehouse: duckdb:///file.duckdb (relative; four slashes for absolute) or redshift+<driver>://user@host:5439/db."),
+    target: Optional[str] = typer.Option(None, "--target", help="Warehouse table, TABLE or SCHEMA.TABLE [default: the source table's name]."),
+    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN for Redshift's COPY."),
+) -> None:
+    """Apply the runs the warehouse has not seen yet, in order, each exactly once (a run is one transaction).
+
+    Example: sparsesync load ./lake orders --into duckdb:///warehouse.duckdb
+    """
+    from sparsesync.sync.load import load_pending
+
+    try:
+        result = load_pending(dest, table, into, target=target, iam_role=iam_role)
+    except SparsesyncError as exc:
+        raise fail(exc)
+    typer.echo(result.summary())
+
+
+@app.command("gc")
+def gc_command(
+    dest: str = typer.Argument(..., metavar="DEST", help="The --dest of the sync."),
+    table: Optional[str] = typer.Argument(None, metavar="[TABLE]", help="One table [default: every table with an image]."),
+    keep: str = typer.Option("7d", "--keep", help="Keep unreferenced parts this long after they could last have been read (90s, 12h, 7d)."),
+    delete: bool = typer.Option(False, "--delete", help="Really remove them; without it gc only lists what it would remove."),
+) -> None:
+    """Remove Parquet parts that no image references any more and that are older than --keep (dry run by default).
+
+    Example: sparsesync gc s3://lake/sync orders --keep 7d --delete
+    """
+    from sparsesync.sync.duration import parse_duration
+    from sparsesync.sync.gc import collect_garbage
+
+    try:
+        results = collect_garbage(dest, table, keep_s=parse_duration(keep), delete=delete)
+    except SparsesyncError as exc:
+        raise fail(exc)
+    for res in results:
+        typer.echo(res.summary())
+        for rel in res.removed:
+            typer.echo(f"  {'would remove' if res.dry_run else 'removed'} {rel}")
+    if not delete and any(r.removed for r in results):
+        typer.echo("dry run: nothing was removed; add --delete to remove these parts")
