@@ -489,13 +489,12 @@ def parquet_span_checksums(
 
 
 def _register_duckdb(con) -> None:
-    import duckdb
-
-    try:
-        con.create_function("sparsesync_mysql_double", _duckdb_mysql_double, ["DOUBLE"], "VARCHAR", type="arrow",
-                            null_handling="special", side_effects=False)
-    except (duckdb.CatalogException, duckdb.NotImplementedException):
-        pass  # registered on this connection already (the exception class differs between DuckDB versions)
+    """Register the DOUBLE renderer once per DuckDB connection (verify reuses one connection for every part)."""
+    known = con.execute("SELECT count(*) FROM duckdb_functions() WHERE function_name = 'sparsesync_mysql_double'")
+    if known.fetchall()[0][0]:
+        return
+    con.create_function("sparsesync_mysql_double", _duckdb_mysql_double, ["DOUBLE"], "VARCHAR", type="arrow",
+                        null_handling="special", side_effects=False)
 
 
 def arrow_span_checksums(table: pa.Table, plan_or_table_info, spans, **kw) -> tuple[list[SpanChecksum], int]:

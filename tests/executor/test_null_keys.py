@@ -19,14 +19,14 @@ from sparsesync.errors import VerifyError
 from tests.executor.test_run import out_dir
 
 NULLABLE_DDL = ("CREATE TABLE {name} (pk INT AUTO_INCREMENT PRIMARY KEY, ext_id BIGINT NULL, v VARCHAR(20), "
-                "d DATETIME NULL, UNIQUE KEY (ext_id)) ENGINE=InnoDB")
+                "d DATETIME NULL, x DOUBLE NULL, UNIQUE KEY (ext_id)) ENGINE=InnoDB")
 
 
 def _fill(engine, name: str, n: int = 600, null_every: int = 5) -> tuple[int, int]:
-    rows = [{"e": None if i % null_every == 0 else i * 7 - 1000, "v": f"v{i}|", "d": f"2024-02-{1 + i % 28:02d} 01:02:03"}
-            for i in range(n)]
+    rows = [{"e": None if i % null_every == 0 else i * 7 - 1000, "v": f"v{i}|", "d": f"2024-02-{1 + i % 28:02d} 01:02:03",
+             "x": i / 7 * 10.0 ** (i % 40 - 20)} for i in range(n)]
     with engine.begin() as conn:
-        conn.execute(sa.text(f"INSERT INTO `{name}` (ext_id, v, d) VALUES (:e, :v, :d)"), rows)
+        conn.execute(sa.text(f"INSERT INTO `{name}` (ext_id, v, d, x) VALUES (:e, :v, :d, :x)"), rows)
     nulls = sum(1 for r in rows if r["e"] is None)
     return n, nulls
 
