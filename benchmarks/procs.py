@@ -70,8 +70,12 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> Run:
     return Run(wall, float(user) + float(system), int(rss_kb) / 1024)
 
 
-def measure_rotated(contenders: dict[str, list[str]], repeat: int, *, progress=print) -> dict[str, Series]:
-    """Run every contender ``repeat`` times, rotating the order each repeat (paired runs)."""
+def measure_rotated(contenders: dict[str, list[str]], repeat: int, *, progress=print,
+                    after=None) -> dict[str, Series]:
+    """Run every contender ``repeat`` times, rotating the order each repeat (paired runs).
+
+    ``after(name)``, if given, runs after each run, untimed (e.g. to delete what it wrote).
+    """
     out = {name: Series(name) for name in contenders}
     names = list(contenders)
     env = child_env()
@@ -80,6 +84,8 @@ def measure_rotated(contenders: dict[str, list[str]], repeat: int, *, progress=p
         for name in names[k:] + names[:k]:
             run = measure(contenders[name], env)
             out[name].runs.append(run)
+            if after is not None:
+                after(name)
             progress(f"  [{rep + 1}/{repeat}] {name}: {run.wall_s:.2f} s wall, {run.cpu_s:.2f} s CPU, "
                      f"{run.rss_mb:.0f} MB")
     return out
