@@ -165,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--file-size-mb", type=int, default=32,
-                    help="plan file size: small enough that --workers 2 has at least two file groups")
+    ap.add_argument("--file-size-mb", type=int, default=None,
+                    help="plan file size (default: the planner's, halved until --workers 2 has two file groups)")
     ap.add_argument("--table", default=None, help="reuse this table (made by an earlier --keep run)")
     ap.add_argument("--keep", action="store_true", help="keep the table for another run")
     ap.add_argument("--out", type=Path, default=None, help="write peers-<rows>.md and .png here")
@@ -187,7 +187,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"creating {table} ({args.rows:,} rows)…", flush=True)
             make_table(args.url, table, args.rows, args.seed)
         with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
-            plan = make_plan(engine, table, file_size=args.file_size_mb * 1024 * 1024, use_cache=False)
+            plan = make_plan(engine, table, use_cache=False,
+                             **({"file_size": args.file_size_mb * 1024 * 1024} if args.file_size_mb else {}))
+            if args.file_size_mb is None and len(plan.files) < 2:
+                # One file group leaves --workers 2 nothing to share: split the table in two files.
+                half = max(1 << 20, sum(f.est_bytes for f in plan.files) // 2 + 1)
+                plan = make_plan(engine, table, file_size=half, use_cache=False)
             plan_path = str(plan.save(Path(tmp) / "plan.json"))
             runs = contenders(args, url, table, plan_path, tmp)
             before = machine_state()
