@@ -15,9 +15,10 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow costs ~0.3 s to import; `show` and `--help` never need it (issue 11)
+    import pyarrow as pa
 
 from sparsesync.atomic import write_atomic
 from sparsesync.errors import PlanError
@@ -209,6 +210,8 @@ class Plan:
     # ---- derived -------------------------------------------------------------------------------
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema every output file of this plan has, derived from the declared types."""
+        import pyarrow as pa
+
         return pa.schema([pa.field(c.name, c.pa_type, nullable=c.nullable) for c in self.columns])
 
     def ranges_of(self, group: FileGroup) -> tuple[KeyRange, ...]:
@@ -461,7 +464,7 @@ def check_structure(plan: Plan) -> None:
     if plan.source.key not in names:
         raise ValueError(f"key column {plan.source.key!r} is not among the columns")
     for c in plan.columns:
-        arrow_type_from_string(c.arrow_type)
+        parse_arrow_type(c.arrow_type)
 
 
 def canonical_json(obj: Any) -> str:
@@ -599,45 +602,44 @@ def _check_items(data: dict[str, Any]) -> tuple[str, str] | None:
 
 
 # ---- Arrow type strings ---------------------------------------------------------------------------
+# Plan type strings -> pyarrow constructor names (looked up at use: pyarrow is imported lazily).
 _SIMPLE_TYPES = {
-    "bool": pa.bool_(),
-    "int8": pa.int8(),
-    "int16": pa.int16(),
-    "int32": pa.int32(),
-    "int64": pa.int64(),
-    "uint8": pa.uint8(),
-    "uint16": pa.uint16(),
-    "uint32": pa.uint32(),
-    "uint64": pa.uint64(),
-    "float": pa.float32(),
-    "double": pa.float64(),
-    "string": pa.string(),
-    "large_string": pa.large_string(),
-    "binary": pa.binary(),
-    "large_binary": pa.large_binary(),
-    "date32[day]": pa.date32(),
+    "bool": "bool_", "float": "float32", "double": "float64", "date32[day]": "date32",
+    **{name: name for name in (
+        "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+        "string", "large_string", "binary", "large_binary",
+    )},
 }
 _DECIMAL = re.compile(r"^decimal(128|256)\((\d+), ?(-?\d+)\)$")
 _TEMPORAL = re.compile(r"^(timestamp|duration|time64)\[(s|ms|us|ns)(?:, tz=([^\]]+))?\]$")
 
 
-def arrow_type_from_string(text: str) -> pa.DataType:
-    """Parse the ``str(pa.DataType)`` spellings used in plans back into Arrow types."""
+def parse_arrow_type(text: str) -> tuple[str, tuple[Any, ...]]:
+    """``(pyarrow constructor name, args)`` for a plan type string; ValueError if unsupported.
+
+    Pure syntax, no pyarrow: loading a plan checks its types this way, so ``show`` stays light.
+    """
     if text in _SIMPLE_TYPES:
-        return _SIMPLE_TYPES[text]
+        return _SIMPLE_TYPES[text], ()
     m = _DECIMAL.match(text)
     if m:
-        ctor = pa.decimal128 if m.group(1) == "128" else pa.decimal256
-        return ctor(int(m.group(2)), int(m.group(3)))
+        return f"decimal{m.group(1)}", (int(m.group(2)), int(m.group(3)))
     m = _TEMPORAL.match(text)
     if m:
         kind, unit, tz = m.groups()
         if kind == "timestamp":
-            return pa.timestamp(unit, tz=tz)
-        if tz:
-            raise ValueError(f"unsupported Arrow type string {text!r}")
-        return pa.duration(unit) if kind == "duration" else pa.time64(unit)
+            return "timestamp", (unit, tz)
+        if not tz:
+            return kind, (unit,)
     raise ValueError(f"unsupported Arrow type string {text!r}")
+
+
+def arrow_type_from_string(text: str) -> pa.DataType:
+    """Parse the ``str(pa.DataType)`` spellings used in plans back into Arrow types."""
+    import pyarrow as pa
+
+    ctor, args = parse_arrow_type(text)
+    return getattr(pa, ctor)(*args)
 
 
 def _major(version: Any) -> int | None:

@@ -1,0 +1,225 @@
+"""Side by side with peers (issue 11): whole processes on the same MariaDB table, paired and repeated.
+
+Contenders, each a whole child process timed for wall, CPU and peak RSS (:mod:`benchmarks.procs`):
+the wire floor (``mariadb --quick -e 'select * …'`` to /dev/null: C client, no Parquet), bare ConnectorX
+with 1 and 2 partitions into one zstd Parquet file, dlt ``sql_table`` with its connectorx and pyarrow
+backends writing Parquet to a local filesystem destination (``pip install -e '.[bench]'``; skipped with
+one line when dlt is missing), and ``sparsesync execute`` (default reader, ``--workers 2``,
+``--reader pymysql`` = the one-snapshot path). The table is the benchmark fixture made 9 columns wide
+like the issue's: BIGINT, INT, DECIMAL, DATETIME(6), ENUM, JSON, VARCHAR, TINYINT(1), TIMESTAMP.
+
+    python -m benchmarks.bench_peers --rows 1000000 --repeat 5 --out benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from benchmarks.procs import Series, machine_state, measure_rotated, ratio_table
+
+DEFAULT_URL = os.environ.get("SPARSESYNC_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+CX1, CX2, WIRE = "bare ConnectorX, 1 partition", "bare ConnectorX, 2 partitions", "wire floor (mariadb --quick)"
+
+# Children run as `python -c CODE ARGS` so each imports only what that contender needs.
+CONNECTORX_CODE = """\
+import sys, connectorx as cx, pyarrow.parquet as pq
+url, query, out, parts = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+extra = {"partition_on": "id", "partition_num": parts} if parts > 1 else {}
+table = cx.read_sql(url, query, return_type="arrow", **extra)
+pq.write_table(table, out, compression="zstd")
+"""
+DLT_CODE = """\
+import sys, dlt
+from dlt.sources.sql_database import sql_table
+backend, url, table, out = sys.argv[1:5]
+source = sql_table(credentials=url, table=table, backend=backend)
+pipe = dlt.pipeline(pipeline_name="bench_" + backend, destination=dlt.destinations.filesystem(bucket_url=out),
+                    dataset_name="bench", pipelines_dir=out + "_pipelines", progress=None)
+pipe.run(source, loader_file_format="parquet")
+"""
+
+
+def make_table(url: str, table: str, rows: int, seed: int) -> None:
+    """The ``dense`` fixture, widened to the issue's 9 column types (deterministic for ``seed``)."""
+    from benchmarks.fixtures import create_fixture
+
+    create_fixture(url, "dense", rows, seed=seed, table=table)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"ALTER TABLE `{table}` MODIFY created_at DATETIME(6) NULL, MODIFY note VARCHAR(400) NULL, "
+                "ADD COLUMN flag TINYINT(1) NOT NULL DEFAULT 0, ADD COLUMN seen_at TIMESTAMP NULL"
+            )
+            conn.exec_driver_sql(f"UPDATE `{table}` SET flag = MOD(id, 2), seen_at = created_at")
+            conn.exec_driver_sql(f"ANALYZE TABLE `{table}`")
+    finally:
+        engine.dispose()
+
+
+def dlt_version() -> str | None:
+    try:
+        import dlt  # noqa: F401  (present and importable, not just metadata)
+    except ImportError:
+        return None
+    return importlib.metadata.version("dlt")
+
+
+def versions(engine) -> str:
+    parts = []
+    for dist in ("connectorx", "pyarrow", "duckdb", "dlt"):
+        try:
+            parts.append(f"{dist} {importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{dist} (not installed)")
+    with engine.connect() as conn:
+        parts.append(f"server {conn.exec_driver_sql('SELECT VERSION()').scalar()}")
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    return ", ".join(parts) + f", client {client}"
+
+
+def contenders(args, url: sa.engine.URL, table: str, plan_path: str, tmp: str) -> dict[str, list[str]]:
+    py = sys.executable
+    cx_url = url.set(drivername="mysql").render_as_string(hide_password=False)
+    query = f"SELECT * FROM `{table}`"
+    client = shutil.which("mariadb") or shutil.which("mysql")
+    if client is None:
+        raise SystemExit("bench_peers: the mariadb (or mysql) command-line client is needed for the wire floor")
+    out = {
+        WIRE: [client, "--quick", "-h", url.host or "127.0.0.1", "-P", str(url.port or 3306),
+               "-u", url.username or "root", url.database or "test", "-e", query],
+        CX1: [py, "-c", CONNECTORX_CODE, cx_url, query, f"{tmp}/cx1.parquet", "1"],
+        CX2: [py, "-c", CONNECTORX_CODE, cx_url, query, f"{tmp}/cx2.parquet", "2"],
+    }
+    if args.dlt:
+        sa_url = url.render_as_string(hide_password=False)
+        for backend in ("connectorx", "pyarrow"):
+            out[f"dlt sql_table, {backend} backend"] = [py, "-c", DLT_CODE, backend, sa_url, table, f"{tmp}/dlt_{backend}"]
+    src = url.render_as_string(hide_password=False)
+    execute = [py, "-m", "sparsesync", "execute", plan_path, "--source", src, "--overwrite"]
+    out["sparsesync execute"] = [*execute, "--dest", f"{tmp}/ss_default"]
+    out["sparsesync execute --workers 2"] = [*execute, "--dest", f"{tmp}/ss_w2", "--workers", "2"]
+    out["sparsesync execute --reader pymysql"] = [*execute, "--dest", f"{tmp}/ss_pymysql", "--reader", "pymysql"]
+    return out
+
+
+def rows_written(tmp: str) -> int:
+    """Rows in the Parquet output of the last contender (dlt's own working copies not counted)."""
+    import pyarrow.parquet as pq
+
+    files = [p for p in Path(tmp).rglob("*.parquet") if not any(part.endswith("_pipelines") for part in p.parts)]
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in files)
+
+
+def check_and_clean(tmp: str, name: str, rows: int) -> None:
+    """Fail unless a Parquet-writing contender wrote every row; then remove its output (untimed)."""
+    if name != WIRE and (got := rows_written(tmp)) != rows:
+        raise SystemExit(f"bench_peers: {name} wrote {got:,} rows, the table has {rows:,}")
+    for entry in Path(tmp).iterdir():
+        if entry.name == "plan.json":
+            continue
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+
+def render_chart(series: dict[str, Series], path: Path, title: str) -> Path:
+    """Horizontal bars: median wall and CPU per contender, peak RSS written beside each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(series)[::-1]
+    wall = [series[n].median("wall_s") for n in names]
+    cpu = [series[n].median("cpu_s") for n in names]
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(names) + 1.6))
+    ys = range(len(names))
+    ax.barh([y + 0.2 for y in ys], wall, 0.4, label="wall (median)", color="C0")
+    ax.barh([y - 0.2 for y in ys], cpu, 0.4, label="CPU user+sys (median)", color="C1")
+    for y, n, w in zip(ys, names, wall):
+        ax.text(w, y + 0.2, f" {w:.2f} s, {series[n].median('rss_mb'):.0f} MB peak", va="center", fontsize=8)
+    ax.set_yticks(list(ys), names)
+    ax.set_xlabel("seconds (whole process, start to exit)")
+    ax.set_xlim(0, max(wall + cpu) * 1.35)
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--url", default=DEFAULT_URL)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--file-size-mb", type=int, default=None,
+                    help="plan file size (default: the planner's, halved until --workers 2 has two file groups)")
+    ap.add_argument("--table", default=None, help="reuse this table (made by an earlier --keep run)")
+    ap.add_argument("--keep", action="store_true", help="keep the table for another run")
+    ap.add_argument("--out", type=Path, default=None, help="write peers-<rows>.md and .png here")
+    args = ap.parse_args(argv)
+
+    from planner.api import make_plan
+
+    url = sa.engine.make_url(args.url)
+    if url.password:
+        os.environ["MYSQL_PWD"] = url.password  # the mariadb client reads it from the environment, not argv
+    args.dlt = dlt_version() is not None
+    if not args.dlt:
+        print("bench_peers: dlt is not installed, skipping the dlt contenders (pip install -e '.[bench]')")
+    table = args.table or f"bench_peers_{args.rows}_{uuid.uuid4().hex[:6]}"
+    engine = sa.create_engine(args.url)
+    try:
+        if args.table is None:
+            print(f"creating {table} ({args.rows:,} rows)…", flush=True)
+            make_table(args.url, table, args.rows, args.seed)
+        with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
+            plan = make_plan(engine, table, use_cache=False,
+                             **({"file_size": args.file_size_mb * 1024 * 1024} if args.file_size_mb else {}))
+            if args.file_size_mb is None and len(plan.files) < 2:
+                # One file group leaves --workers 2 nothing to share: split the table in two files.
+                half = max(1 << 20, sum(f.est_bytes for f in plan.files) // 2 + 1)
+                plan = make_plan(engine, table, file_size=half, use_cache=False)
+            plan_path = str(plan.save(Path(tmp) / "plan.json"))
+            runs = contenders(args, url, table, plan_path, tmp)
+            before = machine_state()
+            print(f"machine: {before}", flush=True)
+            series = measure_rotated(runs, args.repeat, after=lambda name: check_and_clean(tmp, name, args.rows))
+            after = machine_state()
+        about = (f"{args.rows:,} rows × 9 columns, plan: {len(plan.ranges)} ranges in {len(plan.files)} files; every Parquet output checked for all rows; "
+                 f"{args.repeat} rotated repeats, medians; {versions(engine)}")
+    finally:
+        if args.table is None and not args.keep:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS `{table}`")
+        engine.dispose()
+    refs = [CX1, CX2, WIRE]
+    body = ratio_table(series, refs)
+    command = "python -m benchmarks.bench_peers " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = f"{body}\n\n{about}\n\ncommand: `{command}`\n\nmachine before: {before}\n\nmachine after: {after}\n"
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        md = args.out / f"peers-{args.rows}.md"
+        md.write_text(text, encoding="utf-8")
+        png = render_chart(series, args.out / f"peers-{args.rows}.png",
+                           f"sparsesync vs peers, {args.rows:,} rows × 9 cols, medians of {args.repeat} (shared 2-core machine)")
+        print(f"wrote {md} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""bench_peers end to end on a tiny table: every contender runs, writes all rows, and is reported."""
+
+import pytest
+import sqlalchemy as sa
+
+from benchmarks import bench_peers
+
+pytestmark = pytest.mark.mysql
+
+
+def test_small_run_reports_every_contender(mysql_url, tmp_path, capsys):
+    assert bench_peers.main(["--url", mysql_url, "--rows", "1500", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "peers-1500.md").read_text()
+    names = [bench_peers.WIRE, bench_peers.CX1, bench_peers.CX2, "sparsesync execute |",
+             "sparsesync execute --workers 2", "sparsesync execute --reader pymysql"]
+    if bench_peers.dlt_version():
+        names += ["dlt sql_table, connectorx backend", "dlt sql_table, pyarrow backend"]
+    else:
+        assert "dlt is not installed" in capsys.readouterr().out
+    for name in names:
+        assert name in md
+    assert "every Parquet output checked for all rows" in md
+    assert (tmp_path / "peers-1500.png").stat().st_size > 10_000
+    # The table was dropped again.
+    engine = sa.create_engine(mysql_url)
+    with engine.connect() as conn:
+        left = conn.exec_driver_sql("SHOW TABLES LIKE 'bench\\_peers\\_1500\\_%%'").fetchall()
+    engine.dispose()
+    assert left == []
+
+
+def test_a_short_output_fails_the_run(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "cx1.parquet")
+    with pytest.raises(SystemExit, match="wrote 2 rows, the table has 3"):
+        bench_peers.check_and_clean(str(tmp_path), bench_peers.CX1, 3)
+    bench_peers.check_and_clean(str(tmp_path), bench_peers.CX1, 2)
+    assert list(tmp_path.iterdir()) == []
