@@ -114,14 +114,20 @@ def test_cli_verify_exit_9_names_the_range(app, mysql_engine, mysql_url, mysql_t
     assert "Traceback" not in res.output
 
 
-def test_sqlite_nullable_key(tmp_path):
+def _sqlite_nullable_key(tmp_path, rows: int, ext, v) -> tuple[str, sa.Engine]:
+    """SQLite table ``t`` with a unique nullable key ``ext``: every fourth row's key is NULL."""
     url = f"sqlite:///{tmp_path / 'src.db'}"
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t (pk INTEGER PRIMARY KEY, ext INTEGER, v TEXT)")
         conn.exec_driver_sql("CREATE UNIQUE INDEX t_ext ON t (ext)")
         conn.execute(sa.text("INSERT INTO t (ext, v) VALUES (:e, :v)"),
-                     [{"e": None if i % 4 == 0 else i * 3, "v": f"r{i}"} for i in range(400)])
+                     [{"e": None if i % 4 == 0 else ext(i), "v": v(i)} for i in range(rows)])
+    return url, engine
+
+
+def test_sqlite_nullable_key(tmp_path):
+    url, engine = _sqlite_nullable_key(tmp_path, 400, ext=lambda i: i * 3, v=lambda i: f"r{i}")
     plan = make_plan(url, "t", key="ext", rows_per_query=50, file_size=2_000)
     assert plan.null_range is not None and plan.null_range.est_rows == 100
     rep = execute_plan(plan, str(tmp_path / "out"), source_url=url)
@@ -134,13 +140,7 @@ def test_sqlite_nullable_key(tmp_path):
 
 def test_a_1_0_plan_without_the_null_range_loads_and_verify_reports_the_unplanned_nulls(tmp_path):
     """Plans made before format 1.1 stay loadable; their missed NULL-key rows are reported, not hidden."""
-    url = f"sqlite:///{tmp_path / 'src.db'}"
-    engine = sa.create_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("CREATE TABLE t (pk INTEGER PRIMARY KEY, ext INTEGER, v TEXT)")
-        conn.exec_driver_sql("CREATE UNIQUE INDEX t_ext ON t (ext)")
-        conn.execute(sa.text("INSERT INTO t (ext, v) VALUES (:e, :v)"),
-                     [{"e": None if i % 4 == 0 else i, "v": "x"} for i in range(40)])
+    url, engine = _sqlite_nullable_key(tmp_path, 40, ext=lambda i: i, v=lambda i: "x")
     new = make_plan(url, "t", key="ext", rows_per_query=10)
     body = new.to_dict()
     body.pop("sha256")
