@@ -12,16 +12,20 @@ import stat
 
 import pytest
 
-from executor.run import execute_plan, output_folder
-from executor.s3 import S3Sink
-from executor.sink import STAGING_MARK
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.executor.s3 import S3Sink
+from sparsesync.executor.sink import STAGING_MARK
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import DestinationError
 from tests.executor.test_run import make_sqlite_table, sparse_keys
 
 
-def _mode(path) -> int:
-    return stat.S_IMODE(os.lstat(path).st_mode)
+def _mode(path) -> int | None:
+    """Mode bits of ``path``, or None when the writer renamed or removed it while we were walking."""
+    try:
+        return stat.S_IMODE(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return None
 
 
 @pytest.mark.s3
@@ -44,8 +48,9 @@ def test_s3_staging_is_a_private_fresh_directory_and_is_removed(sqlite_url, s3_b
             for root, dirs, files in os.walk(base):
                 if root == str(base):
                     dirs.remove(squatted.name)  # not ours: looked at below
-                seen.extend(("d", _mode(os.path.join(root, d))) for d in dirs)
-                seen.extend(("f", _mode(os.path.join(root, f))) for f in files)
+                # A temp file can be renamed between listing and lstat (the writer runs on): skip those.
+                seen.extend(("d", m) for d in dirs if (m := _mode(os.path.join(root, d))) is not None)
+                seen.extend(("f", m) for f in files if (m := _mode(os.path.join(root, f))) is not None)
 
     report = execute_plan(plan, f"s3://{s3_bucket}/exp", source_url=sqlite_url, staging=str(base), progress=progress)
     assert report.rows == 3000
