@@ -55,9 +55,9 @@ def main() -> None:
 
     import duckdb
 
-    from executor.checksum import parquet_span_checksums, span_checksums, spans_of_plan
-    from executor.run import execute_plan, output_folder
-    from planner.api import make_plan
+    from sparsesync.executor.checksum import parquet_span_checksums, span_checksums, spans_of_plan
+    from sparsesync.executor.run import execute_plan, output_folder
+    from sparsesync.planner.api import make_plan
 
     engine = sa.create_engine(args.url)
     name = f"bench_cksum_{uuid.uuid4().hex[:8]}"

@@ -56,9 +56,9 @@ def drop_table(engine, name: str) -> None:
 
 def export(engine, plan, kind: str, out: Path) -> int:
     """Our path: every range through the reader, every group through PartWriter to a local directory."""
-    from executor.readers import make_reader
-    from executor.sink import LocalSink
-    from executor.writer import PartWriter
+    from sparsesync.executor.readers import make_reader
+    from sparsesync.executor.sink import LocalSink
+    from sparsesync.executor.writer import PartWriter
 
     reader = make_reader(engine, plan, kind=kind)
     sink = LocalSink(out)
@@ -112,7 +112,7 @@ def timed(fn, *args) -> tuple[float, int]:
 
 def child_export(url: str, plan_path: str, kind: str) -> None:
     """Child process for (c): export through reader + writer, print rows and VmHWM (peak RSS) as JSON."""
-    from planner.plan import load_plan
+    from sparsesync.planner.plan import load_plan
 
     engine = sa.create_engine(url)
     plan = load_plan(plan_path)
@@ -141,7 +141,7 @@ def main() -> None:
         child_export(ns.url, ns.child[0], ns.child[1])
         return
 
-    from planner.api import make_plan
+    from sparsesync.planner.api import make_plan
 
     engine = sa.create_engine(ns.url)
     name, big = f"bench_exec_{os.getpid()}", f"bench_exec_big_{os.getpid()}"

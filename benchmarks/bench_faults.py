@@ -30,8 +30,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from benchmarks.bench_executor import DEFAULT_URL, drop_table, machine, make_table
-from executor.run import execute_plan, output_folder
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.planner.api import make_plan
 
 
 def user_connections(conn, user: str, busy_only: bool = False) -> list[int]:

@@ -24,8 +24,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from benchmarks.bench_executor import DDL, FILL
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from sparsesync.sync.many import sync_many
 
 DEFAULT_URL = os.environ.get("SPARSESYNC_BENCH_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")

@@ -50,7 +50,7 @@ pipe.run(source, loader_file_format="parquet")
 
 def make_table(url: str, table: str, rows: int, seed: int) -> None:
     """The ``dense`` fixture, widened to the issue's 9 column types (deterministic for ``seed``)."""
-    from benchmarks.fixtures import create_fixture
+    from sparsesync.bench.fixtures import create_fixture
 
     create_fixture(url, "dense", rows, seed=seed, table=table)
     engine = sa.create_engine(url)
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="write peers-<rows>.md and .png here")
     args = ap.parse_args(argv)
 
-    from planner.api import make_plan
+    from sparsesync.planner.api import make_plan
 
     url = sa.engine.make_url(args.url)
     if url.password:

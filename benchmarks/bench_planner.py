@@ -47,8 +47,8 @@ import sqlalchemy as sa
 
 from sqlalchemy.pool import StaticPool
 
-from benchmarks.counters import QueryLog
-from planner.api import make_plan
+from sparsesync.bench.counters import QueryLog
+from sparsesync.planner.api import make_plan
 
 DEFAULT_URL = os.environ.get("SPARSESYNC_TEST_MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
@@ -149,7 +149,7 @@ def shape_keys(shape: str, rows: int):
     """Keys of a fixture shape, or of ``burst``: one key in 10,000 for a sixth of the rows, then dense."""
     import numpy as np
 
-    from benchmarks.fixtures import generate
+    from sparsesync.bench.fixtures import generate
 
     if shape != "burst":
         return generate(shape, rows, seed=8).keys
@@ -218,7 +218,7 @@ def section_prescan(args, engine, say, created) -> None:
 
 def section_shapes(args, engine, say, created) -> None:
     """Acceptance 3c: sampled statements and index reads on 1M and 10M rows per shape."""
-    from benchmarks.fixtures import SHAPES
+    from sparsesync.bench.fixtures import SHAPES
 
     sess = Session(args.url)
     say()
@@ -239,7 +239,7 @@ def section_shapes(args, engine, say, created) -> None:
             created.append(name)
             print(f"  loaded {name}: {len(keys):,} rows in {time.perf_counter() - t0:.0f} s", flush=True)
             before = sess.status()
-            from planner.introspect import introspect
+            from sparsesync.planner.introspect import introspect
 
             introspect(sess.engine, name)
             base_selects = sess.status()["Com_select"] - before["Com_select"]
@@ -273,9 +273,9 @@ def section_show(args, engine, say, created) -> None:
         subprocess.run(cli + list(extra), check=True, capture_output=True, env=env)
         return time.perf_counter() - t0
 
-    from planner.chart import render_png
-    from planner.plan import load_plan
-    from planner.show import summarize
+    from sparsesync.planner.chart import render_png
+    from sparsesync.planner.plan import load_plan
+    from sparsesync.planner.show import summarize
 
     base, show_t, png_t, lib_show, lib_png = [], [], [], [], []
     for _ in range(args.repeat):

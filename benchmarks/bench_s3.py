@@ -37,8 +37,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from executor.s3 import MiB, S3Sink
-from executor.sink import LocalSink
+from sparsesync.executor.s3 import MiB, S3Sink
+from sparsesync.executor.sink import LocalSink
 from tests.s3server import MotoServer
 
 
@@ -129,15 +129,15 @@ class CallMeter:
 
 
 def _plan_level_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("executor.readers", "executor.writer"))
+    return all(importlib.util.find_spec(m) is not None for m in ("sparsesync.executor.readers", "sparsesync.executor.writer"))
 
 
 def run_plan_level(rows: int, repeat: int, bucket: str, workdir: Path, file_mb: int) -> dict | None:
     """execute_plan of one SQLite table into a directory vs into S3; None if the executor is incomplete."""
     if not _plan_level_available():
         return None
-    from executor.run import execute_plan
-    from planner.api import make_plan
+    from sparsesync.executor.run import execute_plan
+    from sparsesync.planner.api import make_plan
 
     db = workdir / "bench.db"
     url = f"sqlite:///{db}"

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
     args = ap.parse_args(argv)
 
-    from planner.api import make_plan
+    from sparsesync.planner.api import make_plan
 
     url = sa.engine.make_url(args.url)
     if url.password:

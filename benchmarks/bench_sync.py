@@ -27,9 +27,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from benchmarks.counters import QueryLog
-from benchmarks.harness import machine_info
-from executor.dest import open_sink
+from sparsesync.bench.counters import QueryLog
+from sparsesync.bench.harness import machine_info
+from sparsesync.executor.dest import open_sink
 from sparsesync.sync.detect import span_checksums
 from sparsesync.sync.state import load_state, narrowed
 from sparsesync.sync.table import SyncOptions, sync_table
@@ -71,7 +71,7 @@ def sync(url, table, dest, opts, log: QueryLog | None = None) -> dict:
 
 def checksum_pass(engine, dest, table) -> float:
     """One server-side checksum pass over every span of the image (what --detect checksum runs)."""
-    from planner.introspect import introspect
+    from sparsesync.planner.introspect import introspect
 
     st = load_state(open_sink(str(dest)), table)
     spans = [(p.lo, p.hi) for p in narrowed(st.parts) if not p.nulls]

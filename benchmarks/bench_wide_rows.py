@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="write the markdown table here too")
     args = ap.parse_args()
 
-    from planner.api import make_plan
+    from sparsesync.planner.api import make_plan
 
     engine = sa.create_engine(args.url)
     name = f"bench_wide_{uuid.uuid4().hex[:8]}"

@@ -90,7 +90,7 @@ def sqlite_url(tmp_path) -> str:
 @pytest.fixture
 def query_log(mysql_engine):
     """Server-side statement counter (general log to table), see benchmarks.counters."""
-    from benchmarks.counters import QueryLog
+    from sparsesync.bench.counters import QueryLog
 
     with QueryLog(mysql_engine) as log:
         yield log

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from planner.api import make_plan
+from sparsesync.planner.api import make_plan
 from tests.executor.test_run import assert_clean_folder, make_sqlite_table, out_dir, read_output, sparse_keys
 
 
@@ -89,7 +89,7 @@ def test_run_plans_saves_and_executes(app, sqlite_url, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     plans = list(Path("plans").glob("t-*.json"))
     assert len(plans) == 1
-    from planner.plan import load_plan
+    from sparsesync.planner.plan import load_plan
 
     plan = load_plan(plans[0])
     assert [r[0] for r in read_output(tmp_path / "out", plan, "id")] == sorted(keys)

@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from planner.api import make_plan
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import PlanError, UsageError
 
 

@@ -55,5 +55,5 @@ def test_show_plan_is_light(extra):
 
 def test_the_check_sees_a_heavy_import():
     # Guards the guard: the same parse does report pyarrow when the code really needs it.
-    names = imports_of("-c", "import planner.plan as p; p.arrow_type_from_string('int64')")
+    names = imports_of("-c", "import sparsesync.planner.plan as p; p.arrow_type_from_string('int64')")
     assert "pyarrow" in {n.split(".")[0] for n in names}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks.demo import run_demo
+from sparsesync.bench.demo import run_demo
 from sparsesync.cli import _register, app
 from sparsesync.errors import UsageError
 

@@ -66,11 +66,11 @@ class DemoResult:
 def run_demo(out_dir: str | Path = "./demo-out", *, rows: int = 50_000, seed: int = 0,
              progress: Callable[[str], None] | None = None) -> DemoResult:
     """Run the whole demo into ``out_dir`` (recreated); returns the figures. Raises SparsesyncError."""
-    from executor.dest import open_sink
-    from executor.run import execute_plan, output_folder
-    from executor.verify import verify_output
-    from planner.api import make_plan
-    from planner.show import summarize
+    from sparsesync.executor.dest import open_sink
+    from sparsesync.executor.run import execute_plan, output_folder
+    from sparsesync.executor.verify import verify_output
+    from sparsesync.planner.api import make_plan
+    from sparsesync.planner.show import summarize
     from sparsesync.source import create_engine
 
     from . import fixtures, strategies

@@ -297,7 +297,7 @@ def _strategy_engine(cfg: BenchConfig, direct: Engine):
 
 
 def _open_dest(cfg: BenchConfig, tmp: str):
-    from executor.dest import open_sink
+    from sparsesync.executor.dest import open_sink
 
     return open_sink(cfg.dest or tmp)
 

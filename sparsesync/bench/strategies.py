@@ -12,7 +12,7 @@
 (f) ``planner_exact`` / ``planner_sampled`` the density planner: ``planner.api.make_plan`` then
                    ``executor.run.execute_plan``.
 
-Baselines build :class:`~planner.plan.KeyRange` objects for their chunks and read them with
+Baselines build :class:`~sparsesync.planner.plan.KeyRange` objects for their chunks and read them with
 ``executor.readers.make_reader`` (the planner's reader), and write with ``executor.writer.PartWriter``,
 so the only difference between strategies is which ranges they ask for and how they group files.
 Every baseline checks a wall-clock deadline between chunks: a strategy that cannot finish (fixed stride
@@ -29,7 +29,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from planner.plan import KeyRange, Plan
+from sparsesync.planner.plan import KeyRange, Plan
 
 STRATEGIES = ("fixed", "quickfix", "adaptive", "accumulate", "keyset", "planner_exact", "planner_sampled")
 BASELINES = STRATEGIES[:5]
@@ -129,9 +129,9 @@ class AdaptiveChunkSizer:
 # ---- shared reader / writer ------------------------------------------------------------------------
 def schema_plan(engine: Engine, table: str, key: str | None = None) -> Plan:
     """A plan carrying only the table's columns and key (no pre-scan), so baselines can use the reader."""
-    from planner.api import build_plan
-    from planner.histogram import Histogram, KeyTable
-    from planner.introspect import introspect
+    from sparsesync.planner.api import build_plan
+    from sparsesync.planner.histogram import Histogram, KeyTable
+    from sparsesync.planner.introspect import introspect
 
     info = introspect(engine, table, key=key)
     kt = KeyTable(table=table, key=info.key, signed=info.key_signed)
@@ -149,14 +149,14 @@ def reader_kind(ctx: RunContext) -> str:
 
 
 def _make_reader(ctx: RunContext, plan: Plan):
-    from executor.readers import make_reader
+    from sparsesync.executor.readers import make_reader
 
     return make_reader(ctx.engine, plan, kind=reader_kind(ctx))
 
 
 def write_file(ctx: RunContext, schema: pa.Schema, index: int, batches: list) -> list[tuple[str, int]]:
     """Write ``batches`` as ``<prefix>/part-<index>.parquet`` with the executor's writer; None if no rows."""
-    from executor.writer import PartWriter
+    from sparsesync.executor.writer import PartWriter
 
     if not any(b.num_rows for b in batches):
         return []
@@ -270,11 +270,11 @@ def run_keyset(ctx: RunContext) -> StrategyRun:
     """(e) ``key > last ORDER BY key LIMIT n`` pages of ``ctx.chunk`` rows, one file per page.
 
     The page query is the reader's own range statement (``readers.range_query`` over ``[last+1, ∞)``)
-    with a LIMIT, and rows become Arrow through the readers' :class:`~executor.convert.RowBatcher`, so
+    with a LIMIT, and rows become Arrow through the readers' :class:`~sparsesync.executor.convert.RowBatcher`, so
     values are converted exactly as the range readers do.
     """
-    from executor.convert import ReadStats, RowBatcher
-    from executor.readers import range_query
+    from sparsesync.executor.convert import ReadStats, RowBatcher
+    from sparsesync.executor.readers import range_query
 
     t0 = time.monotonic()
     run = StrategyRun("keyset")
@@ -315,8 +315,8 @@ def run_keyset(ctx: RunContext) -> StrategyRun:
 # ---- (f) the density planner -------------------------------------------------------------------------
 def run_planner(ctx: RunContext, density: str) -> StrategyRun:
     """(f) ``make_plan`` + ``execute_plan`` into ``<prefix>/``."""
-    from executor.run import execute_plan, output_folder
-    from planner.api import make_plan
+    from sparsesync.executor.run import execute_plan, output_folder
+    from sparsesync.planner.api import make_plan
 
     t0 = time.monotonic()
     run = StrategyRun(f"planner_{density}")

@@ -39,7 +39,7 @@ def fixtures_create(
 
     Example: sparsesync fixtures create sqlite:///bench.db --shape prealert --rows 50000
     """
-    from benchmarks.fixtures import create_fixture
+    from sparsesync.bench.fixtures import create_fixture
 
     try:
         fx = create_fixture(source_url, shape, rows, seed=seed, table=table)
@@ -61,7 +61,7 @@ def fixtures_drop(
 
     Example: sparsesync fixtures drop sqlite:///bench.db fx_prealert_50000_s0
     """
-    from benchmarks.fixtures import drop_fixture
+    from sparsesync.bench.fixtures import drop_fixture
 
     try:
         drop_fixture(source_url, table)
@@ -87,7 +87,7 @@ def bench_command(
 
     Example: sparsesync bench --source mysql+pymysql://root@127.0.0.1:3306/test --fixtures prealert --latency-ms 20
     """
-    from benchmarks.harness import DEFAULT_FIXTURES, DEFAULT_STRATEGIES, BenchConfig, markdown_table, run_bench, write_outputs
+    from sparsesync.bench.harness import DEFAULT_FIXTURES, DEFAULT_STRATEGIES, BenchConfig, markdown_table, run_bench, write_outputs
 
     tmp = None
     url = source or os.environ.get("SPARSESYNC_SOURCE_URL")
@@ -95,7 +95,7 @@ def bench_command(
         tmp = tempfile.mkdtemp(prefix="sparsesync-bench-src-")
         url = f"sqlite:///{tmp}/bench.db"
         Path(tmp, "bench.db").touch()  # a new empty database; a missing file would be refused as a typo
-    from benchmarks.strategies import RoadmapSettings
+    from sparsesync.bench.strategies import RoadmapSettings
     from sparsesync.config import merge
 
     from . import current_config
@@ -149,7 +149,7 @@ def demo_command(
 
     Example: sparsesync demo --out ./demo-out --rows 20000
     """
-    from benchmarks.demo import run_demo
+    from sparsesync.bench.demo import run_demo
 
     try:
         res = run_demo(out, rows=rows, seed=seed, progress=lambda m: typer.echo(f"· {m}"))

@@ -53,7 +53,7 @@ def _progress_renderer():
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
              no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None) -> None:
-    from executor.run import execute_plan
+    from sparsesync.executor.run import execute_plan
     from sparsesync.config import merge
 
     from . import current_config
@@ -115,7 +115,7 @@ def execute_command(
 
     Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest ./out --memory-limit 1024 --oversize truncate
     """
-    from planner.plan import load_plan
+    from sparsesync.planner.plan import load_plan
 
     try:
         plan = load_plan(plan_file)
@@ -138,8 +138,8 @@ def verify_command(
 
     Example: sparsesync verify plans/orders-20250101T000000Z-abc123.json --dest ./out --all-columns
     """
-    from executor.verify import verify_output
-    from planner.plan import load_plan
+    from sparsesync.executor.verify import verify_output
+    from sparsesync.planner.plan import load_plan
 
     try:
         plan = load_plan(plan_file)
@@ -179,8 +179,8 @@ def run_command(
 
     Example: sparsesync run mysql+pymysql://etl@db:3306/shop orders --dest ./out --rows-per-query 200000
     """
-    from planner.api import make_plan
-    from planner.typemap import TypeOptions
+    from sparsesync.planner.api import make_plan
+    from sparsesync.planner.typemap import TypeOptions
     from sparsesync.config import merge
 
     from . import current_config

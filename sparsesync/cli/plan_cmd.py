@@ -37,8 +37,8 @@ def plan_command(
 
     Example: sparsesync plan mysql+pymysql://etl@db:3306/shop orders --rows-per-query 200000 --density sampled
     """
-    from planner.api import make_plan
-    from planner.typemap import TypeOptions
+    from sparsesync.planner.api import make_plan
+    from sparsesync.planner.typemap import TypeOptions
     from sparsesync.config import merge
     from sparsesync.source import resolve_url
 

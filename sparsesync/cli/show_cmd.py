@@ -38,8 +38,8 @@ def show_command(
 
       sparsesync show plans/orders-X.json --png orders-density.png
     """
-    from planner.plan import load_plan
-    from planner import show
+    from sparsesync.planner.plan import load_plan
+    from sparsesync.planner import show
 
     try:
         plan = load_plan(plan_file)
@@ -50,7 +50,7 @@ def show_command(
                 raise UsageError(why, hint="show OLD NEW compares two plans of the same table and source")
             diff = show.diff_plans(plan, other)
             if png is not None:
-                from planner.chart import render_png
+                from sparsesync.planner.chart import render_png
 
                 render_png(other, png)
             if as_json:
@@ -62,7 +62,7 @@ def show_command(
             return
         summary = show.summarize(plan, width=width)
         if png is not None:
-            from planner.chart import render_png
+            from sparsesync.planner.chart import render_png
 
             render_png(plan, png)
     except SparsesyncError as exc:
@@ -86,7 +86,7 @@ def _table(headers: list[str], rows: list[list[str]], right: set[int]) -> list[s
 
 
 def _render_summary(s, *, all_ranges: bool) -> None:
-    from planner.show import DEFAULT_RANGE_LIMIT, fmt_density, fmt_key
+    from sparsesync.planner.show import DEFAULT_RANGE_LIMIT, fmt_density, fmt_key
 
     echo = typer.echo
     echo(s.line)
@@ -132,7 +132,7 @@ def _render_summary(s, *, all_ranges: bool) -> None:
 
 
 def _render_diff(d) -> None:
-    from planner.show import fmt_key
+    from sparsesync.planner.show import fmt_key
 
     echo = typer.echo
     echo(f"{d.table}: plan {d.old_id} → {d.new_id}")

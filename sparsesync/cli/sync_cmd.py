@@ -59,7 +59,7 @@ def sync_command(
 
     Example: sparsesync sync mysql+pymysql://etl@db:3306/shop --all --exclude 'tmp_*' --dest s3://lake/sync --connections 4 --metrics-file /var/lib/node_exporter/sparsesync.prom
     """
-    from planner.typemap import TypeOptions
+    from sparsesync.planner.typemap import TypeOptions
     from sparsesync.config import merge
     from sparsesync.source import resolve_url
     from sparsesync.sync.duration import parse_duration

@@ -66,7 +66,7 @@ class Span:
 
     @classmethod
     def of_range(cls, r) -> "Span":
-        """The span of a plan's :class:`~planner.plan.KeyRange` (its NULL-key range included)."""
+        """The span of a plan's :class:`~sparsesync.planner.plan.KeyRange` (its NULL-key range included)."""
         return cls(None, None, True) if getattr(r, "nulls", False) else cls(r.lo, r.hi)
 
     def describe(self) -> str:
@@ -165,7 +165,7 @@ def span_checksums(
     SQLite with functions registered on the connection). One statement per span, keys bound.
 
     ``columns`` limits the hashed columns (e.g. the key only); ``counts_only`` skips hashing.
-    ``plan_or_table_info`` is a :class:`~planner.plan.Plan` or a :class:`~planner.introspect.TableInfo`.
+    ``plan_or_table_info`` is a :class:`~sparsesync.planner.plan.Plan` or a :class:`~sparsesync.planner.introspect.TableInfo`.
     """
     spans = list(spans)
     table, schema, key, signed = _identity(plan_or_table_info)

@@ -2,7 +2,7 @@
 
 The plan's declared types decide the Arrow type (``Plan.arrow_schema()``); this module only makes the
 values fit, column-wise and in bulk where Arrow can do the work, per value only for the few columns that
-need it (the ``conversion`` tags of :mod:`planner.typemap`). A value that does not fit raises
+need it (the ``conversion`` tags of :mod:`sparsesync.planner.typemap`). A value that does not fit raises
 :class:`ValueConversionError` naming the table, the column, the key of the offending row and the range.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from planner.plan import ColumnSpec, KeyRange, Plan
+from sparsesync.planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import ValueConversionError
 
 # Errors Arrow raises when a Python value or a cast does not fit the target type.

@@ -1,4 +1,4 @@
-"""Turn ``--dest DIR|s3://bucket/prefix`` into a :class:`~executor.sink.Sink`."""
+"""Turn ``--dest DIR|s3://bucket/prefix`` into a :class:`~sparsesync.executor.sink.Sink`."""
 
 from __future__ import annotations
 

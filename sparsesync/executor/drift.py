@@ -13,9 +13,9 @@ from dataclasses import asdict, dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from planner.introspect import introspect
-from planner.plan import Plan
-from planner.typemap import TypeOptions
+from sparsesync.planner.introspect import introspect
+from sparsesync.planner.plan import Plan
+from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import DriftError, KeyColumnError, SourceError, TypeMappingError
 from sparsesync.source import short_db_error
 

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
-from planner.plan import ColumnSpec, KeyRange, Plan
+from sparsesync.planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
 from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 from sqlalchemy.engine import Engine
 
-from planner.plan import FileGroup, KeyRange, Plan
+from sparsesync.planner.plan import FileGroup, KeyRange, Plan
 from sparsesync.errors import DestinationError, UsageError, VerifyError
 from sparsesync.logs import get_logger, log_range_done
 from sparsesync.source import (
@@ -117,7 +117,7 @@ def connect_source(plan: Plan, source_url: str | None = None) -> Engine:
 
 # ---- SQL shown by --dry-run -----------------------------------------------------------------------------
 def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
-    """The readers' range query (:func:`executor.readers.range_query`) with its keys inlined, for review."""
+    """The readers' range query (:func:`sparsesync.executor.readers.range_query`) with its keys inlined, for review."""
     from .readers import range_query
 
     built = range_query(plan, r)
@@ -174,7 +174,7 @@ def execute_plan(
     (also written as ``_report.json``). Every failure is a :class:`SparsesyncError` subclass.
     ``staging`` is the local directory S3 parts are staged in (default ``$TMPDIR``). A transient source
     fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
-    :mod:`executor.retry`.
+    :mod:`sparsesync.executor.retry`.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -338,7 +338,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
                 retried: RetryStats | None = None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot).
 
-    A transient source fault redoes the group on a new session (:func:`executor.retry.with_retries`).
+    A transient source fault redoes the group on a new session (:func:`sparsesync.executor.retry.with_retries`).
     """
     if not todo:
         return None

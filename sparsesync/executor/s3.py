@@ -22,8 +22,8 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from executor.lock import pid_alive
-from executor.sink import STAGING_MARK, Committed
+from sparsesync.executor.lock import pid_alive
+from sparsesync.executor.sink import STAGING_MARK, Committed
 from sparsesync.errors import DestinationError, TransientDestinationError, UsageError
 
 MiB = 1024 * 1024

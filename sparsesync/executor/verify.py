@@ -2,9 +2,9 @@
 export's reader.
 
 For every range (the NULL-key range included) the source server computes ``COUNT(*)`` and an aggregate
-checksum in SQL (:func:`executor.checksum.span_checksums`), and DuckDB computes the same checksum over
-the Parquet parts (:func:`executor.checksum.parquet_span_checksums`). By default the checksum covers the
-key only; ``all_columns`` covers every value (see :mod:`executor.checksum` for the canonical forms).
+checksum in SQL (:func:`sparsesync.executor.checksum.span_checksums`), and DuckDB computes the same checksum over
+the Parquet parts (:func:`sparsesync.executor.checksum.parquet_span_checksums`). By default the checksum covers the
+key only; ``all_columns`` covers every value (see :mod:`sparsesync.executor.checksum` for the canonical forms).
 A range with fewer output rows is *missing* rows, one with more holds *duplicates*, equal counts with
 different checksums *differ*.
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 
-from planner.plan import Plan
+from sparsesync.planner.plan import Plan
 from sparsesync.errors import DestinationError, VerifyError
 
 from . import redshift

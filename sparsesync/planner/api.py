@@ -75,13 +75,13 @@ def make_plan(
 ) -> Plan:
     """Plan the export of ``table``: reads statistics and key aggregates only, never row data.
 
-    The density histogram comes from the DuckDB cache (:mod:`planner.cache`, ``cache_path`` or the
+    The density histogram comes from the DuckDB cache (:mod:`sparsesync.planner.cache`, ``cache_path`` or the
     default location) when one exists for this source, table, key and schema hash and the table's
     MIN/MAX key still match; when only the max key grew, only the new tail is scanned. ``refresh``
     rescans; ``use_cache=False`` neither reads nor writes the cache. A locked or unreadable cache adds a
     warning to the plan and the plan is made without it. ``spans`` (sorted disjoint ``[lo, hi)``, the last
     open) keeps only the ranges inside those key spans, and the NULL-key range (in a file of its own) when
-    ``null_keys`` (:func:`planner.spans.restrict_to_spans`; a sync run reads only what changed).
+    ``null_keys`` (:func:`sparsesync.planner.spans.restrict_to_spans`; a sync run reads only what changed).
     """
     if rows_per_query < 1:
         raise UsageError(f"--rows-per-query must be a positive integer, got {rows_per_query}")

@@ -2,7 +2,7 @@
 
 Location: ``--cache PATH``, else ``$XDG_CACHE_HOME/sparsesync/histograms.duckdb``, else
 ``~/.cache/sparsesync/histograms.duckdb``. One row per (source identity, table, key, schema hash), with the ``rows_per_query`` its buckets
-were measured for (a finer re-plan rescans; see :mod:`planner.api`):
+were measured for (a finer re-plan rescans; see :mod:`sparsesync.planner.api`):
 the source identity is :meth:`SourceIdentity.cache_key` (dialect, user, host, port, database — never a
 password; SQLite by absolute resolved path), and a schema change gives a new schema hash, so a stale
 shape is never reused. A file DuckDB cannot open (not a lock) is renamed aside once, with a notice.

@@ -311,7 +311,7 @@ def exact_histogram(
 
 
 def resolve_outliers(conn: Connection, kt: KeyTable, hist: Histogram, *, cap: int = 1000) -> Histogram:
-    """List the outlier keys (see :func:`planner.partition.outlier_buckets`) in ``hist.outliers``.
+    """List the outlier keys (see :func:`sparsesync.planner.partition.outlier_buckets`) in ``hist.outliers``.
 
     When every outlier bucket holds at most two rows its keys are its min and max; otherwise one query
     reads the (few, by definition) outlier keys with their counts and replaces those buckets with

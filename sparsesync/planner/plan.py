@@ -25,7 +25,7 @@ from sparsesync.errors import PlanError
 
 FORMAT_VERSION = "1.1"  # 1.1: the NULL-key range ({"nulls": true}); 1.0 plans load unchanged
 SUPPORTED_MAJOR = 1
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "plans" / "schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "plan.schema.json"  # plans/schema.json links here
 
 RANGE_LABELS = ("dense", "sparse", "gap", "tail", "heavy", "nulls")
 

@@ -39,7 +39,7 @@ def restrict_to_spans(plan: Plan, spans: list[tuple[int, int | None]], *, nulls:
 
     The last span must be open (``hi is None``) so the plan keeps its open tail; the spans are recorded
     in ``strategy.key_spans`` (unless one span covers the plan's whole key domain) and
-    :func:`planner.plan.check_structure` checks the ranges against them. ``nulls`` keeps the plan's
+    :func:`sparsesync.planner.plan.check_structure` checks the ranges against them. ``nulls`` keeps the plan's
     NULL-key range, in a file of its own (so its rows can be replaced apart from any key span).
     """
     spans = sorted(spans, key=lambda s: s[0])

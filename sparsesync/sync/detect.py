@@ -50,10 +50,10 @@ NULLS = "nulls"  # the span of the rows whose key is NULL, beside the (lo, hi) k
 
 
 def span_checksums(engine: Engine, info, spans: list) -> list[str]:
-    """``"<rows>:<checksum>"`` per span ((lo, hi) or :data:`NULLS`), from :mod:`executor.checksum`:
+    """``"<rows>:<checksum>"`` per span ((lo, hi) or :data:`NULLS`), from :mod:`sparsesync.executor.checksum`:
     the server's ``COUNT(*)`` and order-independent MD5 row checksum over every column, keys bound."""
-    from executor.checksum import Span
-    from executor.checksum import span_checksums as shared
+    from sparsesync.executor.checksum import Span
+    from sparsesync.executor.checksum import span_checksums as shared
 
     if not (is_mysql(engine) or engine.dialect.name == "sqlite"):
         raise UsageError(f"--detect checksum needs a MySQL/MariaDB or SQLite source (this one is {engine.dialect.name})",

@@ -61,8 +61,8 @@ def tables_with_state(sink) -> list[str]:
 def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bool = False,
                     now: float | None = None) -> list[GcResult]:
     """Find (and with ``delete`` remove) unreferenced parts older than ``keep_s`` for ``table`` or every table."""
-    from executor.dest import open_sink
-    from executor.lock import destination_lock
+    from sparsesync.executor.dest import open_sink
+    from sparsesync.executor.lock import destination_lock
 
     if keep_s < 0:
         raise UsageError(f"--keep must not be negative, got {keep_s}")

@@ -115,7 +115,7 @@ def parse_into(url: str) -> tuple[str, str]:
 def load_pending(dest, table: str, into_url: str, *, target: str | None = None,
                  iam_role: str | None = None) -> LoadResult:
     """Apply every run of ``table`` at ``dest`` that ``into_url``'s target has not applied yet, in order."""
-    from executor.dest import open_sink
+    from sparsesync.executor.dest import open_sink
 
     kind, location = parse_into(into_url)
     sink = open_sink(dest)
@@ -158,7 +158,7 @@ def _applied(con, label: str) -> int | None:
 
 
 def _local_parts(sink, rels: list[str], tmp: str) -> list[str]:
-    from executor.dest import is_local
+    from sparsesync.executor.dest import is_local
 
     out = []
     for rel in rels:
@@ -181,7 +181,7 @@ def _local_parts(sink, rels: list[str], tmp: str) -> list[str]:
 def _empty_target(con, steps) -> None:
     import pyarrow as pa
 
-    from planner.plan import arrow_type_from_string
+    from sparsesync.planner.plan import arrow_type_from_string
 
     schema = pa.schema([pa.field(c["name"], arrow_type_from_string(c["arrow_type"])) for c in steps.columns])
     con.register("sparsesync_empty", pa.Table.from_batches([], schema=schema))

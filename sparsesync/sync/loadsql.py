@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from executor.redshift import quote_ident  # double quotes, as Redshift and DuckDB both want
+from sparsesync.executor.redshift import quote_ident  # double quotes, as Redshift and DuckDB both want
 from sparsesync.errors import UsageError
 
 LOADS_TABLE = "sparsesync_loads"

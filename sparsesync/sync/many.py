@@ -175,7 +175,7 @@ def sync_many(
     :func:`sparsesync.sync.table.sync_table` and is called with ``engine=`` (the budgeted engine) and
     ``events=``. Bad arguments raise :class:`UsageError`; a table's failure is recorded, not raised.
     """
-    from executor.dest import open_sink
+    from sparsesync.executor.dest import open_sink
 
     extra: dict = {}
     if sync_fn is None:

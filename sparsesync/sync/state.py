@@ -15,13 +15,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from planner.plan import canonical_json, content_hash, first_violation
+from sparsesync.planner.plan import canonical_json, content_hash, first_violation
 from sparsesync.errors import DestinationError
 
 FORMAT_VERSION = "1.0"
 SUPPORTED_MAJOR = 1
 STATE, CURRENT_MANIFEST = "_state.json", "current.manifest.json"
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "plans" / "image.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "image.schema.json"  # plans/image.schema.json links here
 
 
 def _k(v: int | None) -> str | None:

@@ -23,15 +23,15 @@ from typing import Any, Callable
 
 from sqlalchemy.engine import Engine
 
-from executor.dest import is_local, open_sink
-from executor.ledger import LedgerStore
-from executor.lock import destination_lock
-from executor.run import LEDGER, execute_plan
-from planner.api import DEFAULT_FILE_SIZE_MB, DEFAULT_ROWS_PER_QUERY, make_plan
-from planner.introspect import introspect
-from planner.partition import DEFAULT_SPARSE_THRESHOLD
-from planner.plan import Plan
-from planner.typemap import TypeOptions
+from sparsesync.executor.dest import is_local, open_sink
+from sparsesync.executor.ledger import LedgerStore
+from sparsesync.executor.lock import destination_lock
+from sparsesync.executor.run import LEDGER, execute_plan
+from sparsesync.planner.api import DEFAULT_FILE_SIZE_MB, DEFAULT_ROWS_PER_QUERY, make_plan
+from sparsesync.planner.introspect import introspect
+from sparsesync.planner.partition import DEFAULT_SPARSE_THRESHOLD
+from sparsesync.planner.plan import Plan
+from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import DriftError, SparsesyncError, UsageError
 from sparsesync.source import create_engine
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from benchmarks.fixtures import SHAPES, SPARSE_THRESHOLD, create_fixture, density_outside, drop_fixture, generate, rows_in
+from sparsesync.bench.fixtures import SHAPES, SPARSE_THRESHOLD, create_fixture, density_outside, drop_fixture, generate, rows_in
 from tests.conftest import unique_name
 from sparsesync.errors import UsageError
 

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from benchmarks import fixtures as fxm
-from benchmarks.harness import (
+from sparsesync.bench import fixtures as fxm
+from sparsesync.bench.harness import (
     BenchConfig,
     RegionScore,
     compare_keys,

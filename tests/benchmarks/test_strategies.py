@@ -7,10 +7,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from benchmarks import fixtures as fxm
-from benchmarks import strategies as st
-from benchmarks.harness import compare_keys, read_back_keys
-from executor.sink import LocalSink
+from sparsesync.bench import fixtures as fxm
+from sparsesync.bench import strategies as st
+from sparsesync.bench.harness import compare_keys, read_back_keys
+from sparsesync.executor.sink import LocalSink
 from tests.conftest import unique_name
 
 ALL_ROWS = ("fixed", "adaptive", "accumulate", "keyset", "planner_exact", "planner_sampled")

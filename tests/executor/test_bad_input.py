@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from planner.api import make_plan
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import DestinationError, DriftError, PlanError, SourceError
 from tests.conftest import insert_keys
 

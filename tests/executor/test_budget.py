@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from executor.budget import MemoryBudget, RowWidth, cut_by_bytes
-from executor.run import execute_plan, output_folder
-from executor.verify import verify_output
-from planner.api import make_plan
+from sparsesync.executor.budget import MemoryBudget, RowWidth, cut_by_bytes
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.executor.verify import verify_output
+from sparsesync.planner.api import make_plan
 from tests.conftest import unique_name
 
 WIDE_ROWS, HALF = 3000, 50 * 1024  # 3,000 rows × 100 KB: a LONGBLOB and a LONGTEXT of 50 KB each
@@ -179,7 +179,7 @@ def test_budget_splits_the_limit_between_workers():
 
 
 def test_rows_are_cut_by_bytes_not_by_count(mysql_url):
-    from planner.plan import ColumnSpec
+    from sparsesync.planner.plan import ColumnSpec
 
     class P:  # the two things RowWidth reads from a plan
         columns = [ColumnSpec("id", "bigint", "int64", "BIGINT", False), ColumnSpec("b", "longblob", "binary", "VARBYTE")]
@@ -207,7 +207,7 @@ def test_rows_are_cut_by_bytes_not_by_count(mysql_url):
 def test_connectorx_batches_are_sliced_below_the_byte_cap_before_the_32_bit_cast():
     import pyarrow as pa
 
-    from executor.readers import _byte_slices
+    from sparsesync.executor.readers import _byte_slices
 
     batch = pa.record_batch([pa.array(range(100)), pa.array([b"x" * 1000] * 100, pa.large_binary())], names=["id", "b"])
     pieces = list(_byte_slices(batch, 10_000))

@@ -13,8 +13,8 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from executor.checksum import Span, SpanChecksum, parquet_span_checksums, span_checksums, spans_of_plan
-from planner.api import make_plan
+from sparsesync.executor.checksum import Span, SpanChecksum, parquet_span_checksums, span_checksums, spans_of_plan
+from sparsesync.planner.api import make_plan
 from tests.executor.test_roundtrip_types import ALL_TYPES_DDL, KEYSETS, _export, _fill
 
 
@@ -78,7 +78,7 @@ def test_checksum_sees_every_kind_of_change(mysql_engine, mysql_table):
         now = span_checksums(mysql_engine, plan, whole)[0]
         assert now.rows == 20 and now.checksum != base.checksum, stmt
         base = now
-    from planner.introspect import introspect
+    from sparsesync.planner.introspect import introspect
 
     info = introspect(mysql_engine, name)  # the sync side passes a TableInfo, not a plan
     assert span_checksums(mysql_engine, info, whole) == [base]
@@ -112,8 +112,8 @@ def test_sqlite_source_checksum_equals_parquet_checksum(tmp_path):
 def test_merge_of_pieces_equals_checksum_of_the_whole(tmp_path):
     import pyarrow as pa
 
-    from executor.checksum import arrow_span_checksums
-    from planner.plan import ColumnSpec
+    from sparsesync.executor.checksum import arrow_span_checksums
+    from sparsesync.planner.plan import ColumnSpec
 
     class Info:  # a TableInfo-shaped stand-in: the API takes a plan or a TableInfo
         table, schema, key, key_signed = "t", None, "id", True
@@ -131,7 +131,7 @@ def test_merge_of_pieces_equals_checksum_of_the_whole(tmp_path):
 @pytest.mark.mysql
 @pytest.mark.parametrize("kind", ["pymysql", "connectorx"])
 def test_bool_columns_agree_and_a_value_2_differs(kind, mysql_engine, mysql_table, tmp_path):
-    from planner.typemap import TypeOptions
+    from sparsesync.planner.typemap import TypeOptions
 
     name = mysql_table("CREATE TABLE {name} (id INT PRIMARY KEY, f TINYINT(1), g BOOL NOT NULL)", prefix="ck")
     with mysql_engine.begin() as conn:
@@ -157,7 +157,7 @@ def test_double_text_matches_mysql_cast_value_by_value(mysql_engine):
 
     import pyarrow as pa
 
-    from executor.checksum import _register_duckdb, mysql_double_text
+    from sparsesync.executor.checksum import _register_duckdb, mysql_double_text
 
     rng = random.Random(5)
     vals = [0.0, 0.1, 0.1 + 0.2, 123456789.0, 1.5e-7, 2.0**53, 1 / 3, 5e-324, -1.0e308, 2.2250738585072014e-308,

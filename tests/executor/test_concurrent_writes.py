@@ -13,8 +13,8 @@ import threading
 
 import sqlalchemy as sa
 
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from tests.executor.test_run import MYSQL_DDL, assert_clean_folder, fill_mysql, read_output, sparse_keys
 
 

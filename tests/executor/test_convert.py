@@ -8,8 +8,8 @@ from decimal import Decimal
 import pyarrow as pa
 import pytest
 
-from executor.convert import Context, ReadStats, RowBatcher, ValueColumn
-from planner.plan import ColumnSpec, KeyRange
+from sparsesync.executor.convert import Context, ReadStats, RowBatcher, ValueColumn
+from sparsesync.planner.plan import ColumnSpec, KeyRange
 from sparsesync.errors import ValueConversionError
 
 RANGE = KeyRange(3, 100, 200, 10, "dense")
@@ -143,7 +143,7 @@ def test_a_column_arrow_had_to_chunk_becomes_several_batches_not_a_type_error():
     """pa.array returns a ChunkedArray past 2 GiB of string data; RecordBatch.from_arrays raised TypeError."""
     import pyarrow as pa
 
-    from executor.convert import batch_of_columns, batches_of
+    from sparsesync.executor.convert import batch_of_columns, batches_of
 
     schema = pa.schema([pa.field("id", pa.int64()), pa.field("t", pa.string())])
     ids = pa.array(range(5), pa.int64())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from executor.drift import check_drift, compare_columns
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor.drift import check_drift, compare_columns
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import DriftError
 from tests.conftest import insert_keys
 from tests.executor.test_run import read_output
@@ -69,7 +69,7 @@ def test_rows_above_planned_max_are_read_by_the_tail_and_reported(mysql_engine, 
 
 
 def test_compare_columns_names_changes():
-    from planner.plan import ColumnSpec
+    from sparsesync.planner.plan import ColumnSpec
 
     a = [ColumnSpec("id", "bigint", "int64", "BIGINT", False), ColumnSpec("v", "int", "int32", "INTEGER")]
     b = [ColumnSpec("id", "bigint", "int64", "BIGINT", True), ColumnSpec("x", "int", "int32", "INTEGER")]

@@ -7,9 +7,9 @@ import threading
 
 import pytest
 
-from executor.ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
-from executor.sink import STAGING_MARK, LocalSink
-from planner.api import make_plan
+from sparsesync.executor.ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
+from sparsesync.executor.sink import STAGING_MARK, LocalSink
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import DestinationError
 from tests.executor.test_run import make_sqlite_table
 

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from executor.lock import FileLock, LockedError, S3Lock, destination_lock
-from executor.s3 import S3Sink
-from executor.sink import LocalSink
+from sparsesync.executor.lock import FileLock, LockedError, S3Lock, destination_lock
+from sparsesync.executor.s3 import S3Sink
+from sparsesync.executor.sink import LocalSink
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -52,7 +52,7 @@ def test_file_lock_of_a_killed_process_is_free_at_once(tmp_path):
     path = tmp_path / "plan.lock"
     proc = _holder_process(f"""
         import time
-        from executor.lock import FileLock
+        from sparsesync.executor.lock import FileLock
         FileLock({str(path)!r}).acquire()
         print("held", flush=True)
         time.sleep(60)
@@ -98,8 +98,8 @@ def test_s3_lock_refuses_a_second_taker_and_is_deleted_on_release(s3_bucket, s3_
 def test_s3_lock_of_a_killed_process_on_this_host_is_taken_over_at_once(s3_bucket):
     proc = _holder_process(f"""
         import time
-        from executor.lock import destination_lock
-        from executor.s3 import S3Sink
+        from sparsesync.executor.lock import destination_lock
+        from sparsesync.executor.s3 import S3Sink
         destination_lock(S3Sink({s3_bucket!r}), "t.lock", stale_after_s=3600).acquire()
         print("held", flush=True)
         time.sleep(60)
@@ -121,8 +121,8 @@ def test_s3_lock_not_refreshed_goes_stale_and_its_paused_holder_learns_it_lost(s
     """A holder paused (SIGSTOP) past the timeout loses the lock; resumed, its next check fails."""
     proc = _holder_process(f"""
         import sys, time
-        from executor.lock import LockedError, destination_lock
-        from executor.s3 import S3Sink
+        from sparsesync.executor.lock import LockedError, destination_lock
+        from sparsesync.executor.s3 import S3Sink
         lock = destination_lock(S3Sink({s3_bucket!r}), "t.lock", stale_after_s=2, refresh_s=0.3).acquire()
         print("held", flush=True)
         deadline = time.monotonic() + 40

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from executor.run import execute_plan
-from executor.verify import verify_output
-from planner.api import make_plan
-from planner.plan import Plan, load_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.executor.verify import verify_output
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import Plan, load_plan
 from sparsesync.errors import VerifyError
 from tests.executor.test_run import out_dir
 
@@ -148,7 +148,7 @@ def test_a_1_0_plan_without_the_null_range_loads_and_verify_reports_the_unplanne
     body["ranges"] = body["ranges"][:-1]
     body["files"][-1]["ranges"][1] -= 1
     body["warnings"] = []
-    from planner.plan import content_hash
+    from sparsesync.planner.plan import content_hash
 
     body["sha256"] = content_hash(body)
     old = Plan.from_dict(body)

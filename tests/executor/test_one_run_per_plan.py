@@ -16,15 +16,15 @@ import textwrap
 import duckdb
 import pytest
 
-from executor.run import output_folder
-from planner.api import make_plan
+from sparsesync.executor.run import output_folder
+from sparsesync.planner.api import make_plan
 from tests.executor.test_run import MYSQL_DDL, fill_mysql, source_keys, sparse_keys
 from tests.executor.test_lock import ROOT
 
 _HOLDER = textwrap.dedent("""
     import sys
-    from executor.run import execute_plan
-    from planner.plan import load_plan
+    from sparsesync.executor.run import execute_plan
+    from sparsesync.planner.plan import load_plan
 
     def progress(ev):
         if ev.kind == "batch" and not progress.paused:

@@ -12,10 +12,10 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from executor.oversize import ddl_limit, truncate_utf8, warning_lines
-from executor.run import execute_plan, output_folder
-from executor.verify import verify_output
-from planner.api import make_plan
+from sparsesync.executor.oversize import ddl_limit, truncate_utf8, warning_lines
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.executor.verify import verify_output
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import ValueConversionError
 from tests.conftest import unique_name
 
@@ -159,7 +159,7 @@ def test_ddl_limits_parse_the_plan_types():
 
 
 def test_warning_lines_keep_a_hostile_column_name_on_one_comment_line():
-    from planner.plan import ColumnSpec
+    from sparsesync.planner.plan import ColumnSpec
 
     class P:
         columns = [ColumnSpec("x\nDROP TABLE users; --", "longtext", "string", "VARCHAR(65535)")]

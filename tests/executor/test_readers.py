@@ -9,7 +9,7 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from executor.readers import (
+from sparsesync.executor.readers import (
     ConnectorXReader,
     PyMySQLReader,
     _source_error,
@@ -18,8 +18,8 @@ from executor.readers import (
     make_reader,
     range_query,
 )
-from planner.api import make_plan
-from planner.plan import KeyRange
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import KeyRange
 from sparsesync.errors import SourceError, TransientSourceError, UsageError
 from tests.conftest import insert_keys
 

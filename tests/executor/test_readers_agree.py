@@ -6,9 +6,9 @@ import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
-from executor.readers import _cx_select_expr, make_reader
-from planner.api import make_plan
-from planner.typemap import TypeOptions
+from sparsesync.executor.readers import _cx_select_expr, make_reader
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import ValueConversionError
 
 READERS = ("pymysql", "connectorx")
@@ -50,7 +50,7 @@ def test_time_with_fractions_is_exact_and_identical_in_both_readers(mysql_engine
 
 def test_time_expression_does_not_depend_on_time_to_sec_keeping_fractions():
     """MySQL 8 returns TIME_TO_SEC(t) as an integer (MariaDB as a decimal): fractions must come from elsewhere."""
-    from planner.plan import ColumnSpec
+    from sparsesync.planner.plan import ColumnSpec
 
     expr, _ = _cx_select_expr(ColumnSpec("t", "time(6)", "int64", "BIGINT", True, "time_us"), "`t`")
     assert "TIME_TO_SEC" not in expr.upper() and "MICROSECOND(`t`)" in expr

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import os
 
-from executor import redshift
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor import redshift
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from tests.executor.test_run import MYSQL_DDL, fill_mysql, make_sqlite_table, out_dir, sparse_keys
 
 

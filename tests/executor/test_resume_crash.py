@@ -19,8 +19,8 @@ import time
 
 import pytest
 
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from tests.executor.test_run import MYSQL_DDL, assert_clean_folder, fill_mysql, out_dir, read_output, sparse_keys
 
 TRIALS = 10

@@ -9,8 +9,8 @@ import json
 import pytest
 import sqlalchemy as sa
 
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import VerifyError
 from tests.executor.test_run import out_dir
 

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from executor.retry import RetryPolicy
-from executor.run import execute_plan
-from planner.api import make_plan
+from sparsesync.executor.retry import RetryPolicy
+from sparsesync.executor.run import execute_plan
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import SourceError, TransientSourceError, UsageError
 from benchmarks.bench_faults import kill_one_busy, killer, user_connections
 from tests.executor.test_one_run_per_plan import manifest_parts
@@ -177,7 +177,7 @@ def test_driver_errors_are_classified_by_code(code, transient):
     """The codes pymysql raises (real exception objects) decide retry or stop."""
     import pymysql
 
-    from executor.readers import _source_error
+    from sparsesync.executor.readers import _source_error
 
     plan = type("P", (), {"source": type("S", (), {"qualified_table": "t"})()})()
     err = _source_error(pymysql.err.OperationalError(code, "server said no"), plan, None, "range query")

@@ -18,10 +18,10 @@ import pymysql
 import pytest
 import sqlalchemy as sa
 
-from executor.readers import key_bounds, make_reader
-from executor.sink import LocalSink
-from executor.writer import PartWriter
-from planner.api import make_plan
+from sparsesync.executor.readers import key_bounds, make_reader
+from sparsesync.executor.sink import LocalSink
+from sparsesync.executor.writer import PartWriter
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import ValueConversionError
 
 ALL_TYPES_DDL = """CREATE TABLE {name} (

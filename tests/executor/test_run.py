@@ -11,8 +11,8 @@ import duckdb
 import pytest
 import sqlalchemy as sa
 
-from executor.run import execute_plan, output_folder
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import DestinationError, UsageError
 
 SQLITE_DDL = "CREATE TABLE {name} (id INTEGER PRIMARY KEY, v TEXT, x REAL)"
@@ -242,7 +242,7 @@ def test_progress_callback_counts_rows(sqlite_url, tmp_path):
 @pytest.mark.s3
 def test_s3_destination_round_trip(sqlite_url, s3_bucket, s3_client, tmp_path):
     """Nothing in execute/verify assumes a local path: same run into moto's S3."""
-    from executor.verify import verify_output
+    from sparsesync.executor.verify import verify_output
 
     keys = sparse_keys(1200, seed=31)
     make_sqlite_table(sqlite_url, keys)

@@ -7,8 +7,8 @@ import json
 import duckdb
 import pytest
 
-from executor.run import execute_plan, output_folder
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.planner.api import make_plan
 from tests.executor.test_run import ARTIFACTS, MYSQL_DDL, fill_mysql, make_sqlite_table, sparse_keys
 
 pytestmark = pytest.mark.s3

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from executor.s3 import MiB, S3Sink
+from sparsesync.executor.s3 import MiB, S3Sink
 from sparsesync.errors import DestinationError, TransientDestinationError
 
 pytestmark = pytest.mark.s3

@@ -7,8 +7,8 @@ import uuid
 
 import pytest
 
-from executor.s3 import MiB, S3Sink, parse_s3_url
-from executor.sink import STAGING_MARK
+from sparsesync.executor.s3 import MiB, S3Sink, parse_s3_url
+from sparsesync.executor.sink import STAGING_MARK
 from sparsesync.errors import DestinationError, TransientDestinationError, UsageError
 from tests.s3server import free_port
 

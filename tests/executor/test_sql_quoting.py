@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlglot import exp
 
-from executor import redshift
-from executor.run import execute_plan, output_folder
-from planner.api import make_plan
+from sparsesync.executor import redshift
+from sparsesync.executor.run import execute_plan, output_folder
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import PlanError, UsageError
 
 HOSTILE_NAMES = [

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from executor.run import execute_plan
-from executor.verify import verify_output
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.executor.verify import verify_output
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import VerifyError
 from tests.executor.test_run import fill_mysql, make_sqlite_table, out_dir, sparse_keys, MYSQL_DDL
 

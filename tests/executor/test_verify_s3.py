@@ -9,10 +9,10 @@ import tracemalloc
 import pytest
 import sqlalchemy as sa
 
-from executor.run import execute_plan
-from executor.s3 import S3Sink
-from executor.verify import verify_output
-from planner.api import make_plan
+from sparsesync.executor.run import execute_plan
+from sparsesync.executor.s3 import S3Sink
+from sparsesync.executor.verify import verify_output
+from sparsesync.planner.api import make_plan
 from sparsesync.errors import VerifyError
 from tests.executor.test_null_keys import NULLABLE_DDL, _fill
 

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from executor.sink import LocalSink
-from executor.writer import PartWriter, dictionary_columns, part_relpath
+from sparsesync.executor.sink import LocalSink
+from sparsesync.executor.writer import PartWriter, dictionary_columns, part_relpath
 from sparsesync.errors import DestinationError, UsageError
 
 SCHEMA = pa.schema([

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.api import make_plan
-from planner.cache import CacheKey, HistogramCache, default_cache_path
-from planner.histogram import Bucket, Histogram
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.cache import CacheKey, HistogramCache, default_cache_path
+from sparsesync.planner.histogram import Bucket, Histogram
 from sparsesync.source import identity_of
 from tests.conftest import insert_keys
 
@@ -169,7 +169,7 @@ def test_concurrent_plans_share_the_cache(tmp_path, sqlite_url):
     _sqlite_with_rows(sqlite_url, 3000)
     cache = tmp_path / "shared.duckdb"
     code = (
-        "from planner.api import make_plan; import sys; "
+        "from sparsesync.planner.api import make_plan; import sys; "
         f"p = make_plan({sqlite_url!r}, 't', rows_per_query=500, cache_path={str(cache)!r}); "
         "print(sum(r.est_rows for r in p.ranges))"
     )

@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.api import make_plan
-from planner.histogram import INT64_MAX, INT64_MIN
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.histogram import INT64_MAX, INT64_MIN
 
 # Tiny ranges (a few dozen rows) may be off by more than 2× in sampled mode without mattering; the
 # slack is the sampler's own sample size (planner.sampled.DEFAULT_SAMPLE_KEYS).

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.api import make_plan
-from planner.histogram import INT64_MAX, INT64_MIN, UINT64_MAX, KeyTable, exact_histogram
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.histogram import INT64_MAX, INT64_MIN, UINT64_MAX, KeyTable, exact_histogram
 from tests.conftest import insert_keys
 
 SIGNED_EDGES = [INT64_MIN, INT64_MIN + 1, -(10**12), -1, 0, 1, 10**12, INT64_MAX - 1, INT64_MAX]
@@ -136,7 +136,7 @@ def test_exact_histogram_matches_group_by_on_sqlite(tmp_path):
 
 def test_columns_named_like_the_bucket_labels_do_not_hijack_grouping(tmp_path, mysql_table, mysql_engine):
     """Regression: GROUP BY by label resolved to a table column named ``b``/``w`` on SQLite and MySQL."""
-    from planner.histogram import KeyTable, exact_histogram
+    from sparsesync.planner.histogram import KeyTable, exact_histogram
 
     keys = list(range(1, 3001)) + [10_000 + 7 * i for i in range(500)]
     sqlite_engine = sa.create_engine(f"sqlite:///{tmp_path / 'labels.db'}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from planner.api import make_plan
-from planner.introspect import introspect
-from planner.typemap import TypeOptions
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.introspect import introspect
+from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import KeyColumnError, SourceError, TypeMappingError
 
 ALL_TYPES = """CREATE TABLE {name} (

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-import planner.api as api
-from planner.api import make_plan
-from planner.plan import load_plan
+import sparsesync.planner.api as api
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import load_plan
 from sparsesync.cli import _register, app
 
 REPO = Path(__file__).resolve().parents[2]

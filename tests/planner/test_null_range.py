@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from planner.partition import group_files, with_null_range
-from planner.plan import KeyRange, check_structure, load_plan
+from sparsesync.planner.partition import group_files, with_null_range
+from sparsesync.planner.plan import KeyRange, check_structure, load_plan
 
 
 def _ranges():

@@ -7,8 +7,8 @@ import bisect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from planner.histogram import INT64_MAX, INT64_MIN, UINT64_MAX, Bucket, Histogram
-from planner.partition import group_files, outlier_buckets, partition_ranges, sparse_regions
+from sparsesync.planner.histogram import INT64_MAX, INT64_MIN, UINT64_MAX, Bucket, Histogram
+from sparsesync.planner.partition import group_files, outlier_buckets, partition_ranges, sparse_regions
 
 
 def hist_from_keys(keys: list[int], cuts: list[int], exact: bool = True) -> Histogram:

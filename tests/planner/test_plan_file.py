@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from planner.api import make_plan
-from planner.plan import SCHEMA_PATH, content_hash, load_plan
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import SCHEMA_PATH, content_hash, load_plan
 from sparsesync.errors import PlanError
 
 from tests.conftest import insert_keys

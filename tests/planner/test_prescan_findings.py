@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.pool import StaticPool
 
-from planner import partition
-from planner.api import make_plan
-from planner.plan import Estimates, load_plan
-from planner.show import summarize
+from sparsesync.planner import partition
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import Estimates, load_plan
+from sparsesync.planner.show import summarize
 from sparsesync.errors import PlanError
 from tests.planner.test_estimates import check_estimates, per_range
 
@@ -228,7 +228,7 @@ def test_a_corrupt_cache_file_is_moved_aside_once(tmp_path):
 
 def test_png_of_a_plan_with_heavy_values_and_null_keys(tmp_path):
     """The PNG marks heavy key values and skips the NULL-key range (it has no key bounds)."""
-    from planner.chart import render_png
+    from sparsesync.planner.chart import render_png
 
     con = sqlite3.connect(tmp_path / "n.db")
     con.execute("CREATE TABLE t (rid INTEGER PRIMARY KEY, k INTEGER)")

@@ -8,9 +8,9 @@ import math
 import pytest
 import sqlalchemy as sa
 
-from planner.api import make_plan
-from planner.histogram import KeyTable
-from planner.sampled import sampled_histogram
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.histogram import KeyTable
+from sparsesync.planner.sampled import sampled_histogram
 
 
 def fill_shaped(engine, name: str, n: int) -> None:

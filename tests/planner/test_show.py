@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from planner.api import make_plan
-from planner.plan import KeyRange, Region
-from planner.show import (
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import KeyRange, Region
+from sparsesync.planner.show import (
     SHADES,
     TAIL_NOTE,
     boundary_marks,

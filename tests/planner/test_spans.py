@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from planner.api import make_plan
-from planner.plan import Plan, check_structure
-from planner.spans import restrict_to_spans
+from sparsesync.planner.api import make_plan
+from sparsesync.planner.plan import Plan, check_structure
+from sparsesync.planner.spans import restrict_to_spans
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from benchmarks.fixtures import create_fixture
+from sparsesync.bench.fixtures import create_fixture
 
 # "%%": the driver formats the statement, so a literal % is doubled.
 HOSTS = ("%%", "localhost", "127.0.0.1")

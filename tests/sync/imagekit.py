@@ -128,7 +128,7 @@ class Image:
 
     def state(self) -> dict:
         """The contract's _state.json, hashed like the core's (planner.plan.content_hash)."""
-        from planner.plan import content_hash
+        from sparsesync.planner.plan import content_hash
 
         body = {
             "format_version": "1.0", "table": self.table, "key": "id",

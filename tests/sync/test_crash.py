@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from sparsesync.sync.state import STATE, load_state
 from sparsesync.sync.table import SyncOptions, sync_table
-from executor.dest import open_sink
+from sparsesync.executor.dest import open_sink
 from tests.sync.conftest import SYNC_DDL, image_rows, source_rows
 
 pytestmark = pytest.mark.mysql

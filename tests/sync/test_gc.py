@@ -88,8 +88,8 @@ def test_durations():
 
 
 def test_gc_is_refused_while_the_table_is_locked_by_a_sync(tmp_path):
-    from executor.dest import open_sink
-    from executor.lock import LockedError, destination_lock
+    from sparsesync.executor.dest import open_sink
+    from sparsesync.executor.lock import LockedError, destination_lock
 
     img, old = image_with_one_replaced_part(tmp_path)
     with destination_lock(open_sink(str(tmp_path)), "orders/_sync.lock", purpose="sync orders"):

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executor.dest import open_sink
+from sparsesync.executor.dest import open_sink
 from sparsesync.sync.load import LoadError, apply_run_duckdb, load_pending, parse_into, pending_runs
 from sparsesync.sync.loadsql import merge_spans, span_predicate, write_load_sql
 

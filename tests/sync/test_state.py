@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from executor.sink import LocalSink
+from sparsesync.executor.sink import LocalSink
 from sparsesync.errors import DestinationError
 from sparsesync.sync.state import (
     ImageState, Part, PartFile, Run, check_coverage, load_state, narrowed, repair_manifest, save_state,
@@ -58,7 +58,7 @@ def test_edited_or_foreign_state_is_refused_with_one_line(tmp_path):
 
 
 def test_schema_violation_names_the_path(tmp_path):
-    from planner.plan import content_hash
+    from sparsesync.planner.plan import content_hash
 
     body = state([part(MIN, None, P.format(0))]).body()
     body["parts"][0]["path"] = "../escape.parquet"

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from executor.dest import open_sink
+from sparsesync.executor.dest import open_sink
 from sparsesync.sync.load import LoadError, apply_run_duckdb, load_pending, read_state
 from sparsesync.sync.table import SyncOptions, sync_table
 from tests.conftest import unique_name

@@ -111,8 +111,8 @@ def test_bad_detect_is_a_usage_error(mysql_url, sync_table_name, tmp_path):
 
 
 def test_concurrent_sync_of_the_same_table_is_refused(mysql_url, mysql_engine, sync_table_name, tmp_path):
-    from executor.lock import destination_lock
-    from executor.sink import LocalSink
+    from sparsesync.executor.lock import destination_lock
+    from sparsesync.executor.sink import LocalSink
 
     t = sync_table_name()
     fill(mysql_engine, t, 1, 10)
