@@ -564,25 +564,32 @@ def _check_items(data: dict[str, Any]) -> tuple[str, str] | None:
         return isinstance(v, str) and key.match(v) is not None
 
     def is_count(v) -> bool:
+        # JSON Schema's "integer" admits 2.0 (and from_dict int()s it); never a bool.
+        if isinstance(v, float):
+            return v.is_integer() and v >= 0
         return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
     for i, r in enumerate(data.get("ranges") or ()):
         if not isinstance(r, dict) or not all(k in r for k in ("index", "lo", "hi", "est_rows", "label")):
             return f"ranges/{i}", "needs index, lo, hi, est_rows and label"
-        if "nulls" in r and not isinstance(r["nulls"], bool):
-            return f"ranges/{i}/nulls", "must be a boolean"
-        if r.get("nulls"):  # the NULL-key range: no bounds, its own label
-            if r["lo"] is not None or r["hi"] is not None or r["label"] != "nulls" or not is_count(r["index"]) or not is_count(r["est_rows"]):
-                return f"ranges/{i}", "the NULL-key range has lo and hi null, label nulls and counts for index and est_rows"
-            continue
-        if not (is_count(r["index"]) and is_key(r["lo"]) and (r["hi"] is None or is_key(r["hi"])) and is_count(r["est_rows"])):
-            return f"ranges/{i}", "index and est_rows must be counts, lo and hi decimal key strings (hi may be null)"
-        if r["label"] == "nulls":
-            return f"ranges/{i}/label", "label nulls needs nulls: true"
+        # The schema's "properties", which hold on every range, then its if/then/else on nulls.
+        if not (is_count(r["index"]) and is_count(r["est_rows"])):
+            return f"ranges/{i}", "index and est_rows must be counts"
+        if not all(r[b] is None or is_key(r[b]) for b in ("lo", "hi")):
+            return f"ranges/{i}", "lo and hi must be decimal key strings or null"
         if r["label"] not in rules["labels"]:
             return f"ranges/{i}/label", f"{r['label']!r} is not one of {sorted(rules['labels'])}"
+        if "nulls" in r and not isinstance(r["nulls"], bool):
+            return f"ranges/{i}/nulls", "must be a boolean"
         if ("exact" in r and not isinstance(r["exact"], bool)) or ("heavy_key" in r and not is_key(r["heavy_key"])):
             return f"ranges/{i}", "exact must be a boolean and heavy_key a decimal key string"
+        if r.get("nulls") is True:  # the NULL-key range: no bounds, its own label
+            if r["lo"] is not None or r["hi"] is not None or r["label"] != "nulls":
+                return f"ranges/{i}", "the NULL-key range has lo and hi null and label nulls"
+        elif r["lo"] is None:
+            return f"ranges/{i}/lo", "only the NULL-key range (nulls: true) has lo null"
+        elif r["label"] == "nulls":
+            return f"ranges/{i}/label", "label nulls needs nulls: true"
     for i, f in enumerate(data.get("files") or ()):
         if not isinstance(f, dict) or not all(k in f for k in ("index", "name", "ranges", "est_rows", "est_bytes")):
             return f"files/{i}", "needs index, name, ranges, est_rows and est_bytes"
