@@ -36,7 +36,7 @@ from typing import Sequence
 from sparsesync.errors import DestinationError, IncompleteRunError, UsageError
 from sparsesync.planner.plan import Plan
 
-from .ledger import DONE, RUNNING, Ledger, LedgerStore
+from .ledger import DONE, Ledger, LedgerStore
 from .lock import DEFAULT_STALE_AFTER_S, LockedError, describe_holder, destination_lock, owner_is_dead
 
 # Array index variables of the orchestrators ``--shard auto/N`` reads; all of them count from 0.
@@ -364,10 +364,7 @@ def merged_ledger(plan: Plan, sink, folder: str) -> tuple[Ledger, dict]:
             twice.append(f"#{g.index} ({', '.join('whole-plan run' if s is None else f'shard {s}' for s, _ in done)})")
             continue
         s = Shard(owner[g.index], count) if count else None
-        led = ledgers.get(s)
-        state = ("not started" if led is None else
-                 "running or killed" if led.groups[g.index].state == RUNNING else
-                 "part missing or damaged" if led.groups[g.index].state == DONE else "not done")
+        state = "not started" if s not in ledgers else "unfinished: running, killed or failed"
         who = f"shard {s} ({state})" if s is not None else f"the whole-plan run ({state})"
         missing.setdefault(who, []).append(g.index)
     if twice:

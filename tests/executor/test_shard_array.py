@@ -157,6 +157,7 @@ def test_three_shards_one_killed_and_rerun_then_finalize(mysql_engine, mysql_url
         assert f"shard {i}/3:" in out
 
     refused = finalize()  # the killed shard is missing: one line naming its groups, nothing written
+    print(refused.stderr.strip())
     assert refused.returncode == 11, refused.stderr
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert f"shard {VICTIM}/3 (" in refused.stderr and "shard 1/3" not in refused.stderr and "shard 3/3" not in refused.stderr
