@@ -123,7 +123,9 @@ class RunReport:
             )
         if self.groups_skipped or self.groups_redone:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
-        if self.consistency == "mixed":
+        if self.consistency == "mixed" and self.shard.get("finalized"):
+            lines.append("consistency mixed: each shard read its file groups in its own snapshot(s)")
+        elif self.consistency == "mixed":
             lines.append("consistency mixed: the file groups were read in different snapshots (runs); "
                          "use --overwrite for one point in time")
         if "skipped" in self.count_check:

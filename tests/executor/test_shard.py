@@ -199,3 +199,12 @@ def test_cli_finalize_refuses_in_one_line_then_finalizes(planned, sqlite_url, tm
     assert res.exit_code == 0, res.output
     res = run.invoke(app, ["finalize", str(path), "--dest", dest, "--source", sqlite_url])
     assert res.exit_code == 0 and f"{len(keys):,} rows" in res.output and "manifest:" in res.output, res.output
+
+
+def test_dry_run_of_a_shard_lists_only_its_ranges_and_writes_nothing(planned, sqlite_url, tmp_path):
+    plan, _ = planned
+    mine = shard_groups(plan, Shard(2, 3))
+    report = execute_plan(plan, str(tmp_path / "out"), source_url=sqlite_url, shard=Shard(2, 3), dry_run=True)
+    assert report.status == "dry-run"
+    assert len(report.queries_sql) == sum(len(plan.ranges_of(plan.files[g])) for g in mine) < len(plan.ranges)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
