@@ -123,3 +123,9 @@ class LoadError(SparsesyncError):
     """A sync run cannot be applied to the warehouse (refused by the guard, missing runs or parts)."""
 
     exit_code = 10
+
+
+class IncompleteRunError(SparsesyncError):
+    """``finalize`` found file groups no shard has finished (or two have): the run cannot be committed yet."""
+
+    exit_code = 11

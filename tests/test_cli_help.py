@@ -7,7 +7,7 @@ from sparsesync.cli import _register, app
 
 _register()
 
-COMMANDS = [["plan"], ["show"], ["execute"], ["verify"], ["run"], ["bench"], ["demo"], ["fixtures", "create"], ["fixtures", "drop"]]
+COMMANDS = [["plan"], ["show"], ["execute"], ["finalize"], ["verify"], ["run"], ["bench"], ["demo"], ["fixtures", "create"], ["fixtures", "drop"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

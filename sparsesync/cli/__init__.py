@@ -79,6 +79,7 @@ def _register() -> None:
     from . import plan_cmd  # noqa: F401
     from . import show_cmd  # noqa: F401
     from . import execute_cmd  # noqa: F401
+    from . import finalize_cmd  # noqa: F401
     from . import bench_cmd  # noqa: F401
     from . import sync_cmd  # noqa: F401
 

@@ -52,7 +52,7 @@ def _progress_renderer():
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None) -> None:
+             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None) -> None:
     from sparsesync.executor.run import execute_plan
     from sparsesync.config import merge
 
@@ -72,6 +72,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
             memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
+            shard=shard,
         )
     except SparsesyncError as exc:
         close()
@@ -86,6 +87,10 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
 
 _RETRIES_HELP = ("Retries per range after a transient source fault (lost connection, deadlock, lock wait "
                  "timeout), with exponential backoff; 0 stops at the first [default: 5].")
+_SHARD_HELP = ("Array jobs: write only shard I's file groups (I = 1…N, balanced by estimated bytes, the same split "
+               "on every machine), with its own ledger and lock; re-running a shard resumes it. auto/N takes I from "
+               "$JOB_COMPLETION_INDEX or $AWS_BATCH_JOB_ARRAY_INDEX (+1). Then run `sparsesync finalize`. "
+               "Example: --shard 3/8")
 _STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload "
                  "[default: $TMPDIR]. Example: --staging /mnt/scratch")
 
@@ -108,22 +113,32 @@ def execute_command(
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=_SHARD_HELP),
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
+
+    With --shard I/N only shard I's file groups are written (array jobs); `sparsesync finalize` then writes
+    the load files and the manifest once every shard is done.
 
     Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --iam-role arn:aws:iam::123:role/load
 
     Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest ./out --memory-limit 1024 --oversize truncate
+
+    Example (array job, shard 2 of 8): sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --shard 2/8
     """
     from sparsesync.planner.plan import load_plan
 
     try:
+        if shard is not None:
+            from sparsesync.executor.shard import parse_shard
+
+            shard = parse_shard(shard)  # before the plan: a bad --shard is one line, whatever the plan
         plan = load_plan(plan_file)
     except SparsesyncError as exc:
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
              overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging)
+             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, shard=shard)
 
 
 @app.command("verify")

@@ -72,6 +72,8 @@ class Ledger:
     updated_at: str = field(default_factory=_now)
     runs: int = 0
     version: int = LEDGER_VERSION
+    # Array jobs: {"index": I, "count": N, "groups": [...]} of the shard this ledger belongs to (executor.shard).
+    shard: dict | None = None
 
     @classmethod
     def fresh(cls, plan) -> "Ledger":

@@ -71,6 +71,8 @@ class RunReport:
     # Roadmap Phase 4 summary: sparse regions found, queries saved vs fixed stride, files consolidated,
     # mean range efficiency (actual / planned rows). See ``executor.run.run_metrics``.
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Array jobs (executor.shard): a shard's own groups (done now, skipped); finalize: the ledgers merged.
+    shard: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rows_per_s(self) -> float:
@@ -103,6 +105,15 @@ class RunReport:
             f"reader {self.reader}, consistency {self.consistency}, workers {self.workers}; "
             f"planned ~{self.planned_rows:,} rows, verified: {self.verified}",
         ]
+        sh = self.shard
+        if sh.get("shard"):
+            lines.append(f"shard {sh['shard']}: {len(sh['groups'])} of {self.groups_total} file group(s) "
+                         f"({_indexes(sh['groups'])}); {len(sh['done_now'])} done now, "
+                         f"{len(sh['groups']) - len(sh['done_now'])} already done; "
+                         "when every shard is done: sparsesync finalize PLAN --dest …")
+        if sh.get("finalized"):
+            lines.append("finalized the ledgers of " + ", ".join(
+                f"{k} ({len(v)} group(s))" for k, v in sh["groups"].items()))
         m = self.metrics
         if m:
             lines.append(
@@ -112,7 +123,9 @@ class RunReport:
             )
         if self.groups_skipped or self.groups_redone:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
-        if self.consistency == "mixed":
+        if self.consistency == "mixed" and self.shard.get("finalized"):
+            lines.append("consistency mixed: each shard read its file groups in its own snapshot(s)")
+        elif self.consistency == "mixed":
             lines.append("consistency mixed: the file groups were read in different snapshots (runs); "
                          "use --overwrite for one point in time")
         if "skipped" in self.count_check:
@@ -146,3 +159,8 @@ class RunReport:
         if self.copy_sql:
             lines.append(f"load with: {self.copy_sql}")
         return lines
+
+
+def _indexes(ix: list[int], limit: int = 20) -> str:
+    shown = ", ".join(f"#{i}" for i in ix[:limit])
+    return (shown + (f" (+{len(ix) - limit} more)" if len(ix) > limit else "")) or "none"

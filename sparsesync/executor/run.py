@@ -167,6 +167,7 @@ def execute_plan(
     staging: str | None = None,
     retries: int = 5,
     retry_base_s: float = 0.5,
+    shard=None,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
@@ -174,7 +175,8 @@ def execute_plan(
     (also written as ``_report.json``). Every failure is a :class:`SparsesyncError` subclass.
     ``staging`` is the local directory S3 parts are staged in (default ``$TMPDIR``). A transient source
     fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
-    :mod:`sparsesync.executor.retry`.
+    :mod:`sparsesync.executor.retry`. ``shard`` (a :class:`sparsesync.executor.shard.Shard`) runs only
+    that shard's file groups, with its own ledger and lock, and writes no load files (``finalize`` does).
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -185,6 +187,15 @@ def execute_plan(
     from .oversize import check_mode
 
     check_mode(oversize)
+    scope = None
+    if shard is not None:
+        from .shard import ShardScope
+
+        if overwrite or ledger:
+            raise UsageError(f"--shard cannot be combined with {'--overwrite' if overwrite else '--ledger'}",
+                             hint="a shard keeps its ledger in the output folder and resumes; to start over, "
+                                  "delete the plan's output folder")
+        scope = ShardScope(plan, shard)
     t0 = time.monotonic()
     sink = open_sink(dest, staging=staging)
     folder = output_folder(plan)
@@ -192,13 +203,15 @@ def execute_plan(
     engine = engine or connect_source(plan, source_url)
     try:
         # One run per plan and destination: a second one is refused, naming the holder (executor.lock).
-        lock = None if dry_run else destination_lock(sink, lock_relpath(plan), purpose=f"execute plan {plan.plan_id}")
+        # A shard takes its own lock instead: shards of one plan run side by side (executor.shard).
+        lock = None if dry_run else scope.lock(sink) if scope else \
+            destination_lock(sink, lock_relpath(plan), purpose=f"execute plan {plan.plan_id}")
         with lock or contextlib.nullcontext():
             return _execute(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-                oversize=oversize, lock=lock, policy=policy,
+                oversize=oversize, lock=lock, policy=policy, scope=scope,
             )
     finally:
         if own_engine:
@@ -209,7 +222,7 @@ def execute_plan(
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
-             lock=None, policy: RetryPolicy = RetryPolicy()) -> RunReport:
+             lock=None, policy: RetryPolicy = RetryPolicy(), scope=None) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
@@ -224,11 +237,12 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     report.consistency = "snapshot" if (rdr.consistency == "snapshot" and workers == 1) else "per-range"
     if dry_run:
         report.status = "dry-run"
-        report.queries_sql = [render_range_sql(engine, plan, r) for r in plan.ranges]
+        report.queries_sql = [render_range_sql(engine, plan, r) for r in (scope.ranges() if scope else plan.ranges)]
         report.duration_s = time.monotonic() - t0
         return report
 
-    store = LedgerStore(path=ledger_path) if ledger_path else LedgerStore(sink=sink, relpath=f"{folder}/{LEDGER}")
+    store = scope.store(sink, folder) if scope else \
+        LedgerStore(path=ledger_path) if ledger_path else LedgerStore(sink=sink, relpath=f"{folder}/{LEDGER}")
     report.ledger = store.describe()
     manifest_rel = f"{folder}/{redshift.MANIFEST}"
     try:
@@ -255,20 +269,28 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
             store.delete()
     else:
         book = existing
-    skipped = _prepare_folder(sink, folder, book, store, plan)
+    if scope:
+        skipped = scope.prepare(sink, folder, book, store, fresh=existing is None)
+    else:
+        from .shard import refuse_if_sharded
+
+        if not (overwrite and sink.exists(manifest_rel)):  # a finalized sharded run may be redone whole
+            refuse_if_sharded(sink, folder, plan)  # after taking the plan's lock, before removing anything
+        skipped = _prepare_folder(sink, folder, book, store, plan)
     book.runs += 1
     store.save(book)  # first write of this run: an unwritable destination fails here, before any reading
     report.groups_skipped = len(skipped)
     report.groups_redone = sum(1 for g in book.groups if g.attempts > 0 and g.state != DONE)
 
-    todo = [g for g in plan.files if book.groups[g.index].state != DONE]
-    counter = _Counter(sum(book.groups[i].rows for i in skipped), plan.estimates.rows, progress)
+    todo = scope.todo(book) if scope else [g for g in plan.files if book.groups[g.index].state != DONE]
+    counter = _Counter(sum(book.groups[i].rows for i in skipped), scope.est_rows() if scope else plan.estimates.rows,
+                       progress)
     counter.emit("start")
     # Per-range COUNT(*) inside the read snapshot when every group is read in it (one session, nothing
     # skipped); otherwise they are counted after the run (see _check_counts).
     retried = RetryStats()
     snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                  want_count=verify and not skipped, budget=budget, oversize=oversize,
+                                  want_count=verify and not skipped and not scope, budget=budget, oversize=oversize,
                                   lock=lock, policy=policy, retried=retried)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
@@ -277,6 +299,10 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
     _oversize_report(report, plan, book, oversize)
+    if scope:
+        scope.finish(report, sink, folder, lock, todo, t0)  # finalize checks counts and writes the load files
+        counter.emit("finish")
+        return report
     if verify:
         _check_counts(plan, sink, book, report, engine, snapshot_counts, skipped=len(skipped))
         report.verified = "counts"

@@ -474,12 +474,14 @@ class S3Sink:
         except self._client_errors():
             pass
 
-    def cleanup_staging(self, prefix: str, *, min_age_s: float = 0.0) -> int:
+    def cleanup_staging(self, prefix: str, *, min_age_s: float = 0.0, only=None) -> int:
         """Remove leftovers of crashed runs under ``prefix``; returns how many were removed.
 
         Two kinds: local staging files (of this process and of processes that no longer run) and
         incomplete multipart uploads in the bucket (aborted). Call it before a run starts, while no
-        other run writes the same prefix; ``min_age_s`` spares uploads initiated more recently.
+        other run writes the same prefix; ``min_age_s`` spares uploads initiated more recently; ``only``
+        (a predicate on the relative path) limits the uploads aborted, so a shard leaves the uploads of
+        other shards running beside it alone (local staging is per process: another live one is spared).
         """
         n = 0
         key_prefix = self._dir_key(prefix)
@@ -509,6 +511,8 @@ class S3Sink:
                 for u in page.get("Uploads", []):
                     initiated = u.get("Initiated")
                     if min_age_s and initiated is not None and initiated.timestamp() > cutoff:
+                        continue
+                    if only is not None and not only(self._rel(u["Key"])):
                         continue
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"])
                     n += 1

@@ -130,11 +130,17 @@ class LocalSink:
         p = self._path(relpath)
         return p.read_bytes() if p.is_file() else None
 
-    def cleanup_staging(self, prefix: str) -> int:
+    def cleanup_staging(self, prefix: str, *, only=None) -> int:
+        """Remove staging files under ``prefix``; with ``only`` (a predicate on the target's relative
+        path), just those — a shard must not remove another live shard's files (executor.shard)."""
         base = self._path(prefix)
         n = 0
         if base.is_dir():
             for p in base.rglob(f"*{STAGING_MARK}"):
+                if only is not None:
+                    target = p.with_name(p.name[: -len(STAGING_MARK)].rsplit(".", 1)[0])  # drop ".<pid>" + mark
+                    if not only(str(target.relative_to(self.root)).replace(os.sep, "/")):
+                        continue
                 p.unlink(missing_ok=True)
                 n += 1
         return n
