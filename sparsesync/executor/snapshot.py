@@ -206,6 +206,12 @@ class SpanSession:
             return
         rd = self.rd
         query = rd.sql(KeyRange(0, self.lo, self.hi, 0, "dense"))
+        if getattr(rd.engine.dialect, "is_mariadb", False):
+            # The statement stays open while its worker finishes a group (closing a part, an upload): the
+            # server must not give up on a paused client after the default 60 s. MySQL 8 has no per-statement
+            # form for it (connectorx cannot SET before its query): there a pause over net_write_timeout
+            # breaks the statement, which is retried like any lost connection (the report then says mixed).
+            query = f"SET STATEMENT net_write_timeout = 3600 FOR {query}"
         self._stream = self._open(query)
         self._buf = self._next_raw()
 
