@@ -317,3 +317,20 @@ def test_span_session_hands_out_ranges_in_order_and_skips_rows_of_skipped_groups
     finally:
         s.close()
     assert rdr.stats.queries == 1  # one statement: one view for all of them
+
+
+def test_run_command_takes_consistency_and_refuses_an_unknown_one(sqlite_url, tmp_path):
+    from typer.testing import CliRunner
+
+    from sparsesync.cli import _register, app
+    from tests.executor.test_run import make_sqlite_table, sparse_keys
+
+    _register()
+    make_sqlite_table(sqlite_url, sparse_keys(200))
+    base = ["run", sqlite_url, "t", "--dest", str(tmp_path / "out"), "--plans-dir", str(tmp_path / "plans"), "--no-cache"]
+    res = CliRunner().invoke(app, [*base, "--consistency", "snapshot"])
+    assert res.exit_code == 0, res.output
+    assert "consistency snapshot" in res.output
+    res = CliRunner().invoke(app, [*base, "--consistency", "bogus"])
+    assert res.exit_code == 2 and "--consistency must be one of range, snapshot" in res.output
+    assert "Traceback" not in res.output
