@@ -76,7 +76,7 @@ def check_possible(engine, plan: Plan, reader_name: str, workers: int) -> None:
                 f"--consistency snapshot with --workers {workers} is supported on MySQL/MariaDB only",
                 hint="use --workers 1 (one transaction: one point in time) or --consistency range", table=src.table)
         return
-    with _raw(engine, plan) as conn, conn.cursor() as cur:
+    with _pooled(engine, plan) as conn, conn.cursor() as cur:
         try:
             cur.execute("SELECT ENGINE FROM information_schema.TABLES WHERE TABLE_SCHEMA = COALESCE(%s, DATABASE()) "
                         "AND TABLE_NAME = %s", (src.schema, src.table))
@@ -134,15 +134,24 @@ def _lock_error(exc: BaseException, plan: Plan) -> SourceError:
 
 
 @contextlib.contextmanager
-def _raw(engine, plan: Plan):
-    """A pymysql connection of the engine, detached from its pool (its session state must not leak)."""
+def _pooled(engine, plan: Plan):
+    """The DB-API connection of a pooled connection (the drift check's, usually: no new connection, whose
+    TLS set-up alone costs pymysql ~0.1 s). Its session is put back as found: tables unlocked, the lock
+    wait timeout reset; a connection that failed is dropped from the pool instead."""
     try:
-        conn = engine.raw_connection()
+        conn = engine.connect()
     except Exception as exc:  # noqa: BLE001
         raise SourceError(f"connecting to the source failed: {short_db_error(exc)}", table=plan.source.table) from exc
-    conn.detach()
     try:
-        yield conn.dbapi_connection
+        dbapi = conn.connection.dbapi_connection
+        yield dbapi
+        with dbapi.cursor() as cur:
+            cur.execute("UNLOCK TABLES")
+            cur.execute("SET SESSION lock_wait_timeout = DEFAULT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+        raise
     finally:
         with contextlib.suppress(Exception):
             conn.close()
@@ -342,9 +351,11 @@ def open_snapshot(rdr, plan: Plan, chunks: list[list[FileGroup]]) -> Snapshot:
                                   snapshot=True, batch_bytes=rdr.batch_bytes)
     helper_reader.stats = rdr.stats  # one set of counters for the run
     if rdr.name == "connectorx":
-        _warm_up(rdr)  # connectorx's first call loads its runtime (~0.25 s): not while writers wait
+        # Before the lock (writers must not wait for it): connectorx's first call loads its runtime
+        # (~0.25 s), and the rows per batch of a span statement are fixed when it is sent.
+        _sample_widths(rdr, plan, chunks)
     try:
-        with _raw(engine, plan) as gate, gate.cursor() as cur:
+        with _pooled(engine, plan) as gate, gate.cursor() as cur:
             try:
                 cur.execute("SET SESSION lock_wait_timeout = %s", (LOCK_WAIT_S,))
                 t_ask = time.monotonic()
@@ -411,11 +422,33 @@ def _pin(session, engine, plan: Plan) -> None:
         raise SourceError(f"opening a snapshot failed: {short_db_error(exc)}", table=plan.source.qualified_table) from exc
 
 
-def _warm_up(rdr) -> None:
+def _sample_widths(rdr, plan: Plan, chunks: list[list[FileGroup]], rows: int = 1000) -> None:
+    """Observe the widths of the first ``rows`` rows of each worker's span.
+
+    A span statement's rows per batch are chosen once, from the widest values seen so far (the per-range
+    reader re-chooses them per range); without a sample that is the declared-type guess (~500 rows of a
+    row with a JSON column: twice the batches). Later, wider values can still exceed the batch byte target,
+    as with the per-range reader between ranges (``--reader pymysql`` measures every row).
+    """
     import connectorx as cx
 
-    with contextlib.suppress(BaseException):
-        cx.read_sql(rdr._conn_str(), "SELECT 1", return_type="arrow")
+    from .readers import key_bounds
+
+    for chunk in chunks:
+        first = next((b for b in (key_bounds(plan, r) for g in chunk for r in plan.ranges_of(g)
+                                  if not r.nulls) if b is not None), None)
+        if first is None:
+            continue
+        query = rdr.sql(KeyRange(0, first[0], None, 0, "dense")) + f" LIMIT {int(rows)}"
+        try:
+            sample = cx.read_sql(rdr._conn_str(), query, return_type="arrow")
+        except BaseException as exc:  # noqa: BLE001 - only a sample: the real statement reports any fault
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return
+        rdr.stats.add_query()
+        if sample.num_rows:
+            rdr.width.observe(sample)  # raw columns: text/binary lengths are what the output holds
 
 
 __all__ = ["CONSISTENCY_MODES", "check_mode", "check_possible", "needs_gate", "split_groups", "open_snapshot",
