@@ -334,3 +334,51 @@ def test_run_command_takes_consistency_and_refuses_an_unknown_one(sqlite_url, tm
     res = CliRunner().invoke(app, [*base, "--consistency", "bogus"])
     assert res.exit_code == 2 and "--consistency must be one of range, snapshot" in res.output
     assert "Traceback" not in res.output
+
+
+def test_sigkill_during_a_snapshot_run_then_resume(mysql_engine, mysql_url, mysql_table, tmp_path):
+    """kill -9 a ``--consistency snapshot --workers 2`` run (connectorx spans) at seeded random moments, while it
+    writes; the resumed run completes it exactly once, and says ``mixed`` when it kept groups of the killed run."""
+    import signal
+    import subprocess
+    import time
+
+    from tests.executor.test_resume_crash import CLI, _env, _wait_for
+    from tests.executor.test_run import MYSQL_DDL, fill_mysql, out_dir, sparse_keys
+
+    name = mysql_table(MYSQL_DDL)
+    keys = sparse_keys(3000, seed=43)
+    fill_mysql(mysql_engine, name, keys)
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"ANALYZE TABLE {name}").all()
+    plan = make_plan(mysql_url, name, rows_per_query=60, file_size=3_000, use_cache=False)
+    assert len(plan.files) >= 10
+    plan_path = plan.save(tmp_path / "plan.json")
+    with mysql_engine.connect() as conn:
+        want = [tuple(r) for r in conn.exec_driver_sql(f"SELECT id, v FROM {name} ORDER BY id").all()]
+
+    def cmd(dest):
+        return CLI + ["execute", str(plan_path), "--dest", str(dest), "--source", mysql_url, "--consistency",
+                      "snapshot", "--workers", "2", "--reader", "connectorx"]
+
+    calib = tmp_path / "calib"
+    proc = subprocess.Popen(cmd(calib), env=_env(), stdout=subprocess.DEVNULL)
+    _wait_for(out_dir(calib, plan) / "_ledger.json", proc)
+    writing = time.monotonic()
+    assert proc.wait(timeout=120) == 0
+    run_time = time.monotonic() - writing
+    rng = random.Random(11)
+    for trial in range(4):
+        dest = tmp_path / f"d{trial}"
+        folder = out_dir(dest, plan)
+        proc = subprocess.Popen(cmd(dest), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(folder / "_ledger.json", proc)
+        time.sleep(rng.uniform(0.0, 1.0) * run_time)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        report = execute_plan(plan, str(dest), source_url=mysql_url, consistency="snapshot", workers=2)
+        assert read_output(dest, plan, "id, v") == want, f"trial {trial}"
+        assert_clean_folder(dest, plan)
+        if report.status == "done":
+            both_runs = 0 < report.groups_skipped < len(plan.files)  # groups of the killed run and of this one
+            assert report.consistency == ("mixed" if both_runs else "snapshot"), trial
