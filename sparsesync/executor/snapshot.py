@@ -11,8 +11,8 @@ their views must be opened at one instant — the way mydumper synchronises its 
    * ``pymysql`` workers: ``START TRANSACTION WITH CONSISTENT SNAPSHOT`` plus a first read of ``t``;
    * ``connectorx`` workers cannot run a statement before their query, so each worker reads ALL its
      ranges with ONE statement (``WHERE key >= lo AND key < hi ORDER BY key``, split into ranges and file
-     groups as it streams, :class:`SpanSession`). An InnoDB SELECT reads one view, created when it reads
-     its first row: the gate waits until the first batch of every statement has arrived;
+     groups as it streams: :mod:`sparsesync.executor.span`). An InnoDB SELECT reads one view, created
+     when it reads its first row: the gate waits until the first batch of every statement has arrived;
    * one ``pymysql`` *helper* transaction for the per-range ``COUNT(*)`` check and the NULL-key rows
      (the span statements carry only keyed rows, in key order);
 3. ``UNLOCK TABLES``. No write of ``t`` committed between the first and the last view: they all see the
@@ -26,14 +26,11 @@ is written, with a one-line error.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import datetime as dt
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
-
-import pyarrow as pa
+from typing import Any
 
 from sparsesync.errors import SourceError, UsageError
 from sparsesync.planner.plan import FileGroup, KeyRange, Plan
@@ -176,142 +173,6 @@ def split_groups(groups: list[FileGroup], workers: int) -> list[list[FileGroup]]
 
 
 # ---- sessions -------------------------------------------------------------------------------------------------
-class _View:
-    """What the executor reads off ``session.reader``: the reader's counters and this session's consistency."""
-
-    def __init__(self, stats, consistency: str) -> None:
-        self.stats = stats
-        self.consistency = consistency
-
-
-class SpanSession:
-    """A connectorx worker's ranges read by ONE statement (one InnoDB view), handed out range by range.
-
-    The statement covers ``[lo of the first range, hi of the last)`` in key order; :meth:`read_range`
-    must be called with the worker's ranges in ascending order: it returns the stream's rows with keys in
-    the range, keeps the rest for the next call, and drops rows below it (groups a resumed run skips).
-    The NULL-key range is read by the helper transaction of the same snapshot.
-    """
-
-    def __init__(self, reader, ranges: list[KeyRange], helper=None) -> None:
-        from .readers import key_bounds
-
-        if reader._key_pos is None:
-            raise UsageError("--consistency snapshot with the connectorx reader needs the key column among the "
-                             "plan's columns", hint="use --reader pymysql", table=reader.plan.source.table)
-        self.rd = reader
-        self.reader = _View(reader.stats, "snapshot")
-        self.helper = helper
-        keyed = [b for b in (key_bounds(reader.plan, r) for r in ranges if not r.nulls) if b is not None]
-        self.lo = keyed[0][0] if keyed else None
-        self.hi = keyed[-1][1] if keyed else None
-        self._stream = None
-        self._buf: pa.RecordBatch | None = None
-        self._done = not keyed
-
-    def start(self) -> None:
-        """Send the statement and wait for its first batch: from then on its view is fixed."""
-        if self._done:
-            return
-        rd = self.rd
-        query = rd.sql(KeyRange(0, self.lo, self.hi, 0, "dense"))
-        if getattr(rd.engine.dialect, "is_mariadb", False):
-            # The statement stays open while its worker finishes a group (closing a part, an upload): the
-            # server must not give up on a paused client after the default 60 s. MySQL 8 has no per-statement
-            # form for it (connectorx cannot SET before its query): there a pause over net_write_timeout
-            # breaks the statement, which is retried like any lost connection (the report then says mixed).
-            query = f"SET STATEMENT net_write_timeout = 3600 FOR {query}"
-        self._stream = self._open(query)
-        self._buf = self._next_raw()
-
-    def _open(self, query: str):
-        import connectorx as cx
-
-        from .readers import _cx_error
-
-        rd = self.rd
-        try:
-            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream",
-                                 batch_size=rd.width.rows_for(rd.batch_bytes, rd.batch_rows))
-        except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise _cx_error(exc, rd, KeyRange(0, self.lo, self.hi, 0, "dense")) from exc
-        rd.stats.add_query()
-        return stream
-
-    def _next_raw(self) -> pa.RecordBatch | None:
-        from .readers import _cx_error
-
-        if self._buf is not None:
-            b, self._buf = self._buf, None
-            return b
-        while not self._done:
-            try:
-                b = self._stream.read_next_batch()
-            except StopIteration:
-                self._done = True
-                self._stream = None
-                return None
-            except BaseException as exc:  # noqa: BLE001
-                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                    raise
-                raise _cx_error(exc, self.rd, KeyRange(0, self.lo, self.hi, 0, "dense")) from exc
-            if b.num_rows:
-                return b
-        return None
-
-    def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
-        """Stream range ``r``'s rows (ascending calls only), converted to the plan's schema."""
-        from .readers import MAX_BATCH_BYTES, _byte_slices, key_bounds
-
-        if r.nulls:
-            if self.helper is not None:
-                yield from self.helper.read_range(r)
-            return
-        bounds = key_bounds(self.rd.plan, r)
-        if bounds is None:
-            return
-        lo, hi = bounds
-        rd = self.rd
-        while True:
-            batch = self._next_raw()
-            if batch is None:
-                return
-            keys = batch.column(rd._key_pos)
-            start, end = _cut(keys, lo), (batch.num_rows if hi is None else _cut(keys, hi))
-            if end < batch.num_rows:
-                self._buf = batch.slice(end)  # the next range's rows
-            if end > start:
-                for piece in _byte_slices(batch.slice(start, end - start), MAX_BATCH_BYTES):
-                    out = rd.convert(piece, r)
-                    rd.width.observe(out)
-                    rd.stats.add_batch(out)
-                    yield out
-            if end < batch.num_rows:
-                return
-
-    def close(self) -> None:
-        self._stream = None  # dropping connectorx's reader ends its statement
-        self._buf = None
-        self._done = True
-
-
-def _cut(keys: pa.Array, bound: int) -> int:
-    """Index of the first key ``>= bound`` in the sorted, NULL-free key column ``keys``."""
-    import numpy as np
-
-    if pa.types.is_integer(keys.type):
-        arr = keys.to_numpy(zero_copy_only=False)
-        info = np.iinfo(arr.dtype)
-        if bound <= info.min:
-            return 0
-        if bound > info.max:
-            return len(arr)
-        return int(np.searchsorted(arr, bound, side="left"))
-    return bisect.bisect_left(keys.to_pylist(), bound)  # decimal keys (BIGINT UNSIGNED): rare, exact
-
-
 @dataclass
 class Snapshot:
     """The open sessions of one snapshot: one per worker, plus the helper transaction when gated."""
@@ -344,6 +205,7 @@ def open_snapshot(rdr, plan: Plan, chunks: list[list[FileGroup]]) -> Snapshot:
     statements' first batches). Returns the sessions; ``how`` says how the snapshot was made.
     """
     from .readers import PyMySQLReader
+    from .span import SpanSession
 
     engine = rdr.engine
     snap = Snapshot(sessions=[])
@@ -452,4 +314,4 @@ def _sample_widths(rdr, plan: Plan, chunks: list[list[FileGroup]], rows: int = 1
 
 
 __all__ = ["CONSISTENCY_MODES", "check_mode", "check_possible", "needs_gate", "split_groups", "open_snapshot",
-           "SpanSession", "Snapshot", "one_connection_how"]
+           "Snapshot", "one_connection_how"]

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from sparsesync.errors import SourceError, UsageError
 from sparsesync.executor.readers import make_reader
 from sparsesync.executor.run import execute_plan, output_folder
-from sparsesync.executor.snapshot import SpanSession, _cut, split_groups
+from sparsesync.executor.snapshot import split_groups
+from sparsesync.executor.span import SpanSession, _cut
 from sparsesync.planner.api import make_plan
 from tests.executor.test_roundtrip_types import ALL_TYPES_DDL, KEYSETS, _export, _fill
 from tests.executor.test_run import assert_clean_folder, read_output
