@@ -383,3 +383,49 @@ def test_sigkill_during_a_snapshot_run_then_resume(mysql_engine, mysql_url, mysq
         if report.status == "done":
             both_runs = 0 < report.groups_skipped < len(plan.files)  # groups of the killed run and of this one
             assert report.consistency == ("mixed" if both_runs else "snapshot"), trial
+
+
+@pytest.mark.parametrize("reader", ["pymysql"])
+def test_a_killed_worker_connection_is_retried_and_reported_mixed(reader, mysql_engine, mysql_url, mysql_table,
+                                                                  tmp_path):
+    """A transient fault ends that worker's view: its group is redone on a new connection (every row still
+    once) and the report says ``mixed``, not ``snapshot``. (ConnectorX reads a span statement ahead into
+    memory, so on a test-sized table its statements have ended before a kill can land; its faults take the
+    same retry path.)"""
+    from benchmarks.bench_faults import killer
+    from tests.executor.test_retries import WIDE_DDL, _fill as fill_wide, _kill_all
+    from tests.executor.test_run import source_keys
+
+    user, password = f"snapk_{uuid4_hex()}", "pw-" + uuid4_hex()
+    db = sa.engine.make_url(mysql_url).database
+    with mysql_engine.begin() as conn:
+        for host in ("%%", "localhost"):
+            conn.exec_driver_sql(f"CREATE USER '{user}'@'{host}' IDENTIFIED BY '{password}'")
+            conn.exec_driver_sql(f"GRANT SELECT, LOCK TABLES ON `{db}`.* TO '{user}'@'{host}'")
+    try:
+        url = sa.engine.make_url(mysql_url).set(username=user, password=password).render_as_string(hide_password=False)
+        name = mysql_table(WIDE_DDL)
+        keys = fill_wide(mysql_engine, name, 6000)
+        plan = make_plan(url, name, rows_per_query=2000, file_size=1_000_000, use_cache=False)
+        assert len(plan.files) >= 3
+        progress, kills = killer(mysql_engine, user, [300])  # a connection streaming rows at the mark
+        report = execute_plan(plan, str(tmp_path / "out"), source_url=url, reader=reader, workers=2,
+                              batch_rows=100, retry_base_s=0.05, progress=progress, consistency="snapshot")
+        assert len(kills) == 1 and report.retries >= 1
+        assert report.rows == len(keys)
+        got = [r[0] for r in read_output(tmp_path / "out", plan, "id")]
+        assert got == source_keys(mysql_engine, name)
+        assert report.consistency == "mixed" and report.snapshot["method"] == "LOCK TABLES READ"
+        assert any("consistency mixed" in line for line in report.summary_lines())
+        assert report.count_check["where"] == "after-run"  # the snapshot did not cover every group
+    finally:
+        _kill_all(mysql_engine, user)
+        with mysql_engine.begin() as conn:
+            for host in ("%%", "localhost"):
+                conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'{host}'")
+
+
+def uuid4_hex() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:10]
