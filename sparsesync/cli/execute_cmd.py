@@ -52,7 +52,8 @@ def _progress_renderer():
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None) -> None:
+             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None,
+             consistency="range") -> None:
     from sparsesync.executor.run import execute_plan
     from sparsesync.config import merge
 
@@ -72,7 +73,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
             memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
-            shard=shard,
+            shard=shard, consistency=consistency,
         )
     except SparsesyncError as exc:
         close()
@@ -91,6 +92,10 @@ _SHARD_HELP = ("Array jobs: write only shard I's file groups (I = 1…N, balance
                "on every machine), with its own ledger and lock; re-running a shard resumes it. auto/N takes I from "
                "$JOB_COMPLETION_INDEX or $AWS_BATCH_JOB_ARRAY_INDEX (+1). Then run `sparsesync finalize`. "
                "Example: --shard 3/8")
+_CONSISTENCY_HELP = ("range: each range is read consistently on its own (a serial --reader pymysql run still "
+                     "reads one snapshot); snapshot: the whole table at ONE point in time with any reader and "
+                     "--workers (MySQL/MariaDB: InnoDB, and the LOCK TABLES privilege when more than one "
+                     "connection is used), or a one-line error before anything is written [default: range].")
 _STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload "
                  "[default: $TMPDIR]. Example: --staging /mnt/scratch")
 
@@ -114,6 +119,7 @@ def execute_command(
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=_SHARD_HELP),
+    consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
 
@@ -125,6 +131,8 @@ def execute_command(
     Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest ./out --memory-limit 1024 --oversize truncate
 
     Example (array job, shard 2 of 8): sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --shard 2/8
+
+    Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest ./out --consistency snapshot --workers 2
     """
     from sparsesync.planner.plan import load_plan
 
@@ -138,7 +146,8 @@ def execute_command(
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
              overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, shard=shard)
+             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, shard=shard,
+             consistency=consistency)
 
 
 @app.command("verify")
@@ -189,6 +198,7 @@ def run_command(
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
+    consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
 ) -> None:
     """Plan and execute in one go (the plan is saved under plans/ for review and resume).
 
@@ -218,4 +228,4 @@ def run_command(
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
              overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging)
+             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, consistency=consistency)

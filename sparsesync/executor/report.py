@@ -58,6 +58,8 @@ class RunReport:
     # The per-range COUNT(*) check against the source: where it was taken (snapshot | after-run) and why,
     # ranges, source rows, mismatches — or {"skipped": reason}.
     count_check: dict[str, Any] = field(default_factory=dict)
+    # --consistency snapshot: how the one point in time was had (method, connections, at, lock_held_s, text).
+    snapshot: dict[str, Any] = field(default_factory=dict)
     # [group index, snapshot | per-range, run] per file group: resumed runs mix groups of several runs.
     group_consistency: list[list[Any]] = field(default_factory=list)
     manifest: str | None = None
@@ -123,6 +125,8 @@ class RunReport:
             )
         if self.groups_skipped or self.groups_redone:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
+        if self.snapshot.get("text") and self.consistency == "snapshot":
+            lines.append(f"snapshot: {self.snapshot['text']}")
         if self.consistency == "mixed" and self.shard.get("finalized"):
             lines.append("consistency mixed: each shard read its file groups in its own snapshot(s)")
         elif self.consistency == "mixed":

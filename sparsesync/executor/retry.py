@@ -72,6 +72,14 @@ class SessionHolder:
         self._cm = None
         self._session = None
 
+    @classmethod
+    def holding(cls, reader, session) -> "SessionHolder":
+        """A holder starting with an already open ``session`` (opened by its owner, who also closes it);
+        after a fault it opens new ones from ``reader`` like any holder."""
+        h = cls(reader)
+        h._session, h.opened = session, 1
+        return h
+
     def get(self):
         if self._session is None:
             cm = self.reader.session()

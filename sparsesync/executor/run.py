@@ -168,6 +168,7 @@ def execute_plan(
     retries: int = 5,
     retry_base_s: float = 0.5,
     shard=None,
+    consistency: str = "range",
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
@@ -177,6 +178,8 @@ def execute_plan(
     fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
     :mod:`sparsesync.executor.retry`. ``shard`` (a :class:`sparsesync.executor.shard.Shard`) runs only
     that shard's file groups, with its own ledger and lock, and writes no load files (``finalize`` does).
+    ``consistency="snapshot"`` reads the whole table at one point in time whatever the reader and worker count (:mod:`sparsesync.executor.snapshot`), or refuses before
+    writing anything; ``"range"`` (default) reads each range consistently on its own.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -196,6 +199,14 @@ def execute_plan(
                              hint="a shard keeps its ledger in the output folder and resumes; to start over, "
                                   "delete the plan's output folder")
         scope = ShardScope(plan, shard)
+
+    from .snapshot import check_mode as check_consistency
+
+    check_consistency(consistency)
+    if scope is not None and consistency == "snapshot":
+        # Shards are separate processes started whenever the orchestrator gets to them: no one instant.
+        raise UsageError("--consistency snapshot cannot be combined with --shard (each shard reads at its own time)",
+                         hint="for one point in time run the whole plan with --workers N instead of shards")
     t0 = time.monotonic()
     sink = open_sink(dest, staging=staging)
     folder = output_folder(plan)
@@ -211,7 +222,7 @@ def execute_plan(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-                oversize=oversize, lock=lock, policy=policy, scope=scope,
+                oversize=oversize, lock=lock, policy=policy, scope=scope, consistency=consistency,
             )
     finally:
         if own_engine:
@@ -222,19 +233,24 @@ def execute_plan(
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
-             lock=None, policy: RetryPolicy = RetryPolicy(), scope=None) -> RunReport:
+             lock=None, policy: RetryPolicy = RetryPolicy(), scope=None, consistency="range") -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
     drift = check_drift(engine, plan)
+    want_snapshot = consistency == "snapshot"
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
-                      snapshot=(workers == 1), batch_bytes=budget.batch_bytes)
+                      snapshot=(workers == 1 or want_snapshot), batch_bytes=budget.batch_bytes)
+    if want_snapshot:
+        from .snapshot import check_possible
+
+        check_possible(engine, plan, rdr.name, workers)  # before the first write: refuse with one line
     report = RunReport(
         plan_id=plan.plan_id, table=plan.source.table, source=plan_identity(plan).describe(),
         dest=sink.url(folder), reader=rdr.name, workers=workers, compression=compression,
         planned_rows=plan.estimates.rows, groups_total=len(plan.files), overwrite=overwrite, drift=drift.to_dict(),
     )
-    report.consistency = "snapshot" if (rdr.consistency == "snapshot" and workers == 1) else "per-range"
+    report.consistency = "snapshot" if want_snapshot or (rdr.consistency == "snapshot" and workers == 1) else "per-range"
     if dry_run:
         report.status = "dry-run"
         report.queries_sql = [render_range_sql(engine, plan, r) for r in (scope.ranges() if scope else plan.ranges)]
@@ -291,7 +307,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     retried = RetryStats()
     snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
                                   want_count=verify and not skipped and not scope, budget=budget, oversize=oversize,
-                                  lock=lock, policy=policy, retried=retried)
+                                  lock=lock, policy=policy, retried=retried, consistency=consistency,
+                                  how=report.snapshot)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
@@ -361,8 +378,12 @@ class _Counter:
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
                 budget=None, oversize="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
-                retried: RetryStats | None = None) -> int | None:
+                retried: RetryStats | None = None, consistency="range", how: dict | None = None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot).
+
+    With ``consistency="snapshot"`` and several connections (workers, or connectorx), the groups are cut
+    into one run of consecutive groups per worker, each read through a session opened at one point in
+    time (:func:`sparsesync.executor.snapshot.open_snapshot`); ``how`` receives how it was made.
 
     A transient source fault redoes the group on a new session (:func:`sparsesync.executor.retry.with_retries`).
     """
@@ -389,15 +410,14 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
 
         return with_retries(attempt, sessions, plan, policy, retried, stop=stop, group=g.index)
 
-    if workers == 1:
+    def serial(sessions: SessionHolder, groups: list[FileGroup]) -> None:
         # One session (one snapshot) reads the groups in order; each group's finishing work (closing the
         # Parquet file, the upload to S3, the ledger's `done`) runs on a helper thread while the next
         # group is read. At most one group is in flight, so staging space stays bounded.
-        sessions = SessionHolder(rdr)
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-finish") as fin:
             pending = None
             try:
-                for g in todo:
+                for g in groups:
                     finish = read(sessions, g, True)
                     if pending is not None:
                         try:
@@ -409,12 +429,24 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
                 if pending is not None:
                     pending.result()
                     pending = None
-                retried.snapshots = sessions.opened
-                return _snapshot_counts(sessions.current, rdr, plan) if want_count and sessions.opened == 1 else None
             finally:
                 if pending is not None:  # an error while reading: let the in-flight group finish or fail
                     wait([pending])
-                sessions.close()
+
+    from .snapshot import needs_gate, one_connection_how
+
+    if consistency == "snapshot" and needs_gate(rdr.engine, rdr.name, workers):
+        return _run_snapshot(plan, rdr, todo, workers, serial, stop, want_count, retried, how)
+    if workers == 1:
+        sessions = SessionHolder(rdr)
+        try:
+            serial(sessions, todo)
+            retried.snapshots = sessions.opened
+            if how is not None and consistency == "snapshot":
+                how.update(one_connection_how(rdr.name))
+            return _snapshot_counts(sessions.current, rdr, plan) if want_count and sessions.opened == 1 else None
+        finally:
+            sessions.close()
 
     def work(g: FileGroup) -> None:
         if stop.is_set():
@@ -433,11 +465,42 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             for f in futures:
                 f.cancel()
         wait(futures)
+    _raise_first(futures)
+    return None
+
+
+def _raise_first(futures) -> None:
     errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
     real = [e for e in errors if not isinstance(e, _Cancelled)]
     if real:
         raise real[0]
-    return None
+
+
+def _run_snapshot(plan, rdr, todo, workers, serial, stop, want_count, retried, how):
+    """``--consistency snapshot`` over several connections: one run of consecutive groups per worker, all
+    sessions opened at one point in time; the per-range counts are taken inside that snapshot."""
+    from .snapshot import open_snapshot, split_groups
+
+    chunks = split_groups(todo, workers)
+    snap = open_snapshot(rdr, plan, chunks)
+    if how is not None:
+        how.update(snap.how)
+    holders = [SessionHolder.holding(rdr, s) for s in snap.sessions]
+    try:
+        with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="sparsesync-snapshot") as pool:
+            futures = [pool.submit(serial, h, c) for h, c in zip(holders, chunks)]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            if any(f.exception() for f in done if f.done()):
+                stop.set()  # the other workers stop at their next batch; their groups stay pending
+            wait(futures)
+        _raise_first(futures)
+        # A fault replaced a worker's session: its later groups were read in another view.
+        retried.snapshots = 1 + sum(h.opened - 1 for h in holders)
+        return snap.counts(plan, rdr.engine) if want_count and retried.snapshots == 1 else None
+    finally:
+        for h in holders:
+            h.close()
+        snap.close()
 
 
 class _AttemptCounter:
@@ -673,7 +736,7 @@ def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, engine, sna
             f"rows written per range differ from the source's COUNT(*) {why}: " + "; ".join(bad[:5]) + more,
             hint=("rows outside every range? check the plan" if in_snapshot else
                   "the table changed during the export, or rows were lost; for one point in time use "
-                  "--reader pymysql --workers 1") + "; re-run with --overwrite",
+                  "--consistency snapshot") + "; re-run with --overwrite",
             table=plan.source.table,
         )
 

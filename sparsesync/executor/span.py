@@ -1,0 +1,157 @@
+"""One statement for a worker's ranges: how ``--consistency snapshot`` reads with ConnectorX.
+
+ConnectorX opens its own connection per query and cannot run a statement before it, so it cannot join a
+transaction. One SELECT, though, reads one InnoDB view: a worker that reads all its ranges with ONE
+statement reads them at one point in time, and :mod:`sparsesync.executor.snapshot` opens every worker's
+statement while the table's writers are held back. :class:`SpanSession` splits that statement's key-ordered
+stream back into the plan's ranges, so the executor writes file groups exactly as with per-range queries.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Iterator
+
+import pyarrow as pa
+
+from sparsesync.errors import UsageError
+from sparsesync.planner.plan import KeyRange
+
+
+class _View:
+    """What the executor reads off ``session.reader``: the reader's counters and this session's consistency."""
+
+    def __init__(self, stats, consistency: str) -> None:
+        self.stats = stats
+        self.consistency = consistency
+
+
+class SpanSession:
+    """A connectorx worker's ranges read by ONE statement (one InnoDB view), handed out range by range.
+
+    The statement covers ``[lo of the first range, hi of the last)`` in key order; :meth:`read_range`
+    must be called with the worker's ranges in ascending order: it returns the stream's rows with keys in
+    the range, keeps the rest for the next call, and drops rows below it (groups a resumed run skips).
+    The NULL-key range is read by the helper transaction of the same snapshot.
+    """
+
+    def __init__(self, reader, ranges: list[KeyRange], helper=None) -> None:
+        from .readers import key_bounds
+
+        if reader._key_pos is None:
+            raise UsageError("--consistency snapshot with the connectorx reader needs the key column among the "
+                             "plan's columns", hint="use --reader pymysql", table=reader.plan.source.table)
+        self.rd = reader
+        self.reader = _View(reader.stats, "snapshot")
+        self.helper = helper
+        keyed = [b for b in (key_bounds(reader.plan, r) for r in ranges if not r.nulls) if b is not None]
+        self.lo = keyed[0][0] if keyed else None
+        self.hi = keyed[-1][1] if keyed else None
+        self._stream = None
+        self._buf: pa.RecordBatch | None = None
+        self._done = not keyed
+
+    def start(self) -> None:
+        """Send the statement and wait for its first batch: from then on its view is fixed."""
+        if self._done:
+            return
+        rd = self.rd
+        query = rd.sql(KeyRange(0, self.lo, self.hi, 0, "dense"))
+        if getattr(rd.engine.dialect, "is_mariadb", False):
+            # The statement stays open while its worker finishes a group (closing a part, an upload): the
+            # server must not give up on a paused client after the default 60 s. MySQL 8 has no per-statement
+            # form for it (connectorx cannot SET before its query): there a pause over net_write_timeout
+            # breaks the statement, which is retried like any lost connection (the report then says mixed).
+            query = f"SET STATEMENT net_write_timeout = 3600 FOR {query}"
+        self._stream = self._open(query)
+        self._buf = self._next_raw()
+
+    def _open(self, query: str):
+        import connectorx as cx
+
+        from .readers import _cx_error
+
+        rd = self.rd
+        try:
+            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream",
+                                 batch_size=rd.width.rows_for(rd.batch_bytes, rd.batch_rows))
+        except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException)
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise _cx_error(exc, rd, KeyRange(0, self.lo, self.hi, 0, "dense")) from exc
+        rd.stats.add_query()
+        return stream
+
+    def _next_raw(self) -> pa.RecordBatch | None:
+        from .readers import _cx_error
+
+        if self._buf is not None:
+            b, self._buf = self._buf, None
+            return b
+        while not self._done:
+            try:
+                b = self._stream.read_next_batch()
+            except StopIteration:
+                self._done = True
+                self._stream = None
+                return None
+            except BaseException as exc:  # noqa: BLE001
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                raise _cx_error(exc, self.rd, KeyRange(0, self.lo, self.hi, 0, "dense")) from exc
+            if b.num_rows:
+                return b
+        return None
+
+    def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
+        """Stream range ``r``'s rows (ascending calls only), converted to the plan's schema."""
+        from .readers import MAX_BATCH_BYTES, _byte_slices, key_bounds
+
+        if r.nulls:
+            if self.helper is not None:
+                yield from self.helper.read_range(r)
+            return
+        bounds = key_bounds(self.rd.plan, r)
+        if bounds is None:
+            return
+        lo, hi = bounds
+        rd = self.rd
+        while True:
+            batch = self._next_raw()
+            if batch is None:
+                return
+            keys = batch.column(rd._key_pos)
+            start, end = _cut(keys, lo), (batch.num_rows if hi is None else _cut(keys, hi))
+            if end < batch.num_rows:
+                self._buf = batch.slice(end)  # the next range's rows
+            if end > start:
+                for piece in _byte_slices(batch.slice(start, end - start), MAX_BATCH_BYTES):
+                    out = rd.convert(piece, r)
+                    rd.width.observe(out)
+                    rd.stats.add_batch(out)
+                    yield out
+            if end < batch.num_rows:
+                return
+
+    def close(self) -> None:
+        self._stream = None  # dropping connectorx's reader ends its statement
+        self._buf = None
+        self._done = True
+
+
+def _cut(keys: pa.Array, bound: int) -> int:
+    """Index of the first key ``>= bound`` in the sorted, NULL-free key column ``keys``."""
+    import numpy as np
+
+    if pa.types.is_integer(keys.type):
+        arr = keys.to_numpy(zero_copy_only=False)
+        info = np.iinfo(arr.dtype)
+        if bound <= info.min:
+            return 0
+        if bound > info.max:
+            return len(arr)
+        return int(np.searchsorted(arr, bound, side="left"))
+    return bisect.bisect_left(keys.to_pylist(), bound)  # decimal keys (BIGINT UNSIGNED): rare, exact
+
+
+__all__ = ["SpanSession"]
