@@ -145,6 +145,14 @@ def test_whole_plan_run_refuses_a_sharded_folder_and_shards_refuse_a_whole_plan_
     assert not (out_dir(dest, plan) / ledger_name(Shard(2, 2))).exists()
 
 
+def test_a_shard_refuses_one_point_in_time(planned, sqlite_url, tmp_path):
+    plan, _ = planned
+    dest = tmp_path / "out"
+    with pytest.raises(UsageError, match="--consistency snapshot cannot be combined with --shard"):
+        execute_plan(plan, str(dest), source_url=sqlite_url, shard=Shard(1, 2), consistency="snapshot")
+    assert not dest.exists()  # refused before anything was written
+
+
 def test_a_shard_runs_beside_another_but_not_beside_itself(planned, sqlite_url, tmp_path):
     plan, keys = planned
     dest = tmp_path / "out"
