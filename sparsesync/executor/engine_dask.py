@@ -18,8 +18,8 @@ left in the run's folder (objects no ledger entry names, staging files, incomple
 Secrets never enter the task graph: tasks get the source URL *without* its password and the destination
 as ``s3://bucket/prefix`` or a path. Workers take the password from ``$SPARSESYNC_SOURCE_PASSWORD`` (or a
 full ``$SPARSESYNC_SOURCE_URL``) and AWS credentials from the standard AWS settings of their own
-environment. A LocalCluster started here inherits the driver's environment, with the password of the
-driver's source URL exported into it for the cluster's lifetime (process environment, not the graph).
+environment. A LocalCluster started here inherits the driver's environment, and its nannies set the
+password of the driver's source URL in each worker process they spawn (process environment, not the graph).
 
 Dask is imported only inside these functions: the local engine and ``--help`` never load it.
 """
@@ -153,29 +153,28 @@ def _client(opts: DaskOptions, source_password: str | None):
         finally:
             client.close()
         return
-    # Spawned worker processes inherit os.environ: the password reaches them there, never via a task.
-    saved = os.environ.get(PASSWORD_ENV)
-    if source_password and not saved:
-        os.environ[PASSWORD_ENV] = source_password
+    # The nanny sets `env` in each worker process it spawns (also when it restarts a killed one): the
+    # password travels over the local spawn pipe, never through the scheduler or a task.
+    env = {PASSWORD_ENV: source_password} if source_password and not os.environ.get(PASSWORD_ENV) else {}
+    cluster = LocalCluster(n_workers=opts.n_workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs=logging.ERROR, env=env)
     try:
-        cluster = LocalCluster(n_workers=opts.n_workers or os.cpu_count() or 1, threads_per_worker=1,
-                               processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
         try:
-            client = Client(cluster)
-            try:
-                yield client
-            finally:
-                client.close()
+            yield client
         finally:
-            cluster.close()
+            client.close()
     finally:
-        if source_password and not saved:
-            os.environ.pop(PASSWORD_ENV, None)
+        cluster.close()
 
 
 def worker_source_url(engine) -> str:
     """The driver's source URL without its password: what tasks carry (workers add theirs)."""
-    return engine.url.set(password=None).render_as_string(hide_password=False)
+    from sqlalchemy.engine import URL
+
+    u = engine.url  # URL.set(password=None) keeps the password ("None" means "unchanged" there): rebuild it
+    bare = URL.create(u.drivername, username=u.username, host=u.host, port=u.port, database=u.database, query=u.query)
+    return bare.render_as_string(hide_password=False)
 
 
 # ---- the task (runs on a worker) ---------------------------------------------------------------------------
