@@ -328,61 +328,80 @@ def run_groups_dask(opts: DaskOptions, plan, dest, sink, folder, engine, book, s
     return where
 
 
-def _drive(opts: DaskOptions, plan, dest_text, spec, book, store, todo, counter, lock, retried, stats) -> None:
+def run_capped(client, items, submit, on_done, cap: int) -> None:
+    """Keep at most ``cap`` of ``submit(item)``'s futures in flight; ``on_done(item, future)`` as each finishes.
+
+    The cap is the source connection budget: a task holds one source session while it runs, so tasks
+    in flight = connections in use. An exception from ``on_done`` stops submitting; the tasks still in
+    flight are waited for (so none publishes after the caller returned), then cancelled.
+    """
     from distributed import as_completed, wait
 
-    from .run import record_group
-
-    client = opts.client
-    cap = opts.connections or cluster_threads(client)
-    plan_future = client.submit(load_plan_task, plan.to_json(), key=task_key(plan, dest_text, book.runs, None),
-                                pure=False, retries=opts.task_retries)
-    queue = iter(todo)
+    queue = iter(items)
     running: dict = {}
     finished = as_completed()
 
     def submit_next() -> None:
-        g = next(queue, None)
-        if g is None:
-            return
-        if lock is not None:
-            lock.check()  # taken over as stale: submit nothing more
-        store.transition(book, g.index, "running")
-        fut = client.submit(run_group_task, plan_future, g.index, spec, key=task_key(plan, dest_text, book.runs, g.index),
-                            pure=False, retries=opts.task_retries)
-        running[fut] = g
-        finished.add(fut)
+        item = next(queue, _END)
+        if item is not _END:
+            fut = submit(item)
+            running[fut] = item
+            finished.add(fut)
 
     try:
-        for _ in range(cap):
+        for _ in range(max(1, cap)):
             submit_next()
         for fut in finished:
-            g = running.pop(fut)
-            try:
-                res = fut.result()
-            except Exception as exc:  # noqa: BLE001 - a task that kept dying or crashed: one line, not a traceback
-                raise DestinationError(
-                    f"file group {g.index} failed on the Dask cluster: {type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:300] if str(exc) else ''}",
-                    hint="re-run the same command: finished groups are kept (the ledger resumes the run)",
-                    table=plan.source.table, file=g.name,
-                ) from None
-            if isinstance(res, TaskFailure):
-                raise res.to_error()
-            record_group(store, book, res, run=book.runs)
-            stats.add_query(res.queries)
-            for r, n in (res.retries or {}).items():
-                for _ in range(n):
-                    retried.add(int(r))
-            counter.emit("batch", rows=res.rows, nbytes=res.bytes, group=g.index)
-            counter.emit("group", rows=res.rows, group=g.index)
+            on_done(running.pop(fut), fut)
             submit_next()
     finally:
-        if running:  # a failure: let the tasks in flight end (at most `cap`) so none publishes after we stop
+        if running:  # a failure: at most `cap` tasks are still in flight; let them end before we return
             futures = list(running)
             with contextlib.suppress(Exception):
                 wait(futures, timeout=120)
             client.cancel(futures)
+
+
+_END = object()
+
+
+def _drive(opts: DaskOptions, plan, dest_text, spec, book, store, todo, counter, lock, retried, stats) -> None:
+    from .run import record_group
+
+    client = opts.client
+    plan_future = client.submit(load_plan_task, plan.to_json(), key=task_key(plan, dest_text, book.runs, None),
+                                pure=False, retries=opts.task_retries)
+
+    def submit(g):
+        if lock is not None:
+            lock.check()  # taken over as stale: submit nothing more
+        store.transition(book, g.index, "running")
+        return client.submit(run_group_task, plan_future, g.index, spec, key=task_key(plan, dest_text, book.runs, g.index),
+                             pure=False, retries=opts.task_retries)
+
+    def done(g, fut) -> None:
+        try:
+            res = fut.result()
+        except Exception as exc:  # noqa: BLE001 - a task that kept dying or crashed: one line, not a traceback
+            first = str(exc).splitlines()[0][:300] if str(exc) else ""
+            raise DestinationError(
+                f"file group {g.index} failed on the Dask cluster: {type(exc).__name__}: {first}",
+                hint="re-run the same command: finished groups are kept (the ledger resumes the run)",
+                table=plan.source.table, file=g.name,
+            ) from None
+        if isinstance(res, TaskFailure):
+            raise res.to_error()
+        record_group(store, book, res, run=book.runs)
+        stats.add_query(res.queries)
+        for r, n in (res.retries or {}).items():
+            for _ in range(n):
+                retried.add(int(r))
+        counter.emit("batch", rows=res.rows, nbytes=res.bytes, group=g.index)
+        counter.emit("group", rows=res.rows, group=g.index)
+
+    try:
+        run_capped(client, todo, submit, done, opts.connections or cluster_threads(client))
+    finally:
         client.cancel([plan_future])
 
 
@@ -400,4 +419,5 @@ def _sweep(sink, folder: str, book, store) -> None:
             sink.delete(rel)
 
 
-__all__ = ["DaskOptions", "ENGINES", "SCHEDULER_ENV", "run_groups_dask", "run_group_task", "task_key", "TaskSpec"]
+__all__ = ["DaskOptions", "ENGINES", "SCHEDULER_ENV", "run_groups_dask", "run_group_task", "run_capped", "task_key",
+           "TaskSpec"]

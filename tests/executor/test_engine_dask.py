@@ -381,3 +381,32 @@ def test_cli_engine_dask_local_cluster(shapes, user_url, secret_user, tmp_path):
     folder = tmp_path / "out" / output_folder(plan)
     assert [r[0] for r in _rows(folder, "id")] == sorted(keys)
     assert json.loads((folder / "_report.json").read_text())["engine"] == "dask"
+
+
+# ---- sync on the cluster ----------------------------------------------------------------------------------------
+def test_sync_table_runs_its_groups_on_dask(mysql_engine, mysql_url, user_url, dask_client, tmp_path):
+    """``sync`` with the Dask engine: the first image and a changed-span re-export equal the source."""
+    from sparsesync.sync.table import SyncOptions, sync_table
+    from tests.sync.conftest import image_rows, source_rows
+
+    name = unique_name("d10s")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(MYSQL_DDL.format(name=name))
+    try:
+        fill_mysql(mysql_engine, name, list(range(1, 2001)))
+        _analyze(mysql_engine, name)
+        opts = SyncOptions(rows_per_query=200, file_size_mb=0.004, reader="pymysql",
+                           dask=DaskOptions(client=dask_client))
+        first = sync_table(user_url, name, tmp_path, opts, raise_errors=True)
+        assert (first.status, first.rows_read) == ("ok", 2000)
+        assert image_rows(tmp_path, name, "id, v") == source_rows(mysql_engine, name, "id, v")
+        with mysql_engine.begin() as conn:
+            conn.exec_driver_sql(f"UPDATE {name} SET v = 'changed' WHERE id IN (7, 1900)")
+        again = sync_table(user_url, name, tmp_path, opts, raise_errors=True)
+        assert again.kind == "changed" and again.rows_read < 2000
+        assert image_rows(tmp_path, name, "id, v") == source_rows(mysql_engine, name, "id, v")
+        reports = list(tmp_path.glob(f"{name}/*/_report.json"))
+        assert reports and all(json.loads(p.read_text())["engine"] == "dask" for p in reports)
+    finally:
+        with mysql_engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
