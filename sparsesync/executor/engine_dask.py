@@ -214,10 +214,12 @@ def run_groups_dask(opts: DaskOptions, plan, dest, sink, folder, engine, book, s
                     batch_rows=batch_rows, strict_dates=strict_dates, oversize=oversize,
                     memory_limit_mb=budget.limit_mb, retries=policy.retries, retry_base_s=policy.base_s,
                     staging=staging)
+    if not todo:  # a resumed run with every group done: no cluster needed
+        _sweep(sink, folder, book, store)
+        return opts.describe()
     with opts.session(source_password=engine.url.password) as live:
         where = live.describe()
-        if todo:
-            _drive(live, plan, dest_text, spec, book, store, todo, counter, lock, retried, stats)
+        _drive(live, plan, dest_text, spec, book, store, todo, counter, lock, retried, stats)
         _sweep(sink, folder, book, store)
     return where
 

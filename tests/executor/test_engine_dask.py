@@ -214,6 +214,20 @@ def test_killed_driver_resumes_from_ledger(shapes, user_url, dask_client, tmp_pa
     assert [r[0] for r in _rows(folder, "id")] == sorted(keys)
 
 
+def test_driver_killed_after_last_group_finishes_without_a_cluster(shapes, user_url, dask_client, tmp_path):
+    """Every group done but no manifest (driver killed just before it): the re-run only writes the load files,
+    without reaching any cluster (the scheduler given here does not exist)."""
+    name, plan, keys = shapes["sparse"]
+    dest = tmp_path / "out"
+    execute_plan(plan, str(dest), source_url=user_url, dask=DaskOptions(client=dask_client))
+    folder = dest / output_folder(plan)
+    (folder / "manifest.json").unlink()
+    report = execute_plan(plan, str(dest), source_url=user_url,
+                          dask=DaskOptions(scheduler="tcp://127.0.0.1:9", shared_fs=True))
+    assert report.status == "done" and report.groups_skipped == len(plan.files)
+    assert [r[0] for r in _rows(folder, "id")] == sorted(keys)
+
+
 # ---- 2. a worker SIGKILLed while it writes a part ------------------------------------------------------------
 def _slow_writes(delay_s: float) -> int:
     """Run on every worker: make each batch written take ``delay_s`` longer, so a kill lands mid-part."""
