@@ -51,15 +51,36 @@ def _progress_renderer():
     return plain, lambda: None
 
 
+def dask_options(engine: str, *, scheduler, workers, connections, shared_fs):
+    """``DaskOptions`` for ``--engine dask`` (scheduler from ``$SPARSESYNC_DASK_SCHEDULER`` if not given),
+    None for the local engine, which refuses the Dask-only options."""
+    import os
+
+    from sparsesync.errors import UsageError
+
+    if engine == "local":
+        given = [n for n, v in (("--scheduler", scheduler), ("--connections", connections), ("--shared-fs", shared_fs)) if v]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --engine dask only", hint="add --engine dask")
+        return None
+    if engine != "dask":
+        raise UsageError(f"--engine must be local or dask, got {engine!r}")
+    from sparsesync.executor.engine_dask import SCHEDULER_ENV, DaskOptions
+
+    return DaskOptions(scheduler=scheduler or os.environ.get(SCHEDULER_ENV) or None, n_workers=workers,
+                       connections=connections, shared_fs=shared_fs)
+
+
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
              no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None,
-             consistency="range") -> None:
+             consistency="range", engine="local", scheduler=None, connections=None, shared_fs=False) -> None:
     from sparsesync.executor.run import execute_plan
     from sparsesync.config import merge
 
     from . import current_config
 
     try:
+        dask = dask_options(engine, scheduler=scheduler, workers=workers, connections=connections, shared_fs=shared_fs)
         opts = merge(
             current_config(), "execute", reader=reader, workers=workers, compression=compression, ledger=ledger,
             strict_dates=strict_dates, memory_limit_mb=memory_limit, retries=retries, staging=staging,
@@ -73,7 +94,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
             memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
-            shard=shard, consistency=consistency,
+            shard=shard, consistency=consistency, dask=dask,
         )
     except SparsesyncError as exc:
         close()
@@ -96,6 +117,13 @@ _CONSISTENCY_HELP = ("range: each range is read consistently on its own (a seria
                      "reads one snapshot); snapshot: the whole table at ONE point in time with any reader and "
                      "--workers (MySQL/MariaDB: InnoDB, and the LOCK TABLES privilege when more than one "
                      "connection is used), or a one-line error before anything is written [default: range].")
+_ENGINE_HELP = ("local (threads in this process) or dask (each file group a task on a Dask cluster; needs the "
+                "package's dask extra).")
+_SCHEDULER_HELP = ("--engine dask: scheduler address, e.g. tcp://host:8786 (default: $SPARSESYNC_DASK_SCHEDULER, "
+                   "else a LocalCluster of --workers processes on this machine).")
+_CONNECTIONS_HELP = ("--engine dask: at most this many file groups (source connections) at once (default: the "
+                     "cluster's worker threads).")
+_SHARED_FS_HELP = "--engine dask with --scheduler: the local --dest directory is visible to every worker (NFS, …)."
 _STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload "
                  "[default: $TMPDIR]. Example: --staging /mnt/scratch")
 
@@ -120,6 +148,10 @@ def execute_command(
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=_SHARD_HELP),
     consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
+    engine: str = typer.Option("local", "--engine", help=_ENGINE_HELP),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS", help=_SCHEDULER_HELP),
+    connections: Optional[int] = typer.Option(None, "--connections", help=_CONNECTIONS_HELP),
+    shared_fs: bool = typer.Option(False, "--shared-fs", help=_SHARED_FS_HELP),
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
 
@@ -133,6 +165,8 @@ def execute_command(
     Example (array job, shard 2 of 8): sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --shard 2/8
 
     Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest ./out --consistency snapshot --workers 2
+
+    Example: sparsesync execute plans/orders-20250101T000000Z-abc123.json --dest s3://lake/exports --engine dask --scheduler tcp://dask:8786
     """
     from sparsesync.planner.plan import load_plan
 
@@ -147,7 +181,8 @@ def execute_command(
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
              overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
              memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, shard=shard,
-             consistency=consistency)
+             consistency=consistency, engine=engine, scheduler=scheduler, connections=connections,
+             shared_fs=shared_fs)
 
 
 @app.command("verify")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import logging
@@ -14,7 +15,7 @@ import typer
 from sparsesync.errors import SparsesyncError, UsageError
 
 from . import app, fail
-from .execute_cmd import execute_command
+from .execute_cmd import dask_options, execute_command
 from .plan_cmd import plan_command
 
 
@@ -49,6 +50,9 @@ def sync_command(
     compression: Optional[str] = _option(execute_command, "compression"),
     strict_dates: Optional[bool] = _option(execute_command, "strict_dates"),
     iam_role: Optional[str] = _option(execute_command, "iam_role"),
+    engine: str = _option(execute_command, "engine"),
+    scheduler: Optional[str] = _option(execute_command, "scheduler"),
+    shared_fs: bool = _option(execute_command, "shared_fs"),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while the sync runs."),
     metrics_addr: str = typer.Option("0.0.0.0", "--metrics-addr", help="Address for --metrics-port (127.0.0.1 for this host only)."),
     metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom)."),
@@ -89,6 +93,11 @@ def sync_command(
             batch_rows=eo.batch_rows, iam_role=iam_role,
         )
         url = resolve_url(source_url)
+        # --engine dask: every table's file groups run on one cluster, at most --workers of a table's at once.
+        dask = dask_options(engine, scheduler=scheduler, workers=eo.workers if engine == "dask" else None,
+                            connections=eo.workers if engine == "dask" else None, shared_fs=shared_fs)
+        if dask is not None:
+            dask.check_dest(dest)
     except SparsesyncError as exc:
         raise fail(exc)
     if _state.get("log_level") is None:  # one JSON line per table by default; --log-level overrides
@@ -103,8 +112,14 @@ def sync_command(
                                   hint="choose a free --metrics-port"))
     progress, close = _progress()
     try:
-        summary = sync_many(url, None if all_tables else tables, dest, options, exclude=exclude or (),
-                            connections=connections, events=lambda ev: (metrics(ev), progress(ev)))
+        with contextlib.ExitStack() as stack:
+            if dask is not None:
+                from sparsesync.source import parse_url
+
+                live = stack.enter_context(dask.session(source_password=parse_url(url).password))
+                options = dataclasses.replace(options, dask=live)
+            summary = sync_many(url, None if all_tables else tables, dest, options, exclude=exclude or (),
+                                connections=connections, events=lambda ev: (metrics(ev), progress(ev)))
     except SparsesyncError as exc:
         close()
         raise fail(exc)

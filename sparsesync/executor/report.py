@@ -34,6 +34,8 @@ class RunReport:
     reader: str | None = None
     consistency: str | None = None
     workers: int = 1
+    engine: str = "local"  # local (threads in this process) | dask (file groups as tasks on a Dask cluster)
+    scheduler: str | None = None  # the Dask scheduler's address (no credentials), or "LocalCluster(n)"
     compression: str = "zstd"
     queries: int = 0
     rows: int = 0
@@ -104,7 +106,8 @@ class RunReport:
         lines = [
             f"{self.table}: {self.rows:,} rows in {self.files} file(s), {self.bytes / 1e6:,.1f} MB, "
             f"{self.queries} queries, {self.duration_s:.1f} s ({self.rows_per_s:,.0f} rows/s)",
-            f"reader {self.reader}, consistency {self.consistency}, workers {self.workers}; "
+            f"reader {self.reader}, consistency {self.consistency}, workers {self.workers}"
+            + (f", engine dask on {self.scheduler}" if self.engine == "dask" else "") + "; "
             f"planned ~{self.planned_rows:,} rows, verified: {self.verified}",
         ]
         sh = self.shard

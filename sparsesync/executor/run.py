@@ -18,7 +18,7 @@ import os
 import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from sqlalchemy.engine import Engine
@@ -169,6 +169,7 @@ def execute_plan(
     retry_base_s: float = 0.5,
     shard=None,
     consistency: str = "range",
+    dask=None,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
@@ -178,8 +179,11 @@ def execute_plan(
     fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
     :mod:`sparsesync.executor.retry`. ``shard`` (a :class:`sparsesync.executor.shard.Shard`) runs only
     that shard's file groups, with its own ledger and lock, and writes no load files (``finalize`` does).
-    ``consistency="snapshot"`` reads the whole table at one point in time whatever the reader and worker count (:mod:`sparsesync.executor.snapshot`), or refuses before
-    writing anything; ``"range"`` (default) reads each range consistently on its own.
+    ``consistency="snapshot"`` reads the whole table at one point in time whatever the reader and worker count
+    (:mod:`sparsesync.executor.snapshot`), or refuses before writing anything; ``"range"`` (default) reads each range consistently on its own.
+    ``dask`` (a :class:`sparsesync.executor.engine_dask.DaskOptions`)
+    runs the file groups as tasks on a Dask cluster instead of local threads (the driver — this call —
+    still owns ledger, report and manifest).
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -207,7 +211,15 @@ def execute_plan(
         # Shards are separate processes started whenever the orchestrator gets to them: no one instant.
         raise UsageError("--consistency snapshot cannot be combined with --shard (each shard reads at its own time)",
                          hint="for one point in time run the whole plan with --workers N instead of shards")
+    if dask is not None and (scope is not None or consistency == "snapshot"):
+        # Not built: Dask tasks open their sessions whenever a worker gets to them, and a shard's groups
+        # are a job of their own; both combinations would quietly give something else than asked.
+        what = "--shard" if scope is not None else "--consistency snapshot"
+        raise UsageError(f"--engine dask cannot be combined with {what}",
+                         hint="use the local engine for that run (--engine local)")
     t0 = time.monotonic()
+    if dask is not None:
+        dask.check_dest(dest)  # before anything opens: a local dir with a remote scheduler is refused
     sink = open_sink(dest, staging=staging)
     folder = output_folder(plan)
     own_engine = engine is None
@@ -223,6 +235,7 @@ def execute_plan(
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
                 oversize=oversize, lock=lock, policy=policy, scope=scope, consistency=consistency,
+                dask=dask, dest=dest, staging=staging,
             )
     finally:
         if own_engine:
@@ -233,14 +246,15 @@ def execute_plan(
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
-             lock=None, policy: RetryPolicy = RetryPolicy(), scope=None, consistency="range") -> RunReport:
+             lock=None, policy: RetryPolicy = RetryPolicy(), scope=None, consistency="range", dask=None,
+             dest=None, staging=None) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
     drift = check_drift(engine, plan)
     want_snapshot = consistency == "snapshot"
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
-                      snapshot=(workers == 1 or want_snapshot), batch_bytes=budget.batch_bytes)
+                      snapshot=((workers == 1 and dask is None) or want_snapshot), batch_bytes=budget.batch_bytes)
     if want_snapshot:
         from .snapshot import check_possible
 
@@ -251,6 +265,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         planned_rows=plan.estimates.rows, groups_total=len(plan.files), overwrite=overwrite, drift=drift.to_dict(),
     )
     report.consistency = "snapshot" if want_snapshot or (rdr.consistency == "snapshot" and workers == 1) else "per-range"
+    if dask is not None:
+        report.engine, report.scheduler = "dask", dask.describe()
     if dry_run:
         report.status = "dry-run"
         report.queries_sql = [render_range_sql(engine, plan, r) for r in (scope.ranges() if scope else plan.ranges)]
@@ -305,10 +321,19 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     # Per-range COUNT(*) inside the read snapshot when every group is read in it (one session, nothing
     # skipped); otherwise they are counted after the run (see _check_counts).
     retried = RetryStats()
-    snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                  want_count=verify and not skipped and not scope, budget=budget, oversize=oversize,
-                                  lock=lock, policy=policy, retried=retried, consistency=consistency,
-                                  how=report.snapshot)
+    if dask is not None:
+        from .engine_dask import run_groups_dask  # lazy: the local engine never imports Dask
+
+        report.scheduler = run_groups_dask(
+            dask, plan, dest, sink, folder, engine, book, store, todo, counter, reader=rdr.name,
+            compression=compression, batch_rows=batch_rows, strict_dates=strict_dates, budget=budget,
+            oversize=oversize, lock=lock, policy=policy, retried=retried, stats=rdr.stats, staging=staging)
+        snapshot_counts = None  # groups were read on many workers: counted after the run
+    else:
+        snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
+                                      want_count=verify and not skipped and not scope, budget=budget,
+                                      oversize=oversize, lock=lock, policy=policy, retried=retried,
+                                      consistency=consistency, how=report.snapshot)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
@@ -539,17 +564,74 @@ def _snapshot_counts(session, rdr, plan):
 
 def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
                budget=None, oversize="fail", lock=None):
-    """Read the group's ranges into a PartWriter; then close, commit and mark it done.
+    """Read the group's ranges into a PartWriter; then close, commit and mark it done in the ledger.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
     the caller can overlap it with reading the next group.
     """
-    from .oversize import OversizeGuard
-    from .writer import PartWriter
-
     if lock is not None:
         lock.check()  # taken over as stale (a paused run): stop before writing anything more
     store.transition(book, g.index, RUNNING)
+    close = write_group(plan, sink, folder, session, g, compression, counter, stop, budget=budget, oversize=oversize)
+
+    def finish() -> None:
+        record_group(store, book, close(), run=book.runs)
+        counter.emit("group", rows=sum(book.groups[g.index].range_rows.values()), group=g.index)
+
+    if defer:
+        finish.abort = close.abort  # for a caller that cannot run it after all
+        return finish
+    finish()
+    return None
+
+
+@dataclass
+class GroupResult:
+    """What writing one file group produced: everything the ledger records for it, nothing secret.
+
+    Small and picklable, so an engine's worker can hand it back to the driver that owns the ledger.
+    """
+
+    index: int
+    parts: list[PartRecord]
+    range_rows: dict[str, int]
+    max_bytes: dict[str, int]
+    oversize: dict[str, int]
+    zero_dates: dict[str, int]
+    consistency: str
+    queries: int = 0  # statements the group's reader sent (engines whose reader the driver cannot see)
+    retries: dict[int, int] = field(default_factory=dict)  # range index → transient faults survived
+
+    @property
+    def rows(self) -> int:
+        return sum(self.range_rows.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.size for p in self.parts)
+
+
+def record_group(store: LedgerStore, book: Ledger, res: GroupResult, *, run: int) -> None:
+    """Mark the group ``done`` in the ledger with what :func:`write_group` produced (driver side only)."""
+    store.transition(
+        book, res.index, DONE, parts=res.parts, rows=res.rows, bytes=res.bytes, range_rows=res.range_rows,
+        max_bytes=res.max_bytes, oversize=res.oversize, zero_dates=res.zero_dates, consistency=res.consistency,
+        run=run,
+    )
+
+
+def write_group(plan, sink, folder, session, g: FileGroup, compression, counter, stop, *, budget=None,
+                oversize="fail") -> Callable[[], GroupResult]:
+    """Read group ``g``'s ranges through ``session`` into a staged PartWriter; touches no ledger.
+
+    Returns ``close()``: it closes the writer, commits the part(s) (atomic publish) and returns the
+    :class:`GroupResult`; ``close.abort()`` discards them instead. Any error while reading aborts the
+    writer first, so nothing of the group stays staged or visible. Engines call this wherever the
+    group runs (a local thread, a Dask worker); the ledger is the caller's business.
+    """
+    from .oversize import OversizeGuard
+    from .writer import PartWriter
+
     relpath = f"{folder}/{g.name}"
     budget = budget or memory_budget(512, 1)
     # Parts roll at the plan's file size whatever its estimates said; row groups are bounded by bytes.
@@ -583,25 +665,19 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
         if stats is not None:
             stats.end_tally()
 
-    def finish() -> None:
+    def close() -> GroupResult:
         try:
             parts = writer.close()
         except BaseException:
             writer.abort()
             raise
         records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
-        store.transition(
-            book, g.index, DONE, parts=records, rows=sum(range_rows.values()), bytes=sum(p.size for p in parts),
-            range_rows=range_rows, max_bytes=guard.max_bytes, oversize=guard.counts,
-            zero_dates={k: v for k, v in zero_dates.items() if v}, consistency=consistency, run=book.runs,
-        )
-        counter.emit("group", rows=sum(range_rows.values()), group=g.index)
+        return GroupResult(index=g.index, parts=records, range_rows=range_rows, max_bytes=guard.max_bytes,
+                           oversize=guard.counts, zero_dates={k: v for k, v in zero_dates.items() if v},
+                           consistency=consistency)
 
-    if defer:
-        finish.abort = writer.abort  # for a caller that cannot run it after all
-        return finish
-    finish()
-    return None
+    close.abort = writer.abort
+    return close
 
 
 # Per-range efficiency events (roadmap Phase 4); `monitoring.log_efficiency_metrics: false` silences them.

@@ -66,6 +66,7 @@ class SyncOptions:
     batch_rows: int = 65536
     iam_role: str | None = None
     full: bool = False  # start a new image (all spans re-read), e.g. after a schema change
+    dask: Any = None  # executor.engine_dask.DaskOptions: export each table's file groups on that Dask cluster
 
 
 @dataclass
@@ -295,7 +296,7 @@ class _Run:
             try:
                 return execute_plan(plan, self.sink, engine=self.engine, reader=o.reader, workers=o.workers,
                                     compression=o.compression, strict_dates=o.strict_dates, verify=verify,
-                                    iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress)
+                                    iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress, dask=o.dask)
             except SparsesyncError as exc:
                 if not exc.transient or attempt >= o.retries:
                     raise
