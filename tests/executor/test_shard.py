@@ -216,3 +216,17 @@ def test_dry_run_of_a_shard_lists_only_its_ranges_and_writes_nothing(planned, sq
     assert report.status == "dry-run"
     assert len(report.queries_sql) == sum(len(plan.ranges_of(plan.files[g])) for g in mine) < len(plan.ranges)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+@pytest.mark.parametrize("combo", ["shard", "snapshot"])
+def test_the_dask_engine_refuses_what_it_does_not_do(planned, sqlite_url, tmp_path, combo):
+    pytest.importorskip("distributed")  # the test extra installs it; a clear reason where it is not
+    from sparsesync.executor.engine_dask import DaskOptions
+
+    plan, _ = planned
+    dest = tmp_path / "out"
+    kwargs = {"shard": Shard(1, 2)} if combo == "shard" else {"consistency": "snapshot"}
+    what = "--shard" if combo == "shard" else "--consistency snapshot"
+    with pytest.raises(UsageError, match=f"--engine dask cannot be combined with {what}"):
+        execute_plan(plan, str(dest), source_url=sqlite_url, dask=DaskOptions(), **kwargs)
+    assert not dest.exists()  # refused before anything was written or any cluster started
