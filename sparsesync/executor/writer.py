@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from sparsesync.lazy import lazy_module
 import pyarrow.parquet as pq
 
 from sparsesync.errors import DestinationError, SparsesyncError, UsageError
+
+pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
 
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 DICT_SAMPLE_ROWS = 65536  # rows of a part's first row group that decide which columns get a dictionary
