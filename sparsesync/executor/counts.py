@@ -42,11 +42,11 @@ def split_by_rows(spans: list[Span], weights: list[int], parts: int) -> list[lis
     return out
 
 
-def after_run_counts(engine, plan, spans: list[Span]) -> list[SpanChecksum]:
-    """``COUNT(*)`` per span, in order, taken now; MySQL/MariaDB tables of ≥ :data:`MIN_SPLIT_ROWS` planned
+def after_run_counts(engine, plan, spans: list[Span], *, min_split_rows: int = MIN_SPLIT_ROWS) -> list[SpanChecksum]:
+    """``COUNT(*)`` per span, in order, taken now; MySQL/MariaDB tables of ≥ ``min_split_rows`` planned
     rows are counted on :data:`PARALLEL_COUNTS` connections at once (one statement per span, as before)."""
     weights = [r.est_rows for r in plan.ranges] + [0] * (len(spans) - len(plan.ranges))
-    if not is_mysql(engine) or sum(weights) < MIN_SPLIT_ROWS:
+    if not is_mysql(engine) or sum(weights) < min_split_rows:
         return span_checksums(engine, plan, spans, counts_only=True)
     slices = split_by_rows(spans, weights[:len(spans)], PARALLEL_COUNTS)
     if len(slices) == 1:
