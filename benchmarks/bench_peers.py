@@ -213,10 +213,14 @@ def measure_table(args, engine, url, table: str, rows: int, file_size_mb: int | 
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         plan = make_plan(engine, table, use_cache=False,
                          **({"file_size": file_size_mb * 1024 * 1024} if file_size_mb else {}))
-        if file_size_mb is None and len(plan.files) < 2:
-            # One file group leaves --workers 2 nothing to share: split the table in two files.
-            half = max(1 << 20, sum(f.est_bytes for f in plan.files) // 2 + 1)
-            plan = make_plan(engine, table, file_size=half, use_cache=False)
+        total = sum(f.est_bytes for f in plan.files)
+        if file_size_mb is None and len(plan.files) < 4 and total > 4 << 20:
+            # --workers 2 shares file groups, and a file is written by one worker: with 1 file it has nothing
+            # to share, with 3 one worker reads two thirds. A quarter of the table per file (≥ 1 MB) gives
+            # both workers equal shares, as a user sizing --file-size for two workers would.
+            plan = make_plan(engine, table, file_size=max(1 << 20, total // 4 + 1), use_cache=False)
+        elif file_size_mb is None and len(plan.files) < 2:
+            plan = make_plan(engine, table, file_size=max(1 << 20, total // 2 + 1), use_cache=False)
         plan_path = str(plan.save(Path(tmp) / "plan.json"))
         runs = contenders(args, url, table, plan_path, tmp)
         before = machine_state()
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--file-size-mb", type=int, default=None,
-                    help="plan file size (default: the planner's, halved until --workers 2 has two file groups)")
+                    help="plan file size (default: a quarter of the table, so --workers 2 has equal shares)")
     ap.add_argument("--table", default=None, help="reuse this table (made by an earlier --keep run)")
     ap.add_argument("--keep", action="store_true", help="keep the table for another run")
     ap.add_argument("--fixtures", default="prealert,outliers",
