@@ -80,11 +80,31 @@ def test_execute_on_an_empty_table_imports_nothing_it_does_not_use(mysql_engine,
     assert sorted(m for m in NOT_FOR_EMPTY_EXECUTE if m in names) == []
 
 
-def test_lazy_module_loads_on_first_use():
-    # A fresh interpreter: the lazy binding does not import pyarrow.compute until an attribute is read.
-    code = ("import sys; from sparsesync.lazy import lazy_module; pc = lazy_module('pyarrow.compute'); "
-            "assert 'pyarrow._compute' not in sys.modules; import pyarrow as pa; "
-            "assert pc.sum(pa.array([1, 2])).as_py() == 3 and pa.compute is pc; print('ok')")
+LAZY_IN_THREADS = """
+import sys, threading
+from sparsesync.lazy import lazy_module
+pc = lazy_module('pyarrow.compute')
+assert 'pyarrow._compute' not in sys.modules  # nothing imported yet
+import pyarrow as pa
+start, errors = threading.Barrier(8), []
+def use():
+    start.wait()  # eight threads touch the module for the first time at once (as --workers does)
+    try:
+        assert pc.cast(pa.array([1, 2]), pa.int32()).to_pylist() == [1, 2]
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=use) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert errors == [], errors
+assert pc.sum(pa.array([1, 2])).as_py() == 3 and lazy_module('pyarrow.compute') is sys.modules['pyarrow.compute']
+print('ok')
+"""
+
+
+def test_lazy_module_loads_on_first_use_and_from_many_threads_at_once():
+    # A fresh interpreter, so the first use really is the import.
+    code = LAZY_IN_THREADS
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
