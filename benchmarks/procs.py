@@ -35,6 +35,7 @@ class Series:
 
     name: str
     runs: list[Run] = field(default_factory=list)
+    failed: str | None = None  # why the contender has no figure (only with ``measure_rotated(tolerate=True)``)
 
     def median(self, attr: str) -> float:
         return statistics.median(getattr(r, attr) for r in self.runs)
@@ -71,10 +72,12 @@ def measure(argv: list[str], env: dict[str, str] | None = None) -> Run:
 
 
 def measure_rotated(contenders: dict[str, list[str]], repeat: int, *, progress=print,
-                    after=None) -> dict[str, Series]:
+                    after=None, tolerate: bool = False) -> dict[str, Series]:
     """Run every contender ``repeat`` times, rotating the order each repeat (paired runs).
 
-    ``after(name)``, if given, runs after each run, untimed (e.g. to delete what it wrote).
+    ``after(name)``, if given, runs after each run, untimed (e.g. to delete what it wrote). With
+    ``tolerate``, a contender that fails (a peer that cannot handle a table) is recorded in its series'
+    ``failed`` and not run again, instead of ending the whole measurement.
     """
     out = {name: Series(name) for name in contenders}
     names = list(contenders)
@@ -82,10 +85,29 @@ def measure_rotated(contenders: dict[str, list[str]], repeat: int, *, progress=p
     for rep in range(repeat):
         k = rep % len(names)
         for name in names[k:] + names[:k]:
-            run = measure(contenders[name], env)
-            out[name].runs.append(run)
+            if out[name].failed:
+                continue
+            try:
+                run = measure(contenders[name], env)
+            except SystemExit as exc:
+                if not tolerate:
+                    raise
+                out[name].failed = str(exc)[-300:]
+                progress(f"  [{rep + 1}/{repeat}] {name}: FAILED {out[name].failed}")
+                if after is not None:
+                    after(name, failed=True)
+                continue
             if after is not None:
-                after(name)
+                try:
+                    after(name)  # e.g. a check of the output: a wrong output is a failure, not a figure
+                except SystemExit as exc:
+                    if not tolerate:
+                        raise
+                    out[name].failed = str(exc)[-300:]
+                    progress(f"  [{rep + 1}/{repeat}] {name}: FAILED {out[name].failed}")
+                    after(name, failed=True)
+                    continue
+            out[name].runs.append(run)
             progress(f"  [{rep + 1}/{repeat}] {name}: {run.wall_s:.2f} s wall, {run.cpu_s:.2f} s CPU, "
                      f"{run.rss_mb:.0f} MB")
     return out
@@ -105,7 +127,11 @@ def ratio_table(series: dict[str, Series], refs: list[str]) -> str:
     head = "| contender | wall (median) | CPU (median) | peak RSS | " + " | ".join(f"vs {r}" for r in refs) + " |"
     lines = [head, "|" + "---|" * (4 + len(refs))]
     for s in series.values():
+        if not s.runs:
+            why = " ".join((s.failed or "not run").split())[:160].replace("|", "/")
+            lines.append("| " + " | ".join([s.name, f"failed: {why}"] + ["–"] * (2 + len(refs))) + " |")
+            continue
         cells = [s.name, f"{s.median('wall_s'):.2f} s", f"{s.median('cpu_s'):.2f} s", f"{s.median('rss_mb'):.0f} MB"]
-        cells += [f"{s.median('wall_s') / series[r].median('wall_s'):.2f}×" for r in refs]
+        cells += [f"{s.median('wall_s') / series[r].median('wall_s'):.2f}×" if series[r].runs else "–" for r in refs]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -57,3 +57,54 @@ def test_the_check_sees_a_heavy_import():
     # Guards the guard: the same parse does report pyarrow when the code really needs it.
     names = imports_of("-c", "import sparsesync.planner.plan as p; p.arrow_type_from_string('int64')")
     assert "pyarrow" in {n.split(".")[0] for n in names}
+
+
+# ---- execute on an empty table (goal 5: < 0.8 s): what it must not import ------------------------------------
+# pyarrow (the empty part is still a Parquet file), SQLAlchemy and the MySQL drivers are needed; these are not:
+# DuckDB (verify only), matplotlib (charts), boto3/botocore (S3 destinations only), pyarrow.compute (casts of
+# rows an empty table does not have; ~40 ms to import).
+NOT_FOR_EMPTY_EXECUTE = ("duckdb", "matplotlib", "boto3", "botocore", "pyarrow.compute", "pyarrow._compute", "dlt")
+
+
+@pytest.mark.mysql
+def test_execute_on_an_empty_table_imports_nothing_it_does_not_use(mysql_engine, mysql_url, mysql_table, tmp_path):
+    from sparsesync.planner.api import make_plan
+
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, v VARCHAR(32)) ENGINE=InnoDB", prefix="s11empty")
+    plan = make_plan(mysql_engine, name, use_cache=False)
+    plan_path = plan.save(tmp_path / "plan.json")
+    out = tmp_path / "out"
+    names = imports_of("-m", "sparsesync", "execute", str(plan_path), "--dest", str(out), "--source", mysql_url)
+    assert (out / name / plan.plan_id / "manifest.json").exists()  # the run really happened
+    assert "pyarrow.parquet" in names  # and the parse sees what it did import
+    assert sorted(m for m in NOT_FOR_EMPTY_EXECUTE if m in names) == []
+
+
+LAZY_IN_THREADS = """
+import sys, threading
+from sparsesync.lazy import lazy_module
+pc = lazy_module('pyarrow.compute')
+assert 'pyarrow._compute' not in sys.modules  # nothing imported yet
+import pyarrow as pa
+start, errors = threading.Barrier(8), []
+def use():
+    start.wait()  # eight threads touch the module for the first time at once (as --workers does)
+    try:
+        assert pc.cast(pa.array([1, 2]), pa.int32()).to_pylist() == [1, 2]
+    except BaseException as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=use) for _ in range(8)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+assert errors == [], errors
+assert pc.sum(pa.array([1, 2])).as_py() == 3 and lazy_module('pyarrow.compute') is sys.modules['pyarrow.compute']
+print('ok')
+"""
+
+
+def test_lazy_module_loads_on_first_use_and_from_many_threads_at_once():
+    # A fresh interpreter, so the first use really is the import.
+    code = LAZY_IN_THREADS
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

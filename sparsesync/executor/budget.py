@@ -15,7 +15,9 @@ import threading
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from sparsesync.lazy import lazy_module
+
+pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
 
 MiB = 1024 * 1024
 RESERVED_MB = 192  # measured: `sparsesync execute` with every library loaded peaks near 170 MB on a tiny table

@@ -15,10 +15,12 @@ from decimal import Decimal
 from typing import Any, Callable, Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from sparsesync.lazy import lazy_module
 
 from sparsesync.planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import ValueConversionError
+
+pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
 
 # Errors Arrow raises when a Python value or a cast does not fit the target type.
 ARROW_FIT_ERRORS = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError,

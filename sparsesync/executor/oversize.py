@@ -15,9 +15,11 @@ import json
 import re
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from sparsesync.lazy import lazy_module
 
 from sparsesync.errors import UsageError, ValueConversionError
+
+pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
 
 OVERSIZE_MODES = ("fail", "truncate", "keep")
 _DDL_LIMIT = re.compile(r"^\s*(VARCHAR|VARBYTE|CHAR|CHARACTER VARYING)\s*\(\s*(\d+)\s*\)\s*$", re.I)

@@ -18,7 +18,7 @@ import contextlib
 from typing import Any, ContextManager, Iterator, Protocol
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from sparsesync.lazy import lazy_module
 import sqlalchemy as sa
 
 from sparsesync.planner.plan import ColumnSpec, KeyRange, Plan
@@ -27,6 +27,8 @@ from sparsesync.source import is_mysql, quoted_table, short_db_error, single_per
 
 from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
 from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
+
+pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
 
 __all__ = [
     "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query", "key_bounds",

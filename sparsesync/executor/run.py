@@ -630,6 +630,7 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
     group runs (a local thread, a Dask worker); the ledger is the caller's business.
     """
     from .oversize import OversizeGuard
+    from .pipeline import BackgroundWriter
     from .writer import PartWriter
 
     relpath = f"{folder}/{g.name}"
@@ -637,6 +638,7 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
     # Parts roll at the plan's file size whatever its estimates said; row groups are bounded by bytes.
     writer = PartWriter(sink, relpath, plan.arrow_schema(), compression=compression,
                         roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
+    writer = BackgroundWriter(writer)  # encoding overlaps reading the next batch (executor.pipeline)
     range_rows: dict[str, int] = {}
     guard = OversizeGuard(plan, oversize)
     # Each group carries its own zero-date counts and consistency into the ledger, so a resumed run
@@ -785,11 +787,11 @@ def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, engine, sna
             if footer_rows is not None and footer_rows != p.rows:
                 raise VerifyError(f"part holds {footer_rows} rows, {p.rows} were written", hint="re-run with --overwrite",
                                   table=plan.source.table, file=p.url)
-    from .checksum import span_checksums, spans_of_plan
+    from .checksum import spans_of_plan
+    from .counts import after_run_counts
 
     in_snapshot = snapshot_counts is not None
-    counts = snapshot_counts if in_snapshot else \
-        span_checksums(engine, plan, spans_of_plan(plan, unplanned=True), counts_only=True)
+    counts = snapshot_counts if in_snapshot else after_run_counts(engine, plan, spans_of_plan(plan, unplanned=True))
     written = {int(k): v for g in book.groups for k, v in g.range_rows.items()}
     bad = []
     for r, c in zip(plan.ranges, counts):

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
+from sparsesync.lazy import lazy_module
 import pyarrow.parquet as pq
 
 from sparsesync.errors import DestinationError, SparsesyncError, UsageError
 
+pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
+
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+DICT_SAMPLE_ROWS = 65536  # rows of a part's first row group that decide which columns get a dictionary
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def dictionary_columns(sample: pa.RecordBatch | None, max_ratio: float = 0.5) -> list[str] | bool:
-    """Columns worth dictionary encoding, judged on the first batch of a part.
+def dictionary_columns(sample: pa.RecordBatch | pa.Table | None, max_ratio: float = 0.5) -> list[str] | bool:
+    """Columns worth dictionary encoding, judged on the start of a part's first row group.
 
     Parquet writers try a dictionary for every column and fall back to plain encoding once the dictionary
     page overflows; for near-unique columns (keys, hashes, free text) that work is wasted in every row
@@ -120,21 +123,35 @@ class PartWriter:
         return cap
 
     # -- the open part ------------------------------------------------------------------------------------------
-    def _open(self, first: pa.RecordBatch | None = None) -> None:
+    def _open(self) -> None:
+        """Open the part's staging file; the Parquet encoder starts with its first row group (``_encoder``)."""
         rel = part_relpath(self.relpath, len(self._parts))
         self._staging = Path(self.sink.staging_path(rel))
         try:
             # Our own file handle: its position is the part's size so far, which decides the roll.
             self._file = pa.OSFile(str(self._staging), "wb")
-            self._writer = pq.ParquetWriter(
-                self._file, self.schema, compression=self.compression,
-                coerce_timestamps="us", allow_truncated_timestamps=False,
-                write_statistics=True, use_dictionary=dictionary_columns(first),
-            )
         except OSError as exc:
             self._discard()
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=rel) from exc
         self._rows = 0
+
+    def _encoder(self, sample: pa.Table | None) -> pq.ParquetWriter:
+        """The part's ParquetWriter, created for its first row group so the dictionary choice is judged on
+        up to :data:`DICT_SAMPLE_ROWS` rows of it, not on a first batch that may hold a few hundred rows
+        (readers start wide tables with small batches; a < 1000-row sample means dictionary everywhere,
+        which made encoding ~1.5× slower on the issue-11 table)."""
+        if self._writer is None:
+            if sample is not None:
+                sample = sample.slice(0, DICT_SAMPLE_ROWS)
+            try:
+                self._writer = pq.ParquetWriter(
+                    self._file, self.schema, compression=self.compression,
+                    coerce_timestamps="us", allow_truncated_timestamps=False,
+                    write_statistics=True, use_dictionary=dictionary_columns(sample),
+                )
+            except (OSError, pa.ArrowException) as exc:
+                raise DestinationError(f"cannot write {self._staging}: {exc}", file=self._staging.name) from exc
+        return self._writer
 
     def _flush(self, full_groups_only: bool = False) -> None:
         """Write gathered batches as row groups of ``row_group_rows``; keep a remainder when asked."""
@@ -151,8 +168,9 @@ class PartWriter:
         else:
             self._pending, self._pending_rows, self._pending_bytes = [], 0, 0
         before = self._file.tell()
+        encoder = self._encoder(table)
         try:
-            self._writer.write_table(table, row_group_size=self.row_group_rows)
+            encoder.write_table(table, row_group_size=self.row_group_rows)
         except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=self._staging.name) from exc
         self._bytes_in += table.nbytes
@@ -163,7 +181,7 @@ class PartWriter:
         self._flush()
         rel = part_relpath(self.relpath, len(self._parts))
         try:
-            self._writer.close()
+            self._encoder(None).close()  # an empty part still gets the schema
             self._file.close()
         except (OSError, pa.ArrowException) as exc:
             raise DestinationError(f"cannot write {self._staging}: {exc}", file=rel) from exc
@@ -201,10 +219,10 @@ class PartWriter:
             )
         for piece in self._pieces(batch):
             n, nbytes = piece.num_rows, piece.nbytes
-            if self._writer is not None and self._rows and self._full_after(n, nbytes):
+            if self._file is not None and self._rows and self._full_after(n, nbytes):
                 self._commit_open()  # roll only when more rows follow: never an empty extra part
-            if self._writer is None:
-                self._open(piece)
+            if self._file is None:
+                self._open()
             self._pending.append(piece)
             self._pending_rows += n
             self._pending_bytes += nbytes
@@ -244,9 +262,9 @@ class PartWriter:
         if self._closed:
             return list(self._parts)
         try:
-            if self._writer is None and not self._parts:
+            if self._file is None and not self._parts:
                 self._open()
-            if self._writer is not None:
+            if self._file is not None:
                 self._commit_open()
         except BaseException:
             self._discard()

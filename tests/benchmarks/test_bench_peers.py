@@ -9,8 +9,13 @@ pytestmark = pytest.mark.mysql
 
 
 def test_small_run_reports_every_contender(mysql_url, tmp_path, capsys):
-    assert bench_peers.main(["--url", mysql_url, "--rows", "1500", "--repeat", "1", "--out", str(tmp_path)]) == 0
+    assert bench_peers.main(["--url", mysql_url, "--rows", "1500", "--repeat", "1", "--fixtures", "outliers",
+                             "--out", str(tmp_path)]) == 0
     md = (tmp_path / "peers-1500.md").read_text()
+    # The outliers fixture ran as its own section, with its own chart; the goal ratios are reported.
+    assert "## outliers fixture (9 columns), 1,500 rows" in md
+    assert (tmp_path / "peers-outliers-1500.png").stat().st_size > 10_000
+    assert "goal 1: execute (1 worker) / bare ConnectorX 1 partition" in md and "goal 4: peak RSS" in md
     names = [bench_peers.WIRE, bench_peers.CX1, bench_peers.CX2, "sparsesync execute |",
              "sparsesync execute --workers 2", "sparsesync execute --reader pymysql"]
     if bench_peers.dlt_version():
@@ -24,7 +29,7 @@ def test_small_run_reports_every_contender(mysql_url, tmp_path, capsys):
     # The table was dropped again.
     engine = sa.create_engine(mysql_url)
     with engine.connect() as conn:
-        left = conn.exec_driver_sql("SHOW TABLES LIKE 'bench\\_peers\\_1500\\_%%'").fetchall()
+        left = conn.exec_driver_sql("SHOW TABLES LIKE 'bench\\_peers\\_%%1500\\_%%'").fetchall()
     engine.dispose()
     assert left == []
 
