@@ -260,7 +260,9 @@ class ShardScope:
         if whole is not None:  # a whole-plan run's parts of our groups it finished stay; they are its
             keep.update(p.name for g in whole.groups if g.index in self.elsewhere for p in g.parts)
         owns = _part_owner({plan.files[i].name for i in mine})
-        sink.cleanup_staging(folder, only=owns)
+        # Our own ledger and report are written atomically too: a kill mid-write leaves their temp file.
+        own_files = {ledger_name(self.shard), report_name(self.shard)}
+        sink.cleanup_staging(folder, only=lambda rel: owns(rel) or posixpath.basename(rel) in own_files)
         for rel in sink.list(folder):
             if posixpath.dirname(rel) == folder and owns(rel) and rel not in keep:
                 sink.delete(rel)  # a part of one of our unfinished groups (a killed run's)

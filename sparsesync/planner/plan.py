@@ -577,7 +577,7 @@ def _check_items(data: dict[str, Any]) -> tuple[str, str] | None:
             return f"ranges/{i}", "index and est_rows must be counts"
         if not all(r[b] is None or is_key(r[b]) for b in ("lo", "hi")):
             return f"ranges/{i}", "lo and hi must be decimal key strings or null"
-        if r["label"] not in rules["labels"]:
+        if not isinstance(r["label"], str) or r["label"] not in rules["labels"]:
             return f"ranges/{i}/label", f"{r['label']!r} is not one of {sorted(rules['labels'])}"
         if "nulls" in r and not isinstance(r["nulls"], bool):
             return f"ranges/{i}/nulls", "must be a boolean"

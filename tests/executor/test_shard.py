@@ -230,3 +230,18 @@ def test_the_dask_engine_refuses_what_it_does_not_do(planned, sqlite_url, tmp_pa
     with pytest.raises(UsageError, match=f"--engine dask cannot be combined with {what}"):
         execute_plan(plan, str(dest), source_url=sqlite_url, dask=DaskOptions(), **kwargs)
     assert not dest.exists()  # refused before anything was written or any cluster started
+
+
+def test_a_rerun_shard_removes_the_temp_file_of_its_own_killed_ledger_write_only(planned, sqlite_url, tmp_path):
+    """A kill during the shard's atomic ledger write leaves ``_ledger.shard-I-of-N.json.<pid>.sparsesync-tmp``."""
+    plan, _ = planned
+    dest = tmp_path / "out"
+    execute_plan(plan, str(dest), source_url=sqlite_url, shard=Shard(1, 2))
+    folder = out_dir(dest, plan)
+    mine = folder / f"{ledger_name(Shard(1, 2))}.4242.sparsesync-tmp"
+    theirs = folder / f"{ledger_name(Shard(2, 2))}.4243.sparsesync-tmp"
+    mine.write_text("{")
+    theirs.write_text("{")
+    execute_plan(plan, str(dest), source_url=sqlite_url, shard=Shard(1, 2))
+    assert not mine.exists()
+    assert theirs.exists()  # shard 2 may be writing it right now: never ours to remove

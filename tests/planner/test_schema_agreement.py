@@ -102,3 +102,9 @@ def test_file_items_agree(item):
 def test_histogram_regions_agree(name, item):
     data = _with_middle(("histogram", name), item)
     assert _fast_ok(data) == _full_schema_ok(data), item
+
+
+@pytest.mark.parametrize("label", [["dense"], {"a": 1}, 3])
+def test_an_unhashable_or_odd_label_is_a_plan_error_not_a_crash(label):
+    data = _with_middle(("ranges",), {**EXAMPLE["ranges"][1], "label": label})
+    assert not _fast_ok(data) and not _full_schema_ok(data)
