@@ -167,6 +167,7 @@ def execute_plan(
     staging: str | None = None,
     retries: int = 5,
     retry_base_s: float = 0.5,
+    late_rows: bool = True,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
@@ -174,7 +175,8 @@ def execute_plan(
     (also written as ``_report.json``). Every failure is a :class:`SparsesyncError` subclass.
     ``staging`` is the local directory S3 parts are staged in (default ``$TMPDIR``). A transient source
     fault is retried up to ``retries`` times per range (backoff from ``retry_base_s``), see
-    :mod:`sparsesync.executor.retry`.
+    :mod:`sparsesync.executor.retry`. ``late_rows=False`` skips counting the tail range once more after
+    the run (the report's ``late_rows``): ``sync`` reads those rows in its next run anyway.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -198,7 +200,7 @@ def execute_plan(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-                oversize=oversize, lock=lock, policy=policy,
+                oversize=oversize, lock=lock, policy=policy, late_rows=late_rows,
             )
     finally:
         if own_engine:
@@ -209,7 +211,7 @@ def execute_plan(
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
-             lock=None, policy: RetryPolicy = RetryPolicy()) -> RunReport:
+             lock=None, policy: RetryPolicy = RetryPolicy(), late_rows: bool = True) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
@@ -272,7 +274,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
                                   lock=lock, policy=policy, retried=retried)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
-    drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
+    if late_rows:
+        drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
