@@ -18,8 +18,9 @@ be ``N``). Per Arrow type of the plan:
 * binary: upper-case hex;
 * DOUBLE: MySQL's own ``CAST(x AS CHAR)`` (shortest round-trip digits, ``1e20``, ``0.00001``); DuckDB's
   side renders the same text with :func:`mysql_double_text` (a Python UDF), as DuckDB's own layout differs;
-* FLOAT: ``F`` (present) or ``N`` only: MariaDB prints FLOAT with 6 significant digits, fewer than the
-  value the export holds, so single-precision values are checked for presence, not digits.
+* FLOAT: the stored single-precision value widened to DOUBLE (``col + 0e0``, exact) and printed as a DOUBLE
+  (MariaDB's ``CAST(float AS CHAR)`` has 6 significant digits, fewer than the value the export holds); DuckDB
+  casts the Parquet float to DOUBLE and renders it the same way.
 
 The checksum string is the xor as 16 hex digits; checksums of disjoint pieces of one span combine with
 :meth:`SpanChecksum.merge`. Only the xor, no second aggregate: building the row text is most of the cost
@@ -31,6 +32,7 @@ missing too, whose hash then stays missing from the xor.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -401,7 +403,7 @@ def _mysql_field(spec, q: str) -> str:
     if kind == "bit":
         return f"COALESCE(CAST(CAST({q} AS UNSIGNED) AS BINARY), '{NULL_MARK}')"
     if kind == "float":
-        text = f"IF({q} IS NULL, NULL, 'F')"
+        text = f"CAST({q} + 0e0 AS CHAR)"  # exact widening; the FLOAT's own text has only 6 digits
     elif kind == "double":
         text = f"CAST({q} AS CHAR)"
     elif kind == "time_us":
@@ -434,8 +436,8 @@ def _py_field(kind: str, v: Any, spec) -> str:
     if kind == "decimal":
         scale = spec_scale(spec)
         return f"{Decimal(str(v)).quantize(Decimal(1).scaleb(-scale)):f}" if scale else str(int(Decimal(str(v))))
-    if kind == "float":
-        return "F"
+    if kind == "float":  # the export writes float32: the value as it holds it
+        return mysql_double_text(struct.unpack("<f", struct.pack("<f", float(v)))[0])
     if kind == "double":
         return mysql_double_text(float(v))
     if kind == "time_us":
@@ -516,7 +518,7 @@ def duckdb_field(spec) -> str:
     elif kind == "bool":
         text = f"CAST(CAST({q} AS TINYINT) AS VARCHAR)"
     elif kind == "float":
-        text = f"CASE WHEN {q} IS NULL THEN NULL ELSE 'F' END"
+        text = f"sparsesync_mysql_double(CAST({q} AS DOUBLE))"
     elif kind == "double":
         text = f"sparsesync_mysql_double({q})"
     elif kind == "date":
@@ -564,7 +566,7 @@ def parquet_span_checksums(
             [(i, str(lo_min if sp.lo is None else sp.lo), str(hi_max if sp.hi is None else sp.hi)) for i, sp in bounded],
         )
     h = "0" if counts_only else duckdb_row_hash(specs)
-    if any(_kind(c) == "double" for c in specs):
+    if any(_kind(c) in ("double", "float") for c in specs):
         _register_duckdb(con)
     k = f"CAST({_q(key)} AS HUGEINT)"
     null_idx = nulls[0] if nulls else -1
