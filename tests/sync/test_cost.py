@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from sparsesync.sync.detect import CursorProbe, cursor_changed, cursor_value, window_record
 from sparsesync.sync.table import SyncOptions, sync_table
 from tests.sync.conftest import image_rows, source_rows, state_of
 from tests.sync.test_table import SMALL, fill
@@ -68,7 +67,7 @@ def test_cursor_window_sees_late_commits_moves_and_deletes_inside_the_lookback(m
 
 
 def test_window_digest_is_a_multiset_and_only_covers_the_window():
-    from sparsesync.sync.detect import _window_digests
+    from sparsesync.sync.detect import CursorProbe, _window_digests, cursor_changed, cursor_value, window_record
 
     spans = [(0, 10), (10, 20), "nulls"]
     probe = CursorProbe(bound=5, pairs=((1, 7), (1, 7), (12, 6), (None, 9)))
