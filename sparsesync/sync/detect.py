@@ -3,9 +3,10 @@
 ``checksum`` compares a server-side per-span ``COUNT(*)`` + order-independent checksum of every column
 (computed in SQL, as pt-table-checksum does) with the one recorded when the span was exported: it
 sees updates, deletes and late inserts below the max, at the cost of one pass over the rows on the
-server and no row data over the network. ``cursor:COL`` finds the spans holding rows with
-``COL >= watermark − lookback`` with an index range on COL: cheap, but it cannot see deletes.
-``none`` reads appends only.
+server (one grouped statement for all spans) and no row data over the network. ``cursor:COL`` reads
+``(key, COL)`` of the rows with ``COL >= watermark − lookback`` with one index range on COL and compares
+the lookback window with the digest the last run kept (:func:`cursor_changed`): cheap, but it cannot see
+deletes outside that window. ``none`` reads appends only.
 """
 
 from __future__ import annotations

@@ -5,12 +5,12 @@ simply starts again — the run's files live in their own ``<table>/<run_id>/`` 
 
 1. read ``_state.json`` (none: a first run) and repair ``current.manifest.json`` if a crash left it ahead;
 2. narrow the image's open tail part to the keys it really read (``read_hi``): later keys are appends;
-3. detect changed spans (``--detect``) — before anything is exported;
+3. detect changed spans (``--detect``) — before anything is exported (the cursor's window probe too);
 4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
 5. record each new part's span checksum, measured BEFORE its export (see :func:`_pre_export_checksums`);
 6. ``execute_plan`` into ``<table>/<run_id>/`` (ledger-resumable, manifest.json = the run's delta);
-7. swap the image: new parts in, replaced parts out; write ``current.manifest.json``, then
-   ``_state.json`` LAST (each atomically).
+7. swap the image: new parts in, replaced parts out (with the cursor's window digest per new span);
+   write ``current.manifest.json``, then ``_state.json`` LAST (each atomically).
 """
 
 from __future__ import annotations
