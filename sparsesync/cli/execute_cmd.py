@@ -190,7 +190,7 @@ def verify_command(
     plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan file of the finished run."),
     dest: str = typer.Option(..., "--dest", help="The --dest given to execute."),
     source: Optional[str] = typer.Option(None, "--source", help="Source URL (default as for execute)."),
-    all_columns: bool = typer.Option(False, "--all-columns", help="Checksum every value, not only keys and counts (FLOAT: presence only)."),
+    all_columns: bool = typer.Option(False, "--all-columns", help="Checksum every value, not only keys and counts."),
 ) -> None:
     """Compare the output with the source, per key range (NULL keys included): row counts and an order-independent
     checksum computed by the source server in SQL and by DuckDB over the Parquet parts; exit 9 names the ranges.

@@ -2,7 +2,7 @@
 as an exact twin, by DuckDB over the Parquet parts.
 
 The check is independent of the export: the source side never goes through the export's reader, it
-asks the server (as pt-table-checksum does) for, per key span,
+asks the server (as pt-table-checksum does) for, per key span (many spans in one grouped statement),
 ``COUNT(*)`` and ``BIT_XOR(h)`` where ``h`` is the first 64 bits of the MD5 of a canonical text of the
 row. The Parquet side computes the same ``h`` from the Arrow values with DuckDB.
 
@@ -18,8 +18,9 @@ be ``N``). Per Arrow type of the plan:
 * binary: upper-case hex;
 * DOUBLE: MySQL's own ``CAST(x AS CHAR)`` (shortest round-trip digits, ``1e20``, ``0.00001``); DuckDB's
   side renders the same text with :func:`mysql_double_text` (a Python UDF), as DuckDB's own layout differs;
-* FLOAT: ``F`` (present) or ``N`` only: MariaDB prints FLOAT with 6 significant digits, fewer than the
-  value the export holds, so single-precision values are checked for presence, not digits.
+* FLOAT: the stored single-precision value widened to DOUBLE (``col + 0e0``, exact) and printed as a DOUBLE
+  (MariaDB's ``CAST(float AS CHAR)`` has 6 significant digits, fewer than the value the export holds); DuckDB
+  casts the Parquet float to DOUBLE and renders it the same way.
 
 The checksum string is the xor as 16 hex digits; checksums of disjoint pieces of one span combine with
 :meth:`SpanChecksum.merge`. Only the xor, no second aggregate: building the row text is most of the cost
@@ -31,6 +32,7 @@ missing too, whose hash then stays missing from the xor.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -44,7 +46,7 @@ from sparsesync.errors import SourceError, UsageError
 from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
 
 __all__ = ["Span", "SpanChecksum", "span_checksums", "span_counts_dbapi", "parquet_span_checksums", "spans_of_plan",
-           "EMPTY_CHECKSUM"]
+           "grouped_statements", "EMPTY_CHECKSUM", "MAX_SPANS_PER_STATEMENT"]
 
 _MASK = 2**64 - 1
 EMPTY_CHECKSUM = "0" * 16
@@ -162,7 +164,10 @@ def span_checksums(
     counts_only: bool = False,
 ) -> list[SpanChecksum]:
     """Per span, ``COUNT(*)`` and the row checksum computed by the source's SQL engine (MySQL/MariaDB, or
-    SQLite with functions registered on the connection). One statement per span, keys bound.
+    SQLite with functions registered on the connection), in the order of ``spans``.
+
+    One grouped statement measures up to :data:`MAX_SPANS_PER_STATEMENT` spans in one pass over their rows
+    (:func:`grouped_statements`; keys bound): an image of a hundred spans costs one statement, not a hundred.
 
     ``columns`` limits the hashed columns (e.g. the key only); ``counts_only`` skips hashing.
     ``plan_or_table_info`` is a :class:`~sparsesync.planner.plan.Plan` or a :class:`~sparsesync.planner.introspect.TableInfo`.
@@ -194,22 +199,133 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     else:
         raise UsageError(f"checksums are computed on MySQL/MariaDB and SQLite, not {dialect.name}",
                          hint="verify without --all-columns, or export from MySQL/MariaDB")
-    out = []
     top = 2**63 - 1 if signed else 2**64 - 1
-    for sp in spans:
-        where = _span_where(qkey, sp, top)
-        if where is None:  # nothing can be there (and SQLite cannot bind it)
-            out.append(SpanChecksum(sp, 0, None if counts_only else EMPTY_CHECKSUM))
-            continue
+    found: dict[Span, tuple[int, int]] = {}
+    for stmt in grouped_statements(qkey, spans, top):
+        sql = f"SELECT {stmt.bucket}, {agg} FROM {qtable} WHERE {stmt.where} GROUP BY 1"
         try:
-            res = conn.execute(sa.text(f"SELECT {agg} FROM {qtable} WHERE {where[0]}"), where[1]).one()
+            rows = conn.execute(sa.text(sql), stmt.params).all()
         except sa.exc.SQLAlchemyError as exc:
             raise SourceError(f"checksum query failed: {short_db_error(exc)}", table=table,
-                              key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
-        if counts_only:
-            out.append(SpanChecksum(sp, int(res[0]), None))
+                              key_range=stmt.key_range) from exc
+        for res in rows:
+            found[stmt.spans[int(res[0])]] = (int(res[1]), 0 if counts_only else int(res[2] or 0))
+    return _in_order(spans, top, found, counts_only)
+
+
+# ---- one grouped statement for many spans ----------------------------------------------------------------
+MAX_SPANS_PER_STATEMENT = 500  # bounds one statement's text (~60 bytes and 2-3 bound keys per span)
+
+
+@dataclass(frozen=True)
+class GroupedStatement:
+    """The parts of one ``SELECT <bucket>, <aggregates> FROM t WHERE <where> GROUP BY 1`` over many spans.
+
+    ``bucket`` maps a row's key to the index of its span in ``spans`` (an ordered binary search of nested
+    ``CASE WHEN key < :bN``, so each row costs ~log2(spans) integer comparisons); ``where`` selects exactly
+    the rows of those spans as key ranges the server's range optimizer turns into index ranges."""
+
+    bucket: str
+    where: str
+    params: dict[str, int]
+    spans: tuple[Span, ...]
+
+    @property
+    def key_range(self):
+        keyed = [s for s in self.spans if not s.nulls]
+        return (keyed[0].lo, keyed[-1].hi) if keyed else None
+
+
+def _clamped(sp: Span, top: int) -> Span | None:
+    """``sp`` with a bound above the key type's maximum dropped; ``None`` when no key can be in it."""
+    if sp.nulls:
+        return Span.null_keys()
+    if sp.lo is not None and sp.lo > top:
+        return None
+    if sp.hi is not None and sp.hi > top:
+        return Span(sp.lo, None)
+    if sp.lo is not None and sp.hi is not None and sp.hi <= sp.lo:
+        return None
+    return sp
+
+
+def grouped_statements(qkey: str, spans: Iterable[Span], top: int, mark=lambda name: f":{name}",
+                       max_spans: int | None = None) -> list[GroupedStatement]:
+    """Statements that together measure every distinct span of ``spans`` (clamped to the key type's
+    maximum ``top``; spans that cannot hold a key need no statement): one statement for up to
+    ``max_spans`` disjoint spans. Overlapping spans (never made by the tool, but allowed) go to separate
+    statements, so each row counts in exactly one span per statement."""
+    max_spans = max_spans or MAX_SPANS_PER_STATEMENT
+    distinct = sorted({c for c in (_clamped(sp, top) for sp in spans) if c is not None},
+                      key=lambda s: (not s.nulls, -(2**65) if s.lo is None else s.lo))
+    nulls = [s for s in distinct if s.nulls]
+    passes: list[list[Span]] = []  # each: sorted, disjoint key spans
+    for sp in (s for s in distinct if not s.nulls):
+        for p in passes:
+            last = p[-1]
+            if last.hi is not None and sp.lo is not None and last.hi <= sp.lo:
+                p.append(sp)
+                break
         else:
-            out.append(SpanChecksum(sp, int(res[0]), _fmt(int(res[1] or 0))))
+            passes.append([sp])
+    chunks = [p[i:i + max_spans] for p in passes for i in range(0, len(p), max_spans)]
+    if nulls:
+        if chunks and len(chunks[0]) < max_spans:
+            chunks[0] = nulls + chunks[0]
+        else:
+            chunks.insert(0, nulls)
+    return [_grouped(qkey, c, mark) for c in chunks]
+
+
+def _grouped(qkey: str, chunk: list[Span], mark) -> GroupedStatement:
+    params: dict[str, int] = {}
+
+    def bind(value: int) -> str:
+        name = f"k{len(params)}"
+        params[name] = int(value)
+        return mark(name)
+
+    keyed = [(i, s) for i, s in enumerate(chunk) if not s.nulls]
+    null_idx = next((i for i, s in enumerate(chunk) if s.nulls), None)
+    # WHERE: adjacent spans merged into one key range each (one index range per run of spans).
+    runs: list[list[int | None]] = []
+    for _, s in keyed:
+        if runs and runs[-1][1] is not None and runs[-1][1] == s.lo:
+            runs[-1][1] = s.hi
+        else:
+            runs.append([s.lo, s.hi])
+    conds = []
+    for lo, hi in runs:
+        parts = ([f"{qkey} >= {bind(lo)}"] if lo is not None else []) + ([f"{qkey} < {bind(hi)}"] if hi is not None else [])
+        conds.append(" AND ".join(parts) if parts else f"{qkey} IS NOT NULL")
+    if null_idx is not None:
+        conds.append(f"{qkey} IS NULL")
+    where = " OR ".join(f"({c})" for c in conds) if len(conds) > 1 else conds[0]
+
+    # Bucket: the last span whose lo <= key. Rows outside every span are excluded by WHERE, and the spans
+    # are disjoint, so that span is the row's span.
+    def search(a: int, b: int) -> str:
+        if b - a == 1:
+            return str(keyed[a][0])
+        mid = (a + b) // 2
+        return f"CASE WHEN {qkey} < {bind(keyed[mid][1].lo)} THEN {search(a, mid)} ELSE {search(mid, b)} END"
+
+    if keyed:
+        bucket = search(0, len(keyed))
+        if null_idx is not None:
+            bucket = f"CASE WHEN {qkey} IS NULL THEN {null_idx} ELSE {bucket} END"
+    else:
+        bucket = str(null_idx)
+    return GroupedStatement(bucket, where, params, tuple(chunk))
+
+
+def _in_order(spans, top, found: dict, counts_only: bool) -> list[SpanChecksum]:
+    """One :class:`SpanChecksum` per requested span (in the caller's order) from the grouped results."""
+    out = []
+    for sp in spans:
+        c = _clamped(sp, top)
+        n, x = found.get(c, (0, 0)) if c is not None else (0, 0)
+        out.append(SpanChecksum(sp, n, None if counts_only else _fmt(x)))
     return out
 
 
@@ -219,48 +335,30 @@ def _text_quote(dialect):
     return lambda name: single_percents(dialect, prep.quote(name))
 
 
-def _span_where(qkey: str, sp: Span, top: int, mark=lambda name: f":{name}") -> tuple[str, dict[str, int]] | None:
-    """The WHERE clause (``:lo``/``:hi`` bound, or ``mark``'s placeholders) selecting span ``sp``; ``None`` when
-    it cannot hold a key."""
-    if sp.nulls:
-        return f"{qkey} IS NULL", {}
-    if sp.lo is not None and sp.lo > top:
-        return None
-    hi = None if sp.hi is None or sp.hi > top else sp.hi
-    conds, params = [], {}
-    if sp.lo is not None:
-        conds.append(f"{qkey} >= {mark('lo')}")
-        params["lo"] = int(sp.lo)
-    if hi is not None:
-        conds.append(f"{qkey} < {mark('hi')}")
-        params["hi"] = int(hi)
-    return " AND ".join(conds) or f"{qkey} IS NOT NULL", params
-
-
 def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]) -> list[SpanChecksum]:
     """``COUNT(*)`` per span over a raw DBAPI cursor of a ``pyformat`` driver (pymysql, inside a reader's
-    snapshot). The dialect's quoting doubles ``%`` in identifiers for such drivers; the driver's own
-    ``%`` formatting (always applied: parameters are always passed) undoes it."""
+    snapshot), in grouped statements as :func:`span_checksums`. The dialect's quoting doubles ``%`` in
+    identifiers for such drivers; the driver's own ``%`` formatting (always applied: parameters are
+    always passed) undoes it."""
+    spans = list(spans)
     table, schema, key, signed = _identity(plan_or_table_info)
     qtable = quoted_table(dialect, table, schema)
     qkey = dialect.identifier_preparer.quote(key)
     top = 2**63 - 1 if signed else 2**64 - 1
     if dialect.paramstyle != "pyformat":
         raise UsageError(f"span_counts_dbapi needs a pyformat driver, not {dialect.driver}")
-    out = []
-    for sp in spans:
-        where = _span_where(qkey, sp, top, mark=lambda name: f"%({name})s")
-        if where is None:
-            out.append(SpanChecksum(sp, 0, None))
-            continue
-        sql = f"SELECT COUNT(*) FROM {qtable} WHERE {where[0]}"
+    found: dict[Span, tuple[int, int]] = {}
+    for stmt in grouped_statements(qkey, spans, top, mark=lambda name: f"%({name})s"):
+        sql = f"SELECT {stmt.bucket}, COUNT(*) FROM {qtable} WHERE {stmt.where} GROUP BY 1"
         try:
-            cursor.execute(sql, where[1])
-            out.append(SpanChecksum(sp, int(cursor.fetchone()[0]), None))
-        except Exception as exc:  # noqa: BLE001 - a driver error, mapped with its range
+            cursor.execute(sql, stmt.params)
+            rows = cursor.fetchall()
+        except Exception as exc:  # noqa: BLE001 - a driver error, mapped with its ranges
             raise SourceError(f"count query failed: {short_db_error(exc)}", table=table,
-                              key_range=None if sp.nulls else (sp.lo, sp.hi)) from exc
-    return out
+                              key_range=stmt.key_range) from exc
+        for res in rows:
+            found[stmt.spans[int(res[0])]] = (int(res[1]), 0)
+    return _in_order(spans, top, found, True)
 
 
 def mysql_double_text(x: float) -> str:
@@ -305,7 +403,7 @@ def _mysql_field(spec, q: str) -> str:
     if kind == "bit":
         return f"COALESCE(CAST(CAST({q} AS UNSIGNED) AS BINARY), '{NULL_MARK}')"
     if kind == "float":
-        text = f"IF({q} IS NULL, NULL, 'F')"
+        text = f"CAST({q} + 0e0 AS CHAR)"  # exact widening; the FLOAT's own text has only 6 digits
     elif kind == "double":
         text = f"CAST({q} AS CHAR)"
     elif kind == "time_us":
@@ -338,8 +436,8 @@ def _py_field(kind: str, v: Any, spec) -> str:
     if kind == "decimal":
         scale = spec_scale(spec)
         return f"{Decimal(str(v)).quantize(Decimal(1).scaleb(-scale)):f}" if scale else str(int(Decimal(str(v))))
-    if kind == "float":
-        return "F"
+    if kind == "float":  # the export writes float32: the value as it holds it
+        return mysql_double_text(struct.unpack("<f", struct.pack("<f", float(v)))[0])
     if kind == "double":
         return mysql_double_text(float(v))
     if kind == "time_us":
@@ -420,7 +518,7 @@ def duckdb_field(spec) -> str:
     elif kind == "bool":
         text = f"CAST(CAST({q} AS TINYINT) AS VARCHAR)"
     elif kind == "float":
-        text = f"CASE WHEN {q} IS NULL THEN NULL ELSE 'F' END"
+        text = f"sparsesync_mysql_double(CAST({q} AS DOUBLE))"
     elif kind == "double":
         text = f"sparsesync_mysql_double({q})"
     elif kind == "date":
@@ -468,7 +566,7 @@ def parquet_span_checksums(
             [(i, str(lo_min if sp.lo is None else sp.lo), str(hi_max if sp.hi is None else sp.hi)) for i, sp in bounded],
         )
     h = "0" if counts_only else duckdb_row_hash(specs)
-    if any(_kind(c) == "double" for c in specs):
+    if any(_kind(c) in ("double", "float") for c in specs):
         _register_duckdb(con)
     k = f"CAST({_q(key)} AS HUGEINT)"
     null_idx = nulls[0] if nulls else -1

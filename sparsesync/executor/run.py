@@ -170,6 +170,7 @@ def execute_plan(
     shard=None,
     consistency: str = "range",
     dask=None,
+    late_rows: bool = True,
 ) -> RunReport:
     """Replay ``plan`` into ``dest`` (a directory, ``s3://bucket/prefix`` or a Sink) without re-planning.
 
@@ -184,6 +185,8 @@ def execute_plan(
     ``dask`` (a :class:`sparsesync.executor.engine_dask.DaskOptions`)
     runs the file groups as tasks on a Dask cluster instead of local threads (the driver — this call —
     still owns ledger, report and manifest).
+    ``late_rows=False`` skips counting the tail range once more after
+    the run (the report's ``late_rows``): ``sync`` reads those rows in its next run anyway.
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
@@ -235,7 +238,7 @@ def execute_plan(
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
                 oversize=oversize, lock=lock, policy=policy, scope=scope, consistency=consistency,
-                dask=dask, dest=dest, staging=staging,
+                dask=dask, dest=dest, staging=staging, late_rows=late_rows,
             )
     finally:
         if own_engine:
@@ -247,7 +250,7 @@ def execute_plan(
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
              dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
              lock=None, policy: RetryPolicy = RetryPolicy(), scope=None, consistency="range", dask=None,
-             dest=None, staging=None) -> RunReport:
+             dest=None, staging=None, late_rows: bool = True) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
 
     redshift.check_load_inputs(plan, iam_role)
@@ -336,7 +339,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
                                       consistency=consistency, how=report.snapshot)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
-    drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
+    if late_rows:
+        drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one

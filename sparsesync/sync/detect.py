@@ -3,16 +3,19 @@
 ``checksum`` compares a server-side per-span ``COUNT(*)`` + order-independent checksum of every column
 (computed in SQL, as pt-table-checksum does) with the one recorded when the span was exported: it
 sees updates, deletes and late inserts below the max, at the cost of one pass over the rows on the
-server and no row data over the network. ``cursor:COL`` finds the spans holding rows with
-``COL >= watermark − lookback`` with an index range on COL: cheap, but it cannot see deletes.
-``none`` reads appends only.
+server (one grouped statement for all spans) and no row data over the network. ``cursor:COL`` reads
+``(key, COL)`` of the rows with ``COL >= watermark − lookback`` with one index range on COL and compares
+the lookback window with the digest the last run kept (:func:`cursor_changed`): cheap, but it cannot see
+deletes outside that window. ``none`` reads appends only.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -64,6 +67,14 @@ def span_checksums(engine: Engine, info, spans: list) -> list[str]:
     return [f"{c.rows}:{c.checksum}" for c in found]
 
 
+def checksum_statements(info, spans: list) -> int:
+    """How many statements :func:`span_checksums` sends for ``spans`` (grouped, see executor.checksum)."""
+    from sparsesync.executor.checksum import Span, grouped_statements
+
+    top = 2**63 - 1 if info.key_signed else 2**64 - 1
+    return len(grouped_statements("k", [Span.null_keys() if s == NULLS else Span(s[0], s[1]) for s in spans], top))
+
+
 # ---- cursor ----------------------------------------------------------------------------------------------
 def _table(table: str, schema: str | None, *cols: str) -> sa.TableClause:
     return sa.table(table, *[sa.column(c) for c in cols], schema=schema)
@@ -87,40 +98,179 @@ def watermark_out(value: Any) -> str | None:
     return value.isoformat(sep=" ") if isinstance(value, datetime) else str(value)
 
 
-def since_value(watermark: str | None, lookback_s: float) -> Any:
-    """``watermark − lookback`` for a time cursor; a numeric cursor has no lookback (``None``: everything)."""
-    if watermark is None:
+def cursor_value(text: str | None) -> Any:
+    """A watermark or window bound from ``_state.json`` back as a value comparable with the column's
+    values as the driver returns them: an integer, a decimal, a datetime, or the text itself."""
+    if text is None:
         return None
+    t = text.strip()
+    if t.lstrip("-").isdigit():  # before the date parse: Python 3.11 reads "20200101" as a date
+        return int(t)
     try:
-        return datetime.fromisoformat(watermark) - timedelta(seconds=lookback_s)
+        d = Decimal(t)
+        if d.is_finite():
+            return d
+    except ArithmeticError:  # decimal.InvalidOperation: not a number
+        pass
+    try:
+        return datetime.fromisoformat(t)
     except ValueError:
-        return int(watermark) if watermark.lstrip("-").isdigit() else watermark
+        return t
 
 
-def cursor_changed(engine: Engine, table: str, key: str, column: str, spans: list, since: Any, *,
-                   schema: str | None = None) -> list[int]:
-    """Indexes of ``spans`` ((lo, hi) or :data:`NULLS`) holding a row with ``COL >= since`` (all when None).
+def since_value(watermark: str | None, lookback_s: float) -> Any:
+    """``watermark − lookback`` for a time cursor; a numeric cursor has no lookback (the watermark itself);
+    ``None`` without a watermark."""
+    v = cursor_value(watermark)
+    return v - timedelta(seconds=lookback_s) if isinstance(v, datetime) else v
 
-    One index range on COL returns the distinct keys it touched; they are placed into spans here, so
-    the cost is the changed rows, never the table.
-    """
-    if since is None:
-        return list(range(len(spans)))
+
+def _norm(v: Any) -> Any:
+    """A cursor value as compared and hashed here: a DATE as the midnight datetime (the bounds are datetimes)."""
+    if isinstance(v, date) and not isinstance(v, datetime):
+        return datetime(v.year, v.month, v.day)
+    return v
+
+
+@dataclass(frozen=True)
+class CursorProbe:
+    """What one index range on the cursor column returned: ``(key, COL)`` of every row with ``COL >= bound``,
+    read in one statement (one consistent snapshot), before anything is exported."""
+
+    bound: Any
+    pairs: tuple[tuple[Any, Any], ...]
+
+    @property
+    def watermark(self) -> Any:
+        """``MAX(COL)`` at the probe (the largest value it returned), ``None`` when it returned nothing."""
+        return max((v for _, v in self.pairs), default=None)
+
+
+def cursor_probe(engine: Engine, table: str, key: str, column: str, bound: Any, *,
+                 schema: str | None = None) -> CursorProbe:
+    """``SELECT key, COL WHERE COL >= bound``: an index range on COL (its secondary index holds the key),
+    so the cost is the rows in the window, never the table."""
     t = _table(table, schema, key, column)
-    stmt = sa.select(t.c[key]).distinct().where(t.c[column] >= sa.bindparam("since", since))
+    stmt = sa.select(t.c[key], t.c[column]).where(t.c[column] >= sa.bindparam("since", bound))
     try:
         with engine.connect() as conn:
-            keys = [k for (k,) in conn.execute(stmt)]
+            pairs = tuple((k, _norm(v)) for k, v in conn.execute(stmt))
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"cursor query on {column} failed: {short_db_error(exc)}", table=table) from exc
+    return CursorProbe(bound, pairs)
+
+
+def _locator(spans: list):
+    """``key -> index`` of the span ((lo, hi) or :data:`NULLS`) holding it, ``None`` when none does."""
     keyed = [(i, s) for i, s in enumerate(spans) if s != NULLS]
     starts = [s[0] for _, s in keyed]
-    hit = set()
-    for k in keys:
+    null_idx = next((i for i, s in enumerate(spans) if s == NULLS), None)
+
+    def locate(k) -> int | None:
         if k is None:
-            hit.update(i for i, s in enumerate(spans) if s == NULLS)
-            continue
+            return null_idx
         j = bisect.bisect_right(starts, int(k)) - 1
         if j >= 0 and (keyed[j][1][1] is None or int(k) < keyed[j][1][1]):
-            hit.add(keyed[j][0])
+            return keyed[j][0]
+        return None
+
+    return locate
+
+
+def _span_id(span) -> str:
+    return NULLS if span == NULLS else str(int(span[0]))
+
+
+def _pair_hash(k: Any, v: Any) -> int:
+    text = f"{'N' if k is None else int(k)}|{watermark_out(v)}"
+    return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:8], "big")
+
+
+def _window_digests(spans: list, pairs, lo: Any, hi: Any) -> dict[str, str]:
+    """Per span id, ``"<rows>:<sum of 64-bit pair hashes>"`` over the pairs with ``lo <= COL <= hi``: a
+    multiset digest (a sum, not a xor, so two equal pairs under a non-unique key do not cancel)."""
+    locate = _locator(spans)
+    acc: dict[str, list[int]] = {}
+    for k, v in pairs:
+        if v is None or v < lo or v > hi:
+            continue
+        i = locate(k)
+        if i is None:
+            continue
+        a = acc.setdefault(_span_id(spans[i]), [0, 0])
+        a[0] += 1
+        a[1] = (a[1] + _pair_hash(k, v)) & (2**64 - 1)
+    return {sid: f"{n}:{x:016x}" for sid, (n, x) in acc.items()}
+
+
+def window_bound(watermark: Any, lookback_s: float) -> Any:
+    """``watermark − lookback`` (a time cursor) or the watermark itself, for a value read from the source."""
+    return since_value(watermark_out(_norm(watermark)), lookback_s)
+
+
+def probe_bound(cursor: dict, lookback_s: float) -> Any:
+    """Where the next probe starts: ``watermark − lookback``, and never above the recorded window (whose
+    rows it must see again to compare them)."""
+    since = since_value(cursor.get("watermark"), lookback_s)
+    window = cursor.get("window") or {}
+    wlo = cursor_value(window.get("lo"))
+    if wlo is not None and since is not None:
+        try:
+            return min(since, wlo)
+        except TypeError:
+            return since
+    return since
+
+
+def cursor_changed(spans: list, probe: CursorProbe, cursor: dict) -> list[int]:
+    """Indexes of ``spans`` ((lo, hi) or :data:`NULLS`) the cursor says changed since the last run.
+
+    A span changed when it holds a row with ``COL`` above the last watermark (written since), or a row
+    below the recorded window (a lookback wider than last time), or when its rows inside the recorded
+    window ``[window.lo, watermark]`` — the lookback that guards against late commits — are not exactly
+    the ``(key, COL)`` pairs the last run saw there (:func:`window_record`): a row committed late, moved
+    or deleted inside the window. Rows the last run saw there and that are unchanged cost nothing, so
+    appends alone re-read no span. Without a recorded window (an image made before it was kept), every
+    span holding a row with ``COL >= watermark − lookback`` changed.
+    """
+    locate = _locator(spans)
+    wm = cursor_value(cursor.get("watermark"))
+    window = cursor.get("window")
+    if window and wm is not None:
+        try:
+            return _changed_by_window(spans, locate, probe, wm, window)
+        except TypeError:  # values the driver returns that do not compare with the stored bounds: be safe
+            pass
+    return sorted({i for i in (locate(k) for k, _ in probe.pairs) if i is not None})
+
+
+def _changed_by_window(spans, locate, probe: CursorProbe, wm, window: dict) -> list[int]:
+    wlo = cursor_value(window.get("lo"))
+    hit: set[int] = set()
+    for k, v in probe.pairs:
+        i = locate(k)
+        if i is not None and (v > wm or v < wlo):
+            hit.add(i)
+    now = _window_digests(spans, probe.pairs, wlo, wm)
+    seen = window.get("parts") or {}
+    for i, sp in enumerate(spans):
+        if now.get(_span_id(sp)) != seen.get(_span_id(sp)):
+            hit.add(i)
     return sorted(hit)
+
+
+def window_record(spans: list, probe: CursorProbe | None, watermark: Any, lookback_s: float) -> dict | None:
+    """The ``cursor.window`` to keep in ``_state.json`` for the next run: per span of the new image, the
+    digest of the ``(key, COL)`` pairs with ``watermark − lookback <= COL <= watermark`` that the probe
+    (taken BEFORE the export, so the image holds those rows or newer versions of them) returned.
+    ``None`` when the probe did not reach down to that bound."""
+    if probe is None or watermark is None:
+        return None
+    wm = _norm(watermark)
+    lo = window_bound(watermark, lookback_s)
+    try:
+        if probe.bound is None or lo is None or probe.bound > lo:
+            return None
+        return {"lo": watermark_out(lo), "parts": _window_digests(spans, probe.pairs, lo, wm)}
+    except TypeError:  # values that do not compare with the bound: no window, the next run is conservative
+        return None

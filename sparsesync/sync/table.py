@@ -5,12 +5,12 @@ simply starts again — the run's files live in their own ``<table>/<run_id>/`` 
 
 1. read ``_state.json`` (none: a first run) and repair ``current.manifest.json`` if a crash left it ahead;
 2. narrow the image's open tail part to the keys it really read (``read_hi``): later keys are appends;
-3. detect changed spans (``--detect``) — before anything is exported;
+3. detect changed spans (``--detect``) — before anything is exported (the cursor's window probe too);
 4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
 5. record each new part's span checksum, measured BEFORE its export (see :func:`_pre_export_checksums`);
 6. ``execute_plan`` into ``<table>/<run_id>/`` (ledger-resumable, manifest.json = the run's delta);
-7. swap the image: new parts in, replaced parts out; write ``current.manifest.json``, then
-   ``_state.json`` LAST (each atomically).
+7. swap the image: new parts in, replaced parts out (with the cursor's window digest per new span);
+   write ``current.manifest.json``, then ``_state.json`` LAST (each atomically).
 """
 
 from __future__ import annotations
@@ -164,10 +164,8 @@ class _Run:
         self.emit({"event": "sync_start", "table": self.table, "run_id": run_id, "kind": kind, "detect": str(self.detect)})
 
         checksums: dict[tuple, str] = {}
-        watermark = None
-        if self.detect.mode == "cursor":  # before detection and export: later changes are above it
-            watermark = det.cursor_watermark(self.engine, self.table, self.detect.column, schema=o.schema)
-            self.queries += 1
+        self.probe: det.CursorProbe | None = None
+        self.watermark = None
         keep: list[Part] = []
         changed: list[Part] = []
         if not fresh:
@@ -180,6 +178,8 @@ class _Run:
                 changed = self._changed(state, keep, tail_lo, checksums)
                 if changed:
                     kind = "changed"
+        if self.detect.mode == "cursor" and self.probe is None:
+            self._first_probe()
         if fresh:
             spans, null_read = [(KEY_MIN, None)], True
         else:
@@ -206,7 +206,11 @@ class _Run:
                   manifest=f"{run_id}/manifest.json")
         cursor = state.cursor if state is not None and not fresh else None
         if self.detect.mode == "cursor":
-            cursor = {"column": self.detect.column, "watermark": det.watermark_out(watermark)}
+            cursor = {"column": self.detect.column, "watermark": det.watermark_out(self.watermark)}
+            window = det.window_record([_span(p) for p in narrowed(tuple(parts))], self.probe, self.watermark,
+                                       o.lookback_s)
+            if window is not None:
+                cursor["window"] = window
         new_state = ImageState(
             table=self.table, key=plan.source.key, source=_source_dict(plan), columns=_columns(plan),
             schema_hash=plan.fingerprint.schema_hash, sequence=seq, parts=tuple(parts),
@@ -252,17 +256,38 @@ class _Run:
             for i in hit:
                 checksums[spans[i]] = now[i]
         else:
-            since = det.since_value((state.cursor or {}).get("watermark"), self.o.lookback_s)
-            if not state.cursor or state.cursor.get("column") != self.detect.column:
-                since = None  # no watermark for this column yet: every span is suspect once
-            hit = det.cursor_changed(self.engine, self.table, state.key, self.detect.column, spans, since,
-                                     schema=self.o.schema)
+            cur = state.cursor or {}
+            if cur.get("column") != self.detect.column or cur.get("watermark") is None:
+                return list(keep)  # no watermark for this column yet: every span is suspect once
+            # One statement: the (key, COL) pairs of the window; its largest COL is the new watermark, read
+            # before the export so later changes are above it.
+            self.probe = det.cursor_probe(self.engine, self.table, state.key, self.detect.column,
+                                          det.probe_bound(cur, self.o.lookback_s), schema=self.o.schema)
             self.queries += 1
+            self.watermark = self.probe.watermark
+            if self.watermark is None:  # nothing at or above the bound any more (rows deleted): ask MAX
+                self.watermark = self._max_cursor()
+            hit = det.cursor_changed(spans, self.probe, cur)
         return [keep[i] for i in hit]
 
+    def _max_cursor(self):
+        self.queries += 1
+        return det.cursor_watermark(self.engine, self.table, self.detect.column, schema=self.o.schema)
+
+    def _first_probe(self) -> None:
+        """A run with no usable watermark (first run, new cursor column): read ``MAX(COL)`` and the window
+        below it before the export, so the next run can tell the window's rows it has from late ones."""
+        self.watermark = self._max_cursor()
+        if self.watermark is not None:
+            bound = det.window_bound(self.watermark, self.o.lookback_s)
+            self.probe = det.cursor_probe(self.engine, self.table, self._table_info().key, self.detect.column,
+                                          bound, schema=self.o.schema)
+            self.queries += 1
+
     def _checksums(self, spans) -> list[str]:
-        self.queries += len(spans)  # executor.checksum runs one statement per span
-        return det.span_checksums(self.engine, self._table_info(), spans)
+        info = self._table_info()
+        self.queries += det.checksum_statements(info, spans)  # one grouped statement per ≤ 500 spans
+        return det.span_checksums(self.engine, info, spans)
 
     def _pre_export_checksums(self, plan: Plan, checksums: dict) -> None:
         """Checksum every new part's span BEFORE it is exported and record that value with the part.
@@ -296,7 +321,8 @@ class _Run:
             try:
                 return execute_plan(plan, self.sink, engine=self.engine, reader=o.reader, workers=o.workers,
                                     compression=o.compression, strict_dates=o.strict_dates, verify=verify,
-                                    iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress, dask=o.dask)
+                                    iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress, dask=o.dask,
+                                    late_rows=False)  # rows arriving in the tail later: the next run reads them
             except SparsesyncError as exc:
                 if not exc.transient or attempt >= o.retries:
                     raise

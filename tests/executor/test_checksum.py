@@ -57,10 +57,10 @@ def test_all_types_source_checksum_equals_parquet_checksum(kind, keytype, mysql_
 @pytest.mark.mysql
 def test_checksum_sees_every_kind_of_change(mysql_engine, mysql_table):
     name = mysql_table("CREATE TABLE {name} (id BIGINT PRIMARY KEY, a VARCHAR(10), b VARCHAR(10), "
-                       "d DATETIME(6), n DECIMAL(10,2), bl VARBINARY(8), x DOUBLE)", prefix="ck")
+                       "d DATETIME(6), n DECIMAL(10,2), bl VARBINARY(8), x DOUBLE, fl FLOAT)", prefix="ck")
     with mysql_engine.begin() as conn:
-        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:id, :a, :b, :d, :n, :bl, :x)"), [
-            dict(id=i, a=f"a{i}", b="x", d=f"2020-01-01 00:00:0{i % 10}.5", n=i / 4, bl=bytes([i]), x=0.1 * i)
+        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:id, :a, :b, :d, :n, :bl, :x, :fl)"), [
+            dict(id=i, a=f"a{i}", b="x", d=f"2020-01-01 00:00:0{i % 10}.5", n=i / 4, bl=bytes([i]), x=0.1 * i, fl=1234.5)
             for i in range(1, 21)])
     plan = make_plan(mysql_engine, name, rows_per_query=1000)
     whole = [Span(None, None)]
@@ -72,7 +72,9 @@ def test_checksum_sees_every_kind_of_change(mysql_engine, mysql_table):
                  "UPDATE `{t}` SET n = n + 0.01 WHERE id = 3",
                  "UPDATE `{t}` SET bl = X'00' WHERE id = 4",
                  "UPDATE `{t}` SET x = 0.1 + 0.2 WHERE id = 3",  # 0.3 (DECIMAL sum) vs 0.30000000000000004: one ulp
-                 "UPDATE `{t}` SET x = -x WHERE id = 5"):
+                 "UPDATE `{t}` SET x = -x WHERE id = 5",
+                 # beyond FLOAT's 6 printed digits (1234.5 either way): compared by value since issue 9
+                 "UPDATE `{t}` SET fl = 1234.5001 WHERE id = 6"):
         with mysql_engine.begin() as conn:
             conn.exec_driver_sql(stmt.format(t=name))
         now = span_checksums(mysql_engine, plan, whole)[0]
@@ -178,3 +180,77 @@ def test_double_text_matches_mysql_cast_value_by_value(mysql_engine):
     con.register("t", pa.table({"i": [r[0] for r in rows], "d": pa.array([r[1] for r in rows], pa.float64())}))
     assert [r[0] for r in con.execute("SELECT sparsesync_mysql_double(d) FROM t ORDER BY i").fetchall()] == \
         [r[2] for r in rows]
+
+
+GROUPED_DDL = ("CREATE TABLE {name} (pk INT AUTO_INCREMENT PRIMARY KEY, id {keytype} NULL, v VARCHAR(20), "
+               "UNIQUE KEY (id)) ENGINE=InnoDB")
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("keytype", list(KEYSETS))
+def test_many_spans_in_one_grouped_statement_equal_one_statement_per_span(keytype, mysql_engine, mysql_table,
+                                                                            query_log, monkeypatch):
+    """Spans at both ends of the 64-bit domain (signed and unsigned), an open first and last span, the
+    NULL-key span, a span past the type's maximum and overlapping spans: the grouped statements give
+    what one statement per span gives, and what counting the keys in Python gives — in a few statements."""
+    from sparsesync.executor import checksum as ck
+    from sparsesync.planner.introspect import introspect
+
+    name = mysql_table(GROUPED_DDL.replace("{keytype}", keytype), prefix="ckg")
+    keys = KEYSETS[keytype]()
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO `{name}` (id, v) VALUES (:k, :v)"),
+                     [{"k": k, "v": f"v{k % 97}"} for k in keys] + [{"k": None, "v": f"n{i}"} for i in range(7)])
+    info = introspect(mysql_engine, name, key="id")
+    top = 2**63 - 1 if keytype == "BIGINT" else 2**64 - 1
+    cuts = sorted(set(random.Random(5).sample(keys, 40)) | {keys[0], keys[-1], keys[-1] + 1})
+    spans = [Span(None, cuts[0])] + [Span(a, b) for a, b in zip(cuts, cuts[1:])] + [Span(cuts[-1], None)]
+    spans += [Span.null_keys(), Span(top + 1, None), Span(cuts[3], cuts[9]), Span(cuts[12], None)]  # past max; overlapping
+
+    def in_span(k, s):
+        if s.nulls:
+            return k is None
+        return k is not None and (s.lo is None or k >= s.lo) and (s.hi is None or k < s.hi)
+
+    with mysql_engine.connect() as conn:
+        conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+    query_log.mark()
+    grouped = span_checksums(mysql_engine, info, spans)
+    assert sum("md5(" in s.lower() for s in query_log.statements(name)) == 2  # disjoint spans + overlapping ones
+    one_by_one = [span_checksums(mysql_engine, info, [s])[0] for s in spans]
+    assert grouped == one_by_one
+    every = keys + [None] * 7
+    assert [g.rows for g in grouped] == [sum(in_span(k, s) for k in every) for s in spans]
+    assert grouped[-3].rows == 0 and grouped[-4].rows == 7 and sum(g.rows for g in grouped[:-4]) == len(keys)
+    # Many spans are batched: a bounded statement each, together the same answer.
+    monkeypatch.setattr(ck, "MAX_SPANS_PER_STATEMENT", 7)
+    assert span_checksums(mysql_engine, info, spans) == grouped
+    counts = span_checksums(mysql_engine, info, spans, counts_only=True)
+    assert [c.rows for c in counts] == [g.rows for g in grouped] and all(c.checksum is None for c in counts)
+
+
+@pytest.mark.mysql
+def test_snapshot_counts_over_a_dbapi_cursor_are_grouped(mysql_engine, mysql_table, query_log):
+    """The executor's end-of-run counts inside the reader's snapshot (a raw pymysql cursor): one statement
+    for all ranges, the same counts as the SQLAlchemy path."""
+    from sparsesync.executor.checksum import span_counts_dbapi
+    from sparsesync.planner.introspect import introspect
+
+    name = mysql_table(GROUPED_DDL.replace("{keytype}", "BIGINT"), prefix="ckd")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{name}` (id, v) SELECT seq * 3, 'x' FROM seq_1_to_3000")
+        conn.exec_driver_sql(f"INSERT INTO `{name}` (id, v) VALUES (NULL, 'n'), (NULL, 'm')")
+    info = introspect(mysql_engine, name, key="id")
+    spans = [Span(None, 100)] + [Span(lo, lo + 100) for lo in range(100, 9000, 100)] + [Span(9000, None), Span.null_keys()]
+    with mysql_engine.connect() as conn:
+        conn.exec_driver_sql("SET GLOBAL general_log = 'ON'")
+    query_log.mark()
+    raw = mysql_engine.raw_connection()
+    try:
+        with raw.cursor() as cur:
+            got = span_counts_dbapi(cur, mysql_engine.dialect, info, spans)
+    finally:
+        raw.close()
+    assert query_log.count(name) == 1
+    assert got == span_checksums(mysql_engine, info, spans, counts_only=True)
+    assert sum(c.rows for c in got) == 3002 and got[-1].rows == 2 and got[0].rows == 33
