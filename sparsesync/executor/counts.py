@@ -42,11 +42,19 @@ def split_by_rows(spans: list[Span], weights: list[int], parts: int) -> list[lis
     return out
 
 
+def _pool_size(engine) -> int:
+    """Connections the engine may keep open at once. A sync under ``--connections`` hands the executor an
+    engine whose pool is its table's share of the budget (sync.budget): with one slot, a second counting
+    connection would wait for the first one's slot, which its idle pooled connection never gives back."""
+    size = getattr(engine.pool, "size", None)
+    return size() if callable(size) else PARALLEL_COUNTS
+
+
 def after_run_counts(engine, plan, spans: list[Span], *, min_split_rows: int = MIN_SPLIT_ROWS) -> list[SpanChecksum]:
     """``COUNT(*)`` per span, in order, taken now; MySQL/MariaDB tables of ≥ ``min_split_rows`` planned
     rows are counted on :data:`PARALLEL_COUNTS` connections at once (one statement per span, as before)."""
     weights = [r.est_rows for r in plan.ranges] + [0] * (len(spans) - len(plan.ranges))
-    if not is_mysql(engine) or sum(weights) < min_split_rows:
+    if not is_mysql(engine) or sum(weights) < min_split_rows or _pool_size(engine) < PARALLEL_COUNTS:
         return span_checksums(engine, plan, spans, counts_only=True)
     slices = split_by_rows(spans, weights[:len(spans)], PARALLEL_COUNTS)
     if len(slices) == 1:

@@ -139,3 +139,26 @@ def test_after_run_counts_on_two_connections_equal_the_serial_counts(mysql_engin
     serial = span_checksums(mysql_engine, plan, spans, counts_only=True)
     split = after_run_counts(mysql_engine, plan, spans, min_split_rows=0)
     assert split == serial and sum(c.rows for c in split) == 3000
+
+
+@pytest.mark.mysql
+def test_after_run_counts_stay_on_one_connection_under_a_one_slot_budget(mysql_engine, mysql_table, mysql_url):
+    """sync --connections 1: the table's engine has one slot; counting on two would wait for it forever."""
+    from sparsesync.planner.api import make_plan
+    from sparsesync.sync.budget import ConnectionBudget, budget_engine
+
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, v INT) ENGINE=InnoDB", prefix="s11cnt1")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{name}` (id, v) VALUES (%s, %s)", [(i * 3, i) for i in range(1, 2001)])
+    plan = make_plan(mysql_engine, name, rows_per_query=400, use_cache=False)
+    spans = spans_of_plan(plan, unplanned=True)
+    budget = ConnectionBudget(1, wait_s=3)
+    with budget.reserve(1) as share:
+        engine = budget_engine(mysql_url, share, table=name)
+        try:
+            with engine.connect() as conn:  # an idle pooled connection holds the one slot, as after a run
+                conn.exec_driver_sql("SELECT 1")
+            counts = after_run_counts(engine, plan, spans, min_split_rows=0)
+        finally:
+            engine.dispose()
+    assert sum(c.rows for c in counts) == 2000 and budget.peak == 1
