@@ -22,7 +22,7 @@ from sparsesync.errors import SparsesyncError, UsageError
 from sparsesync.logs import get_logger, redact_text
 from sparsesync.source import create_engine, identity_of, is_mysql
 
-from .budget import ConnectionBudget, budget_engine
+from .budget import ConnectionBudget, Share, budget_engine
 
 REPORT = "_sync_report.json"
 OK_STATUSES = ("ok", "empty", "skipped")
@@ -138,6 +138,9 @@ def _last_success(dest_sink, table: str) -> str | None:
     return max((r.get("finished_at") or "" for r in runs), default=None) or None
 
 
+DASK_DRIVER_SLOTS = 1  # with --engine dask the driver only checks, plans and counts; the tasks read
+
+
 def table_share(options, *, mysql: bool):
     """``(connections one table holds at most, options)``: one per worker, read with pymysql.
 
@@ -152,6 +155,11 @@ def table_share(options, *, mysql: bool):
                          "connections)", hint="use --reader pymysql or auto with sync")
     if mysql and reader == "auto":
         options = dataclasses.replace(options, reader="pymysql")
+    dask = getattr(options, "dask", None)
+    if dask is not None:
+        # The cluster's tasks open their own connections (up to the engine's in-flight cap) and the
+        # driver keeps one for detection, planning and the counts: the share covers both.
+        return DASK_DRIVER_SLOTS + (dask.connections or workers), options
     return workers, options
 
 
@@ -204,6 +212,12 @@ def sync_many(
     if not chosen:
         raise UsageError("no tables to sync", hint="name tables, or use --all (check --exclude)")
     need, options = table_share(options, mysql=mysql)
+    dask = getattr(options, "dask", None)
+    if dask is not None and need > connections:
+        # Without Dask a table's readers wait for slots of its share; Dask tasks cannot, so refuse.
+        raise UsageError(f"with --engine dask one table needs {need} source connections at once ({DASK_DRIVER_SLOTS} "
+                         f"for the driver + {need - DASK_DRIVER_SLOTS} tasks in flight), more than --connections "
+                         f"{connections}", hint=f"raise --connections to {need} or lower --workers")
 
     def one(table: str) -> dict:
         with budget.reserve(need) as share:
@@ -211,7 +225,9 @@ def sync_many(
             _emit(emit, {"event": "table_start", "table": table})
             engine = None
             try:
-                engine = budget_engine(source_url, share, table=table)
+                # With Dask the driver's engine gets its own slots; the rest of the share is the tasks'.
+                engine = budget_engine(source_url, Share(budget, DASK_DRIVER_SLOTS) if dask is not None else share,
+                                       table=table)
                 out = outcome_of(sync_fn(source_url, table, dest, options, engine=engine,
                                          events=lambda ev: _emit(emit, {"table": table, **ev}, "debug"), **extra))
             except Exception as exc:  # noqa: BLE001 - one table's failure must not stop the others

@@ -424,3 +424,37 @@ def test_sync_table_runs_its_groups_on_dask(mysql_engine, mysql_url, user_url, d
     finally:
         with mysql_engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
+
+
+def test_sync_many_on_dask_holds_the_connection_budget(mysql_engine, mysql_url, user_url, secret_user, dask_client,
+                                                       tmp_path):
+    """``sync --engine dask --connections N``: the driver's connections and the tasks' together stay ≤ N
+    (sampled from the server's processlist), and a budget below one table's need is refused in one line."""
+    from sparsesync.errors import UsageError
+    from sparsesync.sync.many import sync_many
+    from sparsesync.sync.table import SyncOptions
+    from tests.sync.dbkit import ProcesslistSampler
+    from tests.sync.conftest import image_rows, source_rows
+
+    names = [unique_name("d10m") for _ in range(2)]
+    with mysql_engine.begin() as conn:
+        for name in names:
+            conn.exec_driver_sql(MYSQL_DDL.format(name=name))
+    try:
+        for i, name in enumerate(names):
+            fill_mysql(mysql_engine, name, list(range(1, 1501 + 500 * i)))
+            _analyze(mysql_engine, name)
+        opts = SyncOptions(rows_per_query=200, file_size_mb=0.004, reader="pymysql", workers=1,
+                           dask=DaskOptions(client=dask_client, connections=1))
+        with pytest.raises(UsageError, match="needs 2 source connections at once"):
+            sync_many(user_url, names, str(tmp_path), opts, connections=1)
+        with ProcesslistSampler(mysql_url, secret_user[0]) as sampler:
+            summary = sync_many(user_url, names, str(tmp_path), opts, connections=2)
+        assert [t["status"] for t in summary.tables] == ["ok", "ok"]
+        assert sampler.samples and max(sampler.samples) <= 2, sampler.at_peak
+        for name in names:
+            assert image_rows(tmp_path, name, "id, v") == source_rows(mysql_engine, name, "id, v")
+    finally:
+        with mysql_engine.begin() as conn:
+            for name in names:
+                conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
