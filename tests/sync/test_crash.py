@@ -66,7 +66,9 @@ def test_kill_9_at_random_points_then_resume(mysql_url, mysql_engine, mysql_tabl
     # How long a sync takes once the child has imported everything: kill points are drawn from that window.
     window = None
     killed_mid_run = 0
-    for trial in range(12):
+    for trial in range(30):  # until 10 kills landed mid-run (a fast run may finish before its kill)
+        if killed_mid_run >= 10:
+            break
         mutate(mysql_engine, table, rnd, trial)
         before = state_rows(dest, table)
         seq_before = json.loads((dest / table / STATE).read_text())["sequence"]
@@ -80,7 +82,7 @@ def test_kill_9_at_random_points_then_resume(mysql_url, mysql_engine, mysql_tabl
             window = time.monotonic() - t_ready
         else:
             # Inside the first run's duration (later runs read less), so nearly every kill lands mid-run.
-            time.sleep(rnd.uniform(0.02, 0.8) * window)
+            time.sleep(rnd.uniform(0.02, 0.6) * window)
             os.kill(child.pid, signal.SIGKILL)
             child.communicate(timeout=30)
             killed_mid_run += child.returncode == -signal.SIGKILL
@@ -94,6 +96,6 @@ def test_kill_9_at_random_points_then_resume(mysql_url, mysql_engine, mysql_tabl
         assert image_rows(dest, table) == source_rows(mysql_engine, table) == state_rows(dest, table)
         files = [f.path for f in load_state(open_sink(str(dest)), table).files]
         assert len(files) == len(set(files))
-    # 11 kill trials; the correctness asserts above hold for every trial, wherever the kill landed. A kill
-    # that comes after a fast run finished is not a crash test, so most of them must have hit a running sync.
-    assert killed_mid_run >= 9
+    # The correctness asserts above hold for every trial, wherever the kill landed; a kill that comes after a
+    # fast run finished is not a crash test, so trials go on until 10 kills hit a running sync (issue 9: ≥ 10).
+    assert killed_mid_run >= 10
