@@ -59,6 +59,17 @@ class GroupRecord:
     started_at: str | None = None
     finished_at: str | None = None
 
+    def intact_in(self, sink) -> bool:
+        """Done, with every recorded part present at its recorded size (an empty group has no part)."""
+        return (self.state == DONE and (bool(self.parts) or self.rows == 0)
+                and all(sink.size(p.name) == p.size for p in self.parts))
+
+    def reset(self) -> None:
+        """Back to pending, to be redone from scratch (an interrupted or damaged group)."""
+        self.state, self.parts, self.rows, self.bytes, self.range_rows = PENDING, [], 0, 0, {}
+        self.zero_dates, self.consistency, self.run = {}, None, None
+        self.attempts = max(self.attempts, 1)
+
 
 @dataclass
 class Ledger:

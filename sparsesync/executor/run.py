@@ -14,6 +14,7 @@ The manifest is the commit marker: a folder with a manifest is a finished run.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -367,17 +368,11 @@ def _prepare_folder(sink, folder: str, book: Ledger, store: LedgerStore, plan: P
     skipped = []
     keep = set()
     for g in book.groups:
-        if g.state == DONE:
-            intact = bool(g.parts) or g.rows == 0
-            intact = intact and all(sink.size(p.name) == p.size for p in g.parts)
-            if intact:
-                skipped.append(g.index)
-                keep.update(p.name for p in g.parts)
-                continue
-        if g.state != PENDING or g.parts:  # interrupted or damaged: redo from scratch
-            g.state, g.parts, g.rows, g.bytes, g.range_rows = PENDING, [], 0, 0, {}
-            g.zero_dates, g.consistency, g.run = {}, None, None
-            g.attempts = max(g.attempts, 1)
+        if g.intact_in(sink):
+            skipped.append(g.index)
+            keep.update(p.name for p in g.parts)
+        elif g.state != PENDING or g.parts:  # interrupted or damaged: redo from scratch
+            g.reset()
     if store.sink is sink and store.relpath:
         keep.add(store.relpath)
     for rel in sink.list(folder):
@@ -486,19 +481,21 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
         finally:
             sessions.close()
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sparsesync-group") as pool:
-        futures = [pool.submit(work, g) for g in todo]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        if any(f.exception() for f in done if f.done()):
-            stop.set()  # let the other workers stop at their next batch; their groups stay pending
-            for f in futures:
-                f.cancel()
-        wait(futures)
-    _raise_first(futures)
+    _run_all([functools.partial(work, g) for g in todo], workers, "sparsesync-group", stop)
     return None
 
 
-def _raise_first(futures) -> None:
+def _run_all(calls, max_workers: int, prefix: str, stop: threading.Event) -> None:
+    """Run ``calls`` on a thread pool. At the first error set ``stop`` (running calls end at their next
+    batch, their groups stay pending; queued ones never start), wait for all, raise the first real error."""
+    with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=prefix) as pool:
+        futures = [pool.submit(c) for c in calls]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        if any(f.exception() for f in done if f.done()):
+            stop.set()
+            for f in futures:
+                f.cancel()
+        wait(futures)
     errors = [f.exception() for f in futures if not f.cancelled() and f.exception() is not None]
     real = [e for e in errors if not isinstance(e, _Cancelled)]
     if real:
@@ -516,13 +513,8 @@ def _run_snapshot(plan, rdr, todo, workers, serial, stop, want_count, retried, h
         how.update(snap.how)
     holders = [SessionHolder.holding(rdr, s) for s in snap.sessions]
     try:
-        with ThreadPoolExecutor(max_workers=len(chunks), thread_name_prefix="sparsesync-snapshot") as pool:
-            futures = [pool.submit(serial, h, c) for h, c in zip(holders, chunks)]
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            if any(f.exception() for f in done if f.done()):
-                stop.set()  # the other workers stop at their next batch; their groups stay pending
-            wait(futures)
-        _raise_first(futures)
+        _run_all([functools.partial(serial, h, c) for h, c in zip(holders, chunks)], len(chunks),
+                 "sparsesync-snapshot", stop)
         # A fault replaced a worker's session: its later groups were read in another view.
         retried.snapshots = 1 + sum(h.opened - 1 for h in holders)
         return snap.counts(plan, rdr.engine) if want_count and retried.snapshots == 1 else None

@@ -243,20 +243,18 @@ class ShardScope:
                               hint="a whole-plan execute or finalize is running; run the shard after it ends")
         whole = LedgerStore(sink=sink, relpath=found[None]).load() if None in found else None
         if whole is not None and whole.plan_sha256 == plan.sha256:
-            self.elsewhere = [g.index for g in whole.groups if g.index in mine and g.state == DONE and _intact(sink, g)]
+            self.elsewhere = [g.index for g in whole.groups if g.index in mine and g.intact_in(sink)]
         keep, skipped = set(), list(self.elsewhere)
         for g in book.groups:
             if g.index not in mine:
                 continue
             if g.index in self.elsewhere:
                 g.state, g.parts, g.rows, g.bytes, g.range_rows = "elsewhere", [], 0, 0, {}
-            elif g.state == DONE and _intact(sink, g):
+            elif g.intact_in(sink):
                 skipped.append(g.index)
                 keep.update(p.name for p in g.parts)
             elif g.state != "pending" or g.parts:  # interrupted or damaged: redo from scratch
-                g.state, g.parts, g.rows, g.bytes, g.range_rows = "pending", [], 0, 0, {}
-                g.zero_dates, g.consistency, g.run = {}, None, None
-                g.attempts = max(g.attempts, 1)
+                g.reset()
         if whole is not None:  # a whole-plan run's parts of our groups it finished stay; they are its
             keep.update(p.name for g in whole.groups if g.index in self.elsewhere for p in g.parts)
         owns = _part_owner({plan.files[i].name for i in mine})
@@ -288,10 +286,6 @@ class ShardScope:
         if lock is not None:
             lock.check()
         sink.put_bytes(name, report.to_json())
-
-
-def _intact(sink, g) -> bool:
-    return (bool(g.parts) or g.rows == 0) and all(sink.size(p.name) == p.size for p in g.parts)
 
 
 # ---- finalize -------------------------------------------------------------------------------------------------
@@ -358,7 +352,7 @@ def merged_ledger(plan: Plan, sink, folder: str) -> tuple[Ledger, dict]:
     twice: list[str] = []
     for g in plan.files:
         done = [(s, led.groups[g.index]) for s, led in ledgers.items()
-                if led.groups[g.index].state == DONE and _intact(sink, led.groups[g.index])]
+                if led.groups[g.index].intact_in(sink)]
         if len(done) == 1:
             book.groups[g.index] = done[0][1]
             continue
