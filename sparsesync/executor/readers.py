@@ -131,6 +131,17 @@ def _int_literal(value: Any) -> str:
     return str(_check_key(value))
 
 
+def _guarded_fetch(fetchmany, plan, r):
+    """``fetchmany`` whose driver errors become the range's SourceError (transient ones are retried)."""
+    def fetch(n: int):
+        try:
+            return fetchmany(n)
+        except Exception as exc:  # noqa: BLE001
+            raise _source_error(exc, plan, r, "reading the range") from exc
+
+    return fetch
+
+
 def _source_error(exc: BaseException, plan: Plan, r: KeyRange | None, what: str) -> SparsesyncError:
     """Map a driver exception to TransientSourceError / SourceError with table and range context."""
     if isinstance(exc, SparsesyncError):
@@ -262,12 +273,7 @@ class PyMySQLSession:
                 raise _source_error(exc, rd.plan, r, "range query") from exc
             rd.stats.add_query()
 
-            def fetch(n: int):
-                try:
-                    return cur.fetchmany(n)
-                except Exception as exc:  # noqa: BLE001
-                    raise _source_error(exc, rd.plan, r, "reading the range") from exc
-
+            fetch = _guarded_fetch(cur.fetchmany, rd.plan, r)
             for rows in cut_by_bytes(fetch, rd.width, rd.batch_bytes, rd.batch_rows):
                 for batch in batches_of(self.batcher.build(rows, r)):
                     rd.width.observe(batch)
@@ -346,12 +352,7 @@ class SQLAlchemySession:
         except Exception as exc:  # noqa: BLE001
             raise _source_error(exc, rd.plan, r, "range query") from exc
         rd.stats.add_query()
-        def fetch(n: int):
-            try:
-                return result.fetchmany(n)
-            except Exception as exc:  # noqa: BLE001
-                raise _source_error(exc, rd.plan, r, "reading the range") from exc
-
+        fetch = _guarded_fetch(result.fetchmany, rd.plan, r)
         try:
             for rows in cut_by_bytes(fetch, rd.width, rd.batch_bytes, rd.batch_rows):
                 for batch in batches_of(self.batcher.build([tuple(row) for row in rows], r)):
