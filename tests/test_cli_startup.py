@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("duckdb", "pyarrow", "matplotlib", "boto3", "botocore", "numpy", "sqlalchemy", "pandas", "connectorx")
+# pydantic: typer 0.29 imports it (and builds an adapter per parameter) on every call; pyproject keeps typer < 0.29
+HEAVY = ("duckdb", "pyarrow", "matplotlib", "boto3", "botocore", "numpy", "sqlalchemy", "pandas", "connectorx",
+         "pydantic")
 COMMANDS = ["plan", "show", "execute", "verify", "run", "bench", "demo", "sync", "load", "gc", "fixtures"]
 
 
@@ -62,8 +64,9 @@ def test_the_check_sees_a_heavy_import():
 # ---- execute on an empty table (goal 5: < 0.8 s): what it must not import ------------------------------------
 # pyarrow (the empty part is still a Parquet file), SQLAlchemy and the MySQL drivers are needed; these are not:
 # DuckDB (verify only), matplotlib (charts), boto3/botocore (S3 destinations only), pyarrow.compute (casts of
-# rows an empty table does not have; ~40 ms to import).
-NOT_FOR_EMPTY_EXECUTE = ("duckdb", "matplotlib", "boto3", "botocore", "pyarrow.compute", "pyarrow._compute", "dlt")
+# rows an empty table does not have; ~40 ms to import), pydantic (typer 0.29's per-parameter adapters).
+NOT_FOR_EMPTY_EXECUTE = ("duckdb", "matplotlib", "boto3", "botocore", "pyarrow.compute", "pyarrow._compute", "dlt",
+                         "pydantic")
 
 
 @pytest.mark.mysql
