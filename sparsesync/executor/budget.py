@@ -28,6 +28,8 @@ MAX_BATCH_BYTES = 256 * MiB
 UNBOUNDED_GUESS = 64 * 1024
 # What one such value can really be: MySQL's max_allowed_packet default (pymysql fetches this many at most).
 UNBOUNDED_MAX = 16 * MiB
+# A column not seen yet and guessed at this many bytes or more is worth one probe of real widths (readers)
+PROBE_MIN_GUESS = 4096
 
 _BOUNDED = {"tinytext": 255, "tinyblob": 255, "text": 65535, "blob": 65535}
 _SIZED = re.compile(r"^\s*(?:national\s+)?(?:n?var)?(?:char|binary|character(?:\s+varying)?)\s*\((\d+)\)", re.I)
@@ -105,6 +107,17 @@ class RowWidth:
             if widest > self.seen.get(i, -1):
                 with self._lock:
                     self.seen[i] = max(self.seen.get(i, 0), widest)
+
+    def note(self, widths: dict[int, int]) -> None:
+        """Remember widest values measured elsewhere (a probe query): column index → bytes."""
+        with self._lock:
+            for i, widest in widths.items():
+                self.seen[i] = max(self.seen.get(i, 0), int(widest))
+
+    def guessed(self, at_least: int = PROBE_MIN_GUESS) -> list[int]:
+        """Text/binary columns not seen yet whose guessed width is ``at_least`` bytes: the ones that make a
+        first batch small (an unbounded column is guessed at :data:`UNBOUNDED_GUESS`)."""
+        return [i for i in self.var if i not in self.seen and min(self.declared[i], UNBOUNDED_GUESS) >= at_least]
 
     def estimate(self) -> int:
         """Bytes a row may take: twice the widest value seen per column, a guess before any was seen."""

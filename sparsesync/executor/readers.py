@@ -423,6 +423,7 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
     return quoted, "plain"
 
 
+PROBE_ROWS = 1000  # rows whose widths size the first range's batches (the old first batch held ~500)
 _CX_DROP_PARAMS = {"charset", "binary_prefix", "use_unicode", "client_flag", "local_infile"}
 
 
@@ -445,6 +446,7 @@ class ConnectorXReader(_ReaderBase):
         self._table = single_percents(d, quoted_table(d, src.table, src.schema))
         self._key = quote(src.key)
         exprs = [_cx_select_expr(c, quote(c.name)) for c in plan.columns]
+        self._exprs = [e for e, _ in exprs]
         self._kinds = [k for _, k in exprs]
         self._select = ", ".join(
             e if e == quote(c.name) else f"{e} AS {quote(c.name)}" for (e, _), c in zip(exprs, plan.columns)
@@ -460,17 +462,58 @@ class ConnectorXReader(_ReaderBase):
         url = self.engine.url.set(drivername="mysql", query=query)
         return url.render_as_string(hide_password=False)
 
-    def sql(self, r: KeyRange) -> str | None:
-        """The range SELECT as text (identifiers quoted by the dialect, keys validated ints)."""
+    def _where(self, r: KeyRange) -> str | None:
         bounds = key_bounds(self.plan, r)
         if bounds is None:
             return None
         if r.nulls:
-            return f"SELECT {self._select} FROM {self._table} WHERE {self._key} IS NULL"
+            return f"{self._key} IS NULL"
         cond = f"{self._key} >= {_int_literal(bounds[0])}"
         if bounds[1] is not None:
             cond += f" AND {self._key} < {_int_literal(bounds[1])}"
-        return f"SELECT {self._select} FROM {self._table} WHERE {cond} ORDER BY {self._key}"
+        return cond
+
+    def sql(self, r: KeyRange) -> str | None:
+        """The range SELECT as text (identifiers quoted by the dialect, keys validated ints)."""
+        cond = self._where(r)
+        if cond is None:
+            return None
+        order = "" if r.nulls else f" ORDER BY {self._key}"
+        return f"SELECT {self._select} FROM {self._table} WHERE {cond}{order}"
+
+    def probe_sql(self, r: KeyRange, columns: list[int], rows: int = PROBE_ROWS) -> str | None:
+        """Widest value, in bytes, of each of ``columns`` among the first ``rows`` rows of range ``r``."""
+        cond = self._where(r)
+        if cond is None or not columns:
+            return None
+        inner = ", ".join(f"{self._exprs[i]} AS c{n}" for n, i in enumerate(columns))
+        outer = ", ".join(f"MAX(LENGTH(c{n})) AS w{n}" for n in range(len(columns)))
+        order = "" if r.nulls else f" ORDER BY {self._key}"
+        return f"SELECT {outer} FROM (SELECT {inner} FROM {self._table} WHERE {cond}{order} LIMIT {int(rows)}) AS probe"
+
+    def probe_widths(self, r: KeyRange) -> None:
+        """Before the first range is streamed, measure the text/binary columns still guessed wide.
+
+        connectorx fixes a statement's batch size when it starts. Sized from the guess for an unbounded
+        column (64 KB a value) a first range with a JSON/TEXT column streamed in ~500-row batches, each
+        costing connectorx and the conversion a fixed overhead (the issue-11 table: 170 of its 220 batches).
+        The first rows' real widths, read by one small statement, size it like every later range (from the
+        widest values seen so far). Best effort: if the probe fails the range query itself will say why.
+        """
+        import connectorx as cx
+
+        columns = self.width.guessed()
+        query = self.probe_sql(r, columns)
+        if query is None:
+            return
+        try:
+            got = cx.read_sql(self._conn_str(), query, return_type="arrow")
+        except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions; the range query reports faults
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            return
+        widths = {i: got.column(n)[0].as_py() for n, i in enumerate(columns) if got.num_rows}
+        self.width.note({i: w for i, w in widths.items() if w is not None})
 
     @contextlib.contextmanager
     def session(self) -> Iterator["ConnectorXSession"]:
@@ -596,6 +639,8 @@ class ConnectorXSession:
         query = rd.sql(r)
         if query is None:
             return
+        if rd.width.guessed():
+            rd.probe_widths(r)
         try:
             # connectorx reads a few batches ahead: rows per batch follow the widest values seen so far.
             batch_size = rd.width.rows_for(rd.batch_bytes, rd.batch_rows)

@@ -185,3 +185,32 @@ def test_connectorx_url_drops_driver_only_parameters(mysql_url, mysql_table):
     batches = _read_all(make_reader(engine, plan, kind="connectorx"), plan)
     assert [v for b in batches for v in b.column("v").to_pylist()] == ["é", "éé", "ééé"]
     engine.dispose()
+
+
+def test_connectorx_probes_wide_columns_once_before_the_first_range(mysql_engine, mysql_table, query_log):
+    """An unbounded column (TEXT/JSON) is guessed at 64 KB a value until seen, which made the whole first
+    range stream in ~500-row batches. One small statement measures the first rows' real widths (hostile
+    column names quoted), and the first range's batches are sized from them like every later range's."""
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, `bo``dy; --` LONGTEXT, doc JSON, "
+                       "tag VARCHAR(8))", prefix="probe")
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:k, :b, :d, 'x')"),
+                     [{"k": k, "b": "é" * (k % 50), "d": '{"k": %d}' % k} for k in range(1, 3001)])
+    plan = make_plan(mysql_engine, name, rows_per_query=1000, use_cache=False)
+    reader = make_reader(mysql_engine, plan, kind="connectorx", batch_rows=1_000_000, batch_bytes=8 << 20)
+    body, doc = 1, 2
+    assert set(reader.width.guessed()) == {body, doc}
+    unprobed = reader.width.rows_for(reader.batch_bytes, reader.batch_rows)
+    first = plan.ranges[0]
+    query_log.mark()
+    batches = list(reader.session().__enter__().read_range(first))
+    assert reader.width.guessed() == []
+    # the probe saw the first 1,000 rows: at most 49 two-byte characters, '{"k": 1000}' = 11 bytes
+    assert reader.width.seen[body] == 98 and reader.width.seen[doc] == 11
+    assert reader.width.rows_for(reader.batch_bytes, reader.batch_rows) > 50 * unprobed
+    assert len(batches) == 1 and batches[0].num_rows == first.est_rows
+    probes = [q for q in query_log.statements(name) if "MAX(LENGTH(" in q]
+    assert len(probes) == 1 and "`bo``dy; --`" in probes[0]
+    # later ranges need no probe: every wide column has been seen
+    list(reader.session().__enter__().read_range(plan.ranges[1]))
+    assert len([q for q in query_log.statements(name) if "MAX(LENGTH(" in q]) == 1
