@@ -17,7 +17,7 @@ def test_small_run_reports_every_contender(mysql_url, tmp_path, capsys):
     assert (tmp_path / "peers-outliers-1500.png").stat().st_size > 10_000
     assert "goal 1: execute (1 worker) / bare ConnectorX 1 partition" in md and "goal 4: peak RSS" in md
     names = [bench_peers.WIRE, bench_peers.CX1, bench_peers.CX2, "sparsesync execute |",
-             "sparsesync execute --workers 2", "sparsesync execute --reader pymysql"]
+             "sparsesync execute --workers 2", "sparsesync execute --reader pymysql", bench_peers.SS_NOVERIFY]
     if bench_peers.dlt_version():
         names += ["dlt sql_table, connectorx backend", "dlt sql_table, pyarrow backend"]
     else:
@@ -43,3 +43,14 @@ def test_a_short_output_fails_the_run(tmp_path):
         bench_peers.check_and_clean(str(tmp_path), bench_peers.CX1, 3)
     bench_peers.check_and_clean(str(tmp_path), bench_peers.CX1, 2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_only_measures_the_named_contenders(mysql_url, tmp_path):
+    assert bench_peers.main(["--url", mysql_url, "--rows", "1200", "--repeat", "1", "--fixtures", "none",
+                             "--only", f"{bench_peers.CX1};{bench_peers.SS1}", "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "peers-1200.md").read_text()
+    assert f"| {bench_peers.CX1} |" in md and f"| {bench_peers.SS1} |" in md
+    assert bench_peers.CX2 not in md.split("### Issue 11 goals")[0] and bench_peers.SS_PYMYSQL not in md
+    with pytest.raises(SystemExit, match="--only names no contender"):
+        bench_peers.main(["--url", mysql_url, "--rows", "1200", "--repeat", "1", "--fixtures", "none",
+                          "--only", "no such contender"])
