@@ -97,3 +97,28 @@ def test_a_row_deleted_from_a_range_already_read_fails_the_per_range_check(mysql
                      progress=delete_after_range_0)
     assert "#0 [" in err.value.one_line() and "source 59, written 60" in err.value.one_line()
     assert not (out_dir(tmp_path / "out", plan) / "manifest.json").exists()
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("reader", ["pymysql", "connectorx"])
+def test_zero_dates_of_a_retried_attempt_are_counted_once_with_workers(reader, mysql_engine, mysql_url, mysql_table,
+                                                                       tmp_path):
+    """--workers 2 shares one reader (and its zero-date counter) between threads; a group whose first attempt
+    read zero dates and then failed transiently is read again. The report counts each zero date once."""
+    from sparsesync.errors import TransientSourceError
+
+    name, zero = _table(mysql_engine, mysql_table)
+    plan = make_plan(mysql_engine, name, rows_per_query=60, file_size=4_000)
+    group = plan.files[1]
+    assert group.last_range > group.first_range  # the fault comes after a range of the group was read
+    failed = []
+
+    def fail_once(ev):
+        if ev.kind == "range" and ev.range_index == group.first_range + 1 and not failed:
+            failed.append(ev.range_index)
+            raise TransientSourceError("injected: connection lost", table=name)
+
+    rep = execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader=reader, workers=2,
+                       progress=fail_once, retry_base_s=0.01)
+    assert failed and rep.retries >= 1 and rep.rows == 600
+    assert rep.zero_dates == {"d": zero}
