@@ -1,8 +1,9 @@
 """Start-up cost of a whole ``sparsesync execute`` on an empty table (issue 11, goal 5: < 0.8 s).
 
 One invocation, paired and repeated: ``python -c pass`` (the interpreter floor), the bare C client
-``mariadb -e 'select * from t'`` (the connection floor), ``sparsesync --help``, ``sparsesync show PLAN``
-and ``sparsesync execute PLAN`` on an empty table into a local directory, each a whole child process.
+``mariadb -e 'select * from t'`` (the connection floor), the imports of bare ConnectorX → Parquet (issue
+11's reference) and ``import sqlalchemy`` alone, ``sparsesync --help``, ``sparsesync show PLAN`` and
+``sparsesync execute PLAN`` on an empty table into a local directory, each a whole child process.
 
     python -m benchmarks.bench_startup --repeat 7
 """
@@ -59,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             contenders = {
                 "python -c pass": [py, "-c", "pass"],
                 "mariadb -e select": mariadb_argv(url, f"select * from `{name}`"),
+                # What bare ConnectorX → Parquet imports (issue 11's reference), and SQLAlchemy alone: the
+                # floor under any run that writes Parquet, and the share of the executor's own source layer.
+                "python: import connectorx, pyarrow.parquet": [py, "-c", "import connectorx, pyarrow.parquet"],
+                "python: import sqlalchemy": [py, "-c", "import sqlalchemy"],
                 "sparsesync --help": [py, "-m", "sparsesync", "--help"],
                 "sparsesync show PLAN": [py, "-m", "sparsesync", "show", plan_path],
                 "sparsesync execute (empty table)": [py, "-m", "sparsesync", "execute", plan_path, "--dest",
