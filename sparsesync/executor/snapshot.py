@@ -284,33 +284,23 @@ def _pin(session, engine, plan: Plan) -> None:
         raise SourceError(f"opening a snapshot failed: {short_db_error(exc)}", table=plan.source.qualified_table) from exc
 
 
-def _sample_widths(rdr, plan: Plan, chunks: list[list[FileGroup]], rows: int = 1000) -> None:
-    """Observe the widths of the first ``rows`` rows of each worker's span.
+def _sample_widths(rdr, plan: Plan, chunks: list[list[FileGroup]]) -> None:
+    """Measure the wide columns' real widths on the first keyed range of the span statements (before the gate).
 
-    A span statement's rows per batch are chosen once, from the widest values seen so far (the per-range
-    reader re-chooses them per range); without a sample that is the declared-type guess (~500 rows of a
-    row with a JSON column: twice the batches). Later, wider values can still exceed the batch byte target,
-    as with the per-range reader between ranges (``--reader pymysql`` measures every row).
+    A span statement's rows per batch are chosen once, from the widest values seen so far; without a
+    measurement that is the declared-type guess (~500 rows of a row with a JSON column: many more batches).
+    The same probe sizes the per-range reader's first range (``ConnectorXReader.probe_widths``). Later,
+    wider values can still exceed the batch byte target, as with the per-range reader between ranges
+    (``--reader pymysql`` measures every row).
     """
-    import connectorx as cx
-
     from .readers import key_bounds
 
-    for chunk in chunks:
-        first = next((b for b in (key_bounds(plan, r) for g in chunk for r in plan.ranges_of(g)
-                                  if not r.nulls) if b is not None), None)
-        if first is None:
-            continue
-        query = rdr.sql(KeyRange(0, first[0], None, 0, "dense")) + f" LIMIT {int(rows)}"
-        try:
-            sample = cx.read_sql(rdr._conn_str(), query, return_type="arrow")
-        except BaseException as exc:  # noqa: BLE001 - only a sample: the real statement reports any fault
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            return
-        rdr.stats.add_query()
-        if sample.num_rows:
-            rdr.width.observe(sample)  # raw columns: text/binary lengths are what the output holds
+    first = next((r for chunk in chunks for g in chunk for r in plan.ranges_of(g)
+                  if not r.nulls and key_bounds(plan, r) is not None), None)
+    if first is not None and rdr.width.guessed():
+        rdr.probe_widths(first)
+    else:
+        rdr.warm_up()  # connectorx's first call loads its runtime: not while writers wait for the lock
 
 
 __all__ = ["CONSISTENCY_MODES", "check_mode", "check_possible", "needs_gate", "split_groups", "open_snapshot",
