@@ -423,6 +423,9 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
     return quoted, "plain"
 
 
+# A range read whole may hold this many reader batches of bytes (at the widest row seen); with the range
+# read ahead that is twice as much: 5 of the 10 batches' worth the reader's share of --memory-limit holds.
+WHOLE_RANGE_BATCHES = 2.5
 PROBE_ROWS = 1000  # rows whose widths size the first range's batches (the old first batch held ~500)
 _CX_DROP_PARAMS = {"charset", "binary_prefix", "use_unicode", "client_flag", "local_infile"}
 
@@ -508,11 +511,12 @@ class ConnectorXReader(_ReaderBase):
         column (64 KB a value) a first range with a JSON/TEXT column streamed in ~500-row batches, each
         costing connectorx and the conversion a fixed overhead (the issue-11 table: 170 of its 220 batches).
         The first rows' real widths, read by one small statement, size it like every later range (from the
-        widest values seen so far). Best effort: if the probe fails the range query itself will say why.
+        widest values seen so far), and decide whether it may be read whole (ConnectorXSession).
+        Best effort: if the probe fails the range query itself will say why.
         """
         import connectorx as cx
 
-        columns = self.width.guessed()
+        columns = self.width.guessed(at_least=1)  # every text/binary column not seen yet: one statement anyway
         query = self.probe_sql(r, columns)
         if query is None:
             return
@@ -527,8 +531,12 @@ class ConnectorXReader(_ReaderBase):
 
     @contextlib.contextmanager
     def session(self) -> Iterator["ConnectorXSession"]:
-        """connectorx opens its own connection per query; the session only carries state."""
-        yield ConnectorXSession(self)
+        """connectorx opens its own connection per query; the session carries state and the range read ahead."""
+        s = ConnectorXSession(self)
+        try:
+            yield s
+        finally:
+            s.close()
 
     def convert(self, table: pa.Table | pa.RecordBatch, r: KeyRange) -> pa.RecordBatch:
         """connectorx's Arrow output → a RecordBatch of exactly the plan's schema."""
@@ -636,23 +644,119 @@ class _LazyKeys:
 
 
 class ConnectorXSession:
-    """Reads ranges with connectorx, streaming record batches where the installed version can."""
+    """Reads ranges with connectorx: a range that fits the memory budget whole is read in one call, with the
+    next expected range fetched meanwhile; any other range is streamed in batches.
+
+    Why whole ranges: connectorx's streaming iterator holds the GIL while it waits for and decodes the next
+    batch, so the Parquet encoder thread (executor.pipeline) could hardly run while a range streamed;
+    ``read_sql(..., return_type="arrow")`` releases it for the whole call. Reading the next range on a
+    helper thread while this one is converted and encoded overlaps the two for real (results/speed.md).
+    Each range is still one statement (one consistent read of it). A whole read asks for at most the rows
+    that fit the budget plus one: a range that grew past that since planning (a burst) is streamed instead.
+    """
 
     def __init__(self, reader: ConnectorXReader) -> None:
         self.reader = reader
+        self._expected: list[KeyRange] = []
+        self._ahead: tuple[int, Any] | None = None  # (range index, Future of its whole-range read)
+        self._pool = None
+
+    def expect(self, ranges) -> None:
+        """The ranges this session will be asked for next, in order (a file group's): each may be fetched
+        while the one before it is written."""
+        self._expected = list(ranges)
+
+    def close(self) -> None:
+        """Drop a read-ahead nobody asked for (its statement finishes on the helper thread and is freed)."""
+        self._drop_ahead()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     def read_range(self, r: KeyRange) -> Iterator[pa.RecordBatch]:
-        """Stream range ``r`` ordered by key."""
-        import connectorx as cx
-
+        """Range ``r``'s rows ordered by key, converted to the plan's schema."""
         rd = self.reader
         query = rd.sql(r)
         if query is None:
             return
         if rd.width.guessed():
             rd.probe_widths(r)
+        fetched, table = self._take_ahead(r)
+        if not fetched and self._whole_rows(r):
+            table = self._read_whole(r)
+        self._fetch_next(r)
+        if table is None:
+            yield from self._stream(r, query)
+            return
+        for batch in table.to_batches(max_chunksize=rd.width.rows_for(rd.batch_bytes, rd.batch_rows)):
+            yield from self._converted(batch, r)
+
+    # -- whole ranges ------------------------------------------------------------------------------------------
+    def _whole_rows(self, r: KeyRange) -> int:
+        """Rows a whole read of ``r`` may hold (0: stream it). Bounded ranges only (the open tail and the
+        NULL keys can grow without limit); two whole ranges (this one and the next) take at most
+        :data:`WHOLE_RANGE_SHARE` of the reader's bytes each, at the widest row seen so far."""
+        rd = self.reader
+        if r.nulls or r.hi is None:
+            return 0
+        limit = int(rd.batch_bytes * WHOLE_RANGE_BATCHES) // rd.width.widest_row()
+        return limit if 0 < r.est_rows <= limit else 0
+
+    def _read_whole(self, r: KeyRange) -> pa.Table | None:
+        """The whole range in one call (GIL released), or None when it holds more rows than fit."""
+        import connectorx as cx
+
+        rd = self.reader
+        limit = self._whole_rows(r)
+        if not limit:
+            return None
+        query = rd.sql(r) + f" LIMIT {int(limit) + 1}"
         try:
-            # connectorx reads a few batches ahead: rows per batch follow the widest values seen so far.
+            table = cx.read_sql(rd._conn_str(), query, return_type="arrow")
+        except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise _cx_error(exc, rd, r) from exc
+        rd.stats.add_query()
+        if table.num_rows > limit:  # grew since planning: streamed instead, by a statement of its own
+            return None
+        return table
+
+    def _fetch_next(self, r: KeyRange) -> None:
+        """Start the whole read of the range expected after ``r`` on the helper thread."""
+        try:
+            nxt = self._expected[self._expected.index(r) + 1]
+        except (ValueError, IndexError):
+            return
+        if self._ahead is not None or not self._whole_rows(nxt) or self.reader.sql(nxt) is None:
+            return
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-cx-ahead")
+        self._ahead = (nxt.index, self._pool.submit(self._read_whole, nxt))
+
+    def _take_ahead(self, r: KeyRange) -> tuple[bool, pa.Table | None]:
+        """(whether ``r`` was read ahead, its table or None when it did not fit)."""
+        if self._ahead is None or self._ahead[0] != r.index:
+            self._drop_ahead()
+            return False, None
+        fut = self._ahead[1]
+        self._ahead = None
+        return True, fut.result()  # a fault of the read ahead is this range's (same error classes, same retries)
+
+    def _drop_ahead(self) -> None:
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
+
+    # -- streamed ranges ---------------------------------------------------------------------------------------
+    def _stream(self, r: KeyRange, query: str) -> Iterator[pa.RecordBatch]:
+        import connectorx as cx
+
+        rd = self.reader
+        try:
+            # Rows per batch follow the widest values seen so far.
             batch_size = rd.width.rows_for(rd.batch_bytes, rd.batch_rows)
             stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=batch_size)
         except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values
@@ -669,13 +773,17 @@ class ConnectorXSession:
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
                 raise _cx_error(exc, rd, r) from exc
-            if batch.num_rows == 0:
-                continue
-            for piece in _byte_slices(batch, MAX_BATCH_BYTES):  # each cast to 32-bit offsets must fit
-                out = rd.convert(piece, r)
-                rd.width.observe(out)
-                rd.stats.add_batch(out)
-                yield out
+            yield from self._converted(batch, r)
+
+    def _converted(self, batch: pa.RecordBatch, r: KeyRange) -> Iterator[pa.RecordBatch]:
+        rd = self.reader
+        if batch.num_rows == 0:
+            return
+        for piece in _byte_slices(batch, MAX_BATCH_BYTES):  # each cast to 32-bit offsets must fit
+            out = rd.convert(piece, r)
+            rd.width.observe(out)
+            rd.stats.add_batch(out)
+            yield out
 
 
 def _byte_slices(batch: pa.RecordBatch, limit: int) -> Iterator[pa.RecordBatch]:

@@ -643,6 +643,8 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
     zero_dates = stats.begin_tally() if stats is not None else {}
     consistency = getattr(getattr(session, "reader", None), "consistency", "per-range")
     try:
+        if hasattr(session, "expect"):
+            session.expect(plan.ranges_of(g))  # lets a reader fetch a range while the one before is written
         for r in plan.ranges_of(g):
             n = 0
             for batch in session.read_range(r):

@@ -214,3 +214,78 @@ def test_connectorx_probes_wide_columns_once_before_the_first_range(mysql_engine
     # later ranges need no probe: every wide column has been seen
     list(reader.session().__enter__().read_range(plan.ranges[1]))
     assert len([q for q in query_log.statements(name) if "MAX(LENGTH(" in q]) == 1
+
+
+def _whole_table(mysql_engine, mysql_table, n=3000, prefix="whole"):
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, v VARCHAR(40))", prefix=prefix)
+    insert_keys(mysql_engine, name, range(1, n + 1), extra=lambda k: f"v{k}")
+    return name
+
+
+def test_connectorx_reads_ranges_whole_with_the_next_one_ahead(mysql_engine, mysql_table, query_log):
+    """Bounded ranges that fit the budget are read by one statement each (LIMIT = rows that fit + 1, so a
+    range that grew is noticed), the next range of the group fetched while this one is consumed."""
+    name = _whole_table(mysql_engine, mysql_table)
+    plan = make_plan(mysql_engine, name, rows_per_query=500, use_cache=False)
+    ranges = [r for r in plan.ranges if r.hi is not None and r.est_rows]
+    assert len(ranges) >= 5
+    reader = make_reader(mysql_engine, plan, kind="connectorx")
+    query_log.mark()
+    seen = []
+    with reader.session() as s:
+        s.expect(plan.ranges)
+        for r in plan.ranges:
+            if r is ranges[1]:
+                assert s._ahead is not None and s._ahead[0] == r.index  # fetched while range 0 was consumed
+            seen += [k for b in s.read_range(r) for k in b.column("id").to_pylist()]
+    assert seen == list(range(1, 3001))
+    stmts = [q for q in query_log.statements(name) if "LENGTH(" not in q]
+    assert sum(" LIMIT " in q for q in stmts) == len(ranges), stmts  # one whole read per bounded range, no retry
+    assert reader.stats.queries == sum(1 for r in plan.ranges if key_bounds(plan, r) is not None)
+
+
+def test_a_range_that_grew_past_the_budget_is_streamed_instead(mysql_engine, mysql_table, query_log):
+    """A burst inserted after planning: the whole read sees more rows than fit, so that range is read again
+    as a stream (one statement of its own); every row exactly once, in key order."""
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, v VARCHAR(40))", prefix="burst")
+    insert_keys(mysql_engine, name, range(10, 10_001, 10), extra=lambda k: f"v{k}")  # 1,000 keys, gaps of 9
+    plan = make_plan(mysql_engine, name, rows_per_query=200, use_cache=False)
+    grown = next(r for r in plan.ranges if r.hi is not None and r.lo <= 4_000 < r.hi)
+    burst = [k for k in range(grown.lo, grown.hi) if k % 10]  # fill the range's gaps: ~10× its planned rows
+    insert_keys(mysql_engine, name, burst, extra=lambda k: "burst")
+    # a budget that holds about 500 rows of this table whole: the planned ranges (~200 rows) fit, the grown one not
+    reader = make_reader(mysql_engine, plan, kind="connectorx", batch_bytes=3_000)
+    reader.probe_widths(grown)
+    with reader.session() as s:
+        assert grown.est_rows < s._whole_rows(grown) < grown.est_rows + len(burst)
+        query_log.mark()
+        s.expect(plan.ranges)
+        got = [k for r in plan.ranges for b in s.read_range(r) for k in b.column("id").to_pylist()]
+    assert got == sorted(list(range(10, 10_001, 10)) + burst)
+    mine = [q for q in query_log.statements(name) if f"< {grown.hi}" in q and f">= {grown.lo}" in q
+            and "LENGTH(" not in q]
+    assert len(mine) == 2 and " LIMIT " in mine[0] and " LIMIT " not in mine[1]
+
+
+def test_a_fault_of_the_read_ahead_is_its_own_range_s_and_retried(mysql_engine, mysql_url, mysql_table, tmp_path,
+                                                                    monkeypatch):
+    """The next range's read runs on a helper thread; its fault reaches the run when that range is due,
+    as the same transient error, and the group's retry reads everything once."""
+    import connectorx as cx
+
+    from sparsesync.executor.run import execute_plan
+
+    name = _whole_table(mysql_engine, mysql_table, n=2000, prefix="ahead")
+    plan = make_plan(mysql_engine, name, rows_per_query=400, use_cache=False)
+    second = [r for r in plan.ranges if r.hi is not None and r.est_rows][1]
+    real, failed = cx.read_sql, []
+
+    def flaky(conn, query, **kw):
+        if kw.get("return_type") == "arrow" and f">= {second.lo}" in query and " LIMIT " in query and not failed:
+            failed.append(query)
+            raise RuntimeError("IoError { server disconnected }")  # what connectorx says for a dropped link
+        return real(conn, query, **kw)
+
+    monkeypatch.setattr(cx, "read_sql", flaky)
+    rep = execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader="connectorx", retry_base_s=0.01)
+    assert failed and rep.retries == 1 and rep.rows == 2000
