@@ -114,13 +114,6 @@ class RowWidth:
             for i, widest in widths.items():
                 self.seen[i] = max(self.seen.get(i, 0), int(widest))
 
-    def widest_row(self) -> int:
-        """Bytes of a row whose every text/binary value is the widest seen (the guess where none was)."""
-        total = self.fixed
-        for i in self.var:
-            total += self.seen[i] if i in self.seen else min(self.declared[i], UNBOUNDED_GUESS)
-        return max(1, total)
-
     def guessed(self, at_least: int = PROBE_MIN_GUESS) -> list[int]:
         """Text/binary columns not seen yet whose guessed width is ``at_least`` bytes: the ones that make a
         first batch small (an unbounded column is guessed at :data:`UNBOUNDED_GUESS`)."""

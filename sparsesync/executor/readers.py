@@ -694,12 +694,13 @@ class ConnectorXSession:
     # -- whole ranges ------------------------------------------------------------------------------------------
     def _whole_rows(self, r: KeyRange) -> int:
         """Rows a whole read of ``r`` may hold (0: stream it). Bounded ranges only (the open tail and the
-        NULL keys can grow without limit); two whole ranges (this one and the next) take at most
-        :data:`WHOLE_RANGE_SHARE` of the reader's bytes each, at the widest row seen so far."""
+        NULL keys can grow without limit); a whole range (this one, and the next one read meanwhile) holds
+        at most :data:`WHOLE_RANGE_BATCHES` reader batches of bytes, rows counted at twice the widest value
+        seen per column, as batches are (``RowWidth.estimate``)."""
         rd = self.reader
         if r.nulls or r.hi is None:
             return 0
-        limit = int(rd.batch_bytes * WHOLE_RANGE_BATCHES) // rd.width.widest_row()
+        limit = int(rd.batch_bytes * WHOLE_RANGE_BATCHES) // rd.width.estimate()
         return limit if 0 < r.est_rows <= limit else 0
 
     def _read_whole(self, r: KeyRange) -> pa.Table | None:
