@@ -423,9 +423,10 @@ def _cx_select_expr(spec: ColumnSpec, quoted: str) -> tuple[str, str]:
     return quoted, "plain"
 
 
-# A range read whole may hold this many reader batches of bytes (at the widest row seen); with the range
-# read ahead that is twice as much: 5 of the 10 batches' worth the reader's share of --memory-limit holds.
-WHOLE_RANGE_BATCHES = 2.5
+# A range read whole may hold this many reader batches of bytes: half of the reader's share of --memory-limit
+# (ten batches), the rest for the writer's row group and the batches in flight; a range and the next one read
+# meanwhile take half of that each.
+WHOLE_RANGE_BATCHES = 5
 PROBE_ROWS = 1000  # rows whose widths size the first range's batches (the old first batch held ~500)
 _CX_DROP_PARAMS = {"charset", "binary_prefix", "use_unicode", "client_flag", "local_infile"}
 
@@ -692,23 +693,24 @@ class ConnectorXSession:
             yield from self._converted(batch, r)
 
     # -- whole ranges ------------------------------------------------------------------------------------------
-    def _whole_rows(self, r: KeyRange) -> int:
+    def _whole_rows(self, r: KeyRange, *, pair: bool = False) -> int:
         """Rows a whole read of ``r`` may hold (0: stream it). Bounded ranges only (the open tail and the
-        NULL keys can grow without limit); a whole range (this one, and the next one read meanwhile) holds
-        at most :data:`WHOLE_RANGE_BATCHES` reader batches of bytes, rows counted at twice the widest value
-        seen per column, as batches are (``RowWidth.estimate``)."""
+        NULL keys can grow without limit). Rows are counted at twice the widest value seen per column, as
+        for batches (``RowWidth.estimate``); a range read alone may take :data:`WHOLE_RANGE_BATCHES` reader
+        batches of bytes, one of a ``pair`` (read while the one before it is written) half of that."""
         rd = self.reader
         if r.nulls or r.hi is None:
             return 0
-        limit = int(rd.batch_bytes * WHOLE_RANGE_BATCHES) // rd.width.estimate()
+        share = WHOLE_RANGE_BATCHES / 2 if pair else WHOLE_RANGE_BATCHES
+        limit = int(rd.batch_bytes * share) // rd.width.estimate()
         return limit if 0 < r.est_rows <= limit else 0
 
-    def _read_whole(self, r: KeyRange) -> pa.Table | None:
+    def _read_whole(self, r: KeyRange, *, pair: bool = False) -> pa.Table | None:
         """The whole range in one call (GIL released), or None when it holds more rows than fit."""
         import connectorx as cx
 
         rd = self.reader
-        limit = self._whole_rows(r)
+        limit = self._whole_rows(r, pair=pair)
         if not limit:
             return None
         query = rd.sql(r) + f" LIMIT {int(limit) + 1}"
@@ -729,13 +731,14 @@ class ConnectorXSession:
             nxt = self._expected[self._expected.index(r) + 1]
         except (ValueError, IndexError):
             return
-        if self._ahead is not None or not self._whole_rows(nxt) or self.reader.sql(nxt) is None:
+        if (self._ahead is not None or not self._whole_rows(r, pair=True) or not self._whole_rows(nxt, pair=True)
+                or self.reader.sql(nxt) is None):
             return
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-cx-ahead")
-        self._ahead = (nxt.index, self._pool.submit(self._read_whole, nxt))
+        self._ahead = (nxt.index, self._pool.submit(self._read_whole, nxt, pair=True))
 
     def _take_ahead(self, r: KeyRange) -> tuple[bool, pa.Table | None]:
         """(whether ``r`` was read ahead, its table or None when it did not fit)."""
