@@ -45,7 +45,8 @@ class ExecuteSection:
     strict_dates: bool = False
     ledger: str | None = None
     retries: int = 5  # per range, for transient source faults (lost connection, deadlock, lock wait)
-    staging: str | None = None  # where S3 parts are staged (a private mkdtemp inside); default $TMPDIR
+    # Where S3 parts are staged and span statements spill (private mkdtemps inside); default $TMPDIR.
+    staging: str | None = None
 
 
 @dataclass(frozen=True)

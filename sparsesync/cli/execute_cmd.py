@@ -124,8 +124,9 @@ _SCHEDULER_HELP = ("--engine dask: scheduler address, e.g. tcp://host:8786 (defa
 _CONNECTIONS_HELP = ("--engine dask: at most this many file groups (source connections) at once (default: the "
                      "cluster's worker threads).")
 _SHARED_FS_HELP = "--engine dask with --scheduler: the local --dest directory is visible to every worker (NFS, …)."
-_STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload "
-                 "[default: $TMPDIR]. Example: --staging /mnt/scratch")
+_STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload; "
+                 "--consistency snapshot: spill rows the writer lags behind there too [default: $TMPDIR]. "
+                 "Example: --staging /mnt/scratch")
 
 
 @app.command("execute")

@@ -36,6 +36,12 @@ class ReadStats:
     zero_dates: dict[str, int] = field(default_factory=dict)
     bytes_read: int = 0
     batches: int = 0
+    # Span statements (--consistency snapshot with connectorx): what their queues sent through local disk,
+    # and the most one held in memory against its bound (0 when no span statement ran).
+    spilled_bytes: int = 0
+    spilled_batches: int = 0
+    queue_peak_bytes: int = 0
+    queue_limit_bytes: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add_batch(self, batch: pa.RecordBatch) -> None:
@@ -44,6 +50,14 @@ class ReadStats:
             self.rows += batch.num_rows
             self.bytes_read += batch.nbytes
             self.batches += 1
+
+    def add_spill(self, nbytes: int, batches: int, peak: int, limit: int) -> None:
+        """Count one span statement's spill, and its queue's peak against its bound."""
+        with self._lock:
+            self.spilled_bytes += nbytes
+            self.spilled_batches += batches
+            self.queue_peak_bytes = max(self.queue_peak_bytes, peak)
+            self.queue_limit_bytes = max(self.queue_limit_bytes, limit)
 
     def add_query(self, n: int = 1) -> None:
         """Count a statement sent to the source."""

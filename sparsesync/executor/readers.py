@@ -180,6 +180,8 @@ class _ReaderBase:
         self.snapshot = snapshot and self.supports_snapshot
         self.consistency = "snapshot" if self.snapshot else "per-range"
         self.stats = ReadStats()
+        # Local directory a span statement spills to when its writer lags (executor.spill); None: $TMPDIR.
+        self.spill_dir: str | None = None
 
 
 # ---- pymysql -------------------------------------------------------------------------------------------------

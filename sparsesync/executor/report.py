@@ -62,6 +62,9 @@ class RunReport:
     count_check: dict[str, Any] = field(default_factory=dict)
     # --consistency snapshot: how the one point in time was had (method, connections, at, lock_held_s, text).
     snapshot: dict[str, Any] = field(default_factory=dict)
+    # Span statements' queues (executor.spill): bytes and batches that waited on local disk because the
+    # writer lagged, and the most one queue held in memory against its bound; empty when none ran.
+    spill: dict[str, Any] = field(default_factory=dict)
     # [group index, snapshot | per-range, run] per file group: resumed runs mix groups of several runs.
     group_consistency: list[list[Any]] = field(default_factory=list)
     manifest: str | None = None
@@ -130,6 +133,10 @@ class RunReport:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
         if self.snapshot.get("text") and self.consistency == "snapshot":
             lines.append(f"snapshot: {self.snapshot['text']}")
+        if self.spill.get("bytes"):
+            lines.append(f"spill: {self.spill['bytes'] / 1e6:,.1f} MB waited on local disk while the writer lagged "
+                         f"(in memory at most {self.spill['queue_peak_bytes'] / 1e6:,.1f} of "
+                         f"{self.spill['queue_limit_bytes'] / 1e6:,.1f} MB)")
         if self.consistency == "mixed" and self.shard.get("finalized"):
             lines.append("consistency mixed: each shard read its file groups in its own snapshot(s)")
         elif self.consistency == "mixed":

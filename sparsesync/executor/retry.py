@@ -95,12 +95,16 @@ class SessionHolder:
 
     def drop(self) -> None:
         """Close the session (quietly: after a fault it is usually broken)."""
-        cm, self._cm, self._session = self._cm, None, None
-        if cm is not None:
-            try:
+        cm, session, self._cm, self._session = self._cm, self._session, None, None
+        try:
+            if cm is not None:
                 cm.__exit__(None, None, None)
-            except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
-                pass
+            elif hasattr(session, "close"):
+                # Opened by its owner (a snapshot's span statement): end its drain thread and spill now, not
+                # when the owner closes the snapshot at the end of the run; closing twice is harmless.
+                session.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close; it is gone either way
+            pass
 
     close = drop
 

@@ -259,6 +259,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     want_snapshot = consistency == "snapshot"
     rdr = make_reader(engine, plan, kind=reader_kind, batch_rows=batch_rows, strict_dates=strict_dates,
                       snapshot=((workers == 1 and dask is None) or want_snapshot), batch_bytes=budget.batch_bytes)
+    rdr.spill_dir = staging  # the run's local scratch space, as for S3 parts
     if want_snapshot:
         from .snapshot import check_possible
 
@@ -741,6 +742,10 @@ def _finish_report(report: RunReport, plan: Plan, book: Ledger, rdr, drift: Drif
     report.late_rows = drift.late_rows
     report.drift = drift.to_dict()
     report.snapshot_count = None if snapshot_counts is None else sum(c.rows for c in snapshot_counts)
+    limit = int(stat("queue_limit_bytes", 0) or 0)
+    if limit:  # span statements ran (--consistency snapshot with connectorx)
+        report.spill = {"bytes": int(stat("spilled_bytes", 0) or 0), "batches": int(stat("spilled_batches", 0) or 0),
+                        "queue_peak_bytes": int(stat("queue_peak_bytes", 0) or 0), "queue_limit_bytes": limit}
 
 
 def overall_consistency(book: Ledger) -> str:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from sparsesync.errors import SourceError, UsageError
+from sparsesync.errors import SourceError, TransientSourceError, UsageError
 from sparsesync.executor.readers import make_reader
 from sparsesync.executor.run import execute_plan, output_folder
 from sparsesync.executor.snapshot import split_groups
@@ -429,3 +429,137 @@ def uuid4_hex() -> str:
     import uuid
 
     return uuid.uuid4().hex[:10]
+
+
+# ---- memory of a span statement: a bounded queue, the rest on local disk (executor.spill) -----------------------
+PAD_DDL = "CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, pad VARCHAR(4000) NOT NULL) ENGINE=InnoDB"
+
+
+def _pad_table(engine, mysql_table, rows: int) -> str:
+    """``rows`` rows of ~2.7 KB incompressible text each (base64 of random bytes)."""
+    import base64
+    import os
+
+    name = mysql_table(PAD_DDL, prefix="spill")
+    with engine.begin() as conn:
+        for lo in range(1, rows + 1, 1000):
+            conn.execute(sa.text(f"INSERT INTO `{name}` (id, pad) VALUES (:id, :pad)"),
+                         [{"id": k, "pad": base64.b64encode(os.urandom(2000)).decode()}
+                          for k in range(lo, min(rows, lo + 999) + 1)])
+        conn.exec_driver_sql(f"ANALYZE TABLE `{name}`").all()  # real row sizes: several file groups
+    return name
+
+
+def _pausing_writer(staging, pause_s: float = 1.0):
+    """A progress callback that stalls each worker's writer at its first batch (the statement runs ahead
+    meanwhile) and then notes the spill files in ``staging``."""
+    first = threading.local()
+    seen: list[str] = []
+
+    def progress(ev) -> None:
+        if ev.kind == "batch" and not getattr(first, "done", False):
+            first.done = True
+            import time
+
+            time.sleep(pause_s)
+            seen.extend(str(p.relative_to(staging)) for p in staging.rglob("*.arrows"))
+
+    return progress, seen
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_lagging_writer_spills_to_disk_and_the_in_memory_queue_stays_within_its_bound(
+        workers, mysql_engine, mysql_url, mysql_table, tmp_path):
+    from sparsesync.executor.budget import MemoryBudget
+    from sparsesync.executor.span import QUEUE_BATCHES
+
+    rows = 8000
+    name = _pad_table(mysql_engine, mysql_table, rows)
+    plan = make_plan(mysql_engine, name, rows_per_query=500, file_size=8_000_000, use_cache=False)
+    assert len(plan.files) >= 2
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    progress, seen = _pausing_writer(staging)
+    report = execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader="connectorx", workers=workers,
+                          consistency="snapshot", memory_limit_mb=224, batch_rows=200, staging=str(staging),
+                          progress=progress)
+    limit = QUEUE_BATCHES * MemoryBudget(224, workers).batch_bytes
+    assert report.spill["queue_limit_bytes"] == limit
+    assert 0 < report.spill["queue_peak_bytes"] <= limit  # the high-water mark of every span's queue
+    assert report.spill["bytes"] > 0 and report.spill["batches"] > 0
+    assert seen and all(p.startswith("sparsesync-spill-") for p in seen)  # spilled into --staging
+    assert any(line.startswith("spill: ") for line in report.summary_lines())
+    assert report.consistency == "snapshot" and report.count_check["where"] == "snapshot"
+    with mysql_engine.connect() as conn:
+        want = [tuple(r) for r in conn.exec_driver_sql(f"SELECT id, MD5(pad) FROM `{name}` ORDER BY id")]
+    assert read_output(tmp_path / "out", plan, "id, md5(pad)") == want  # every row once, in key order, intact
+    assert len(want) == rows
+    assert_clean_folder(tmp_path / "out", plan)
+    assert list(staging.iterdir()) == []  # no spill survives the run
+
+
+class _Panic(BaseException):
+    """Stands in for pyo3's PanicException (a BaseException): how connectorx reports a fault mid-stream."""
+
+
+def _failing_after(batches: int, text: str):
+    """``SpanSession._open`` whose statement breaks after ``batches`` batches, on the drain thread."""
+    real = SpanSession._open
+
+    def _open(self, query):
+        stream = real(self, query)
+
+        class Failing:
+            n = 0
+
+            def read_next_batch(self):
+                if self.n >= batches:
+                    raise _Panic(text)
+                self.n += 1
+                return stream.read_next_batch()
+
+        return Failing()
+
+    return _open
+
+
+@pytest.mark.parametrize("text,cls", [
+    ("cx writer failed: Source(MySQLError(CodecError { IO error: `bytes remaining on stream' }))",
+     TransientSourceError),
+    ("cx writer failed: Source(MySQLError(something unexpected))", SourceError),
+])
+def test_a_fault_on_the_drain_thread_is_the_readers_error_and_leaves_no_spill(
+        text, cls, monkeypatch, mysql_engine, mysql_url, mysql_table, tmp_path):
+    name = _pad_table(mysql_engine, mysql_table, 5000)
+    plan = make_plan(mysql_engine, name, rows_per_query=500, file_size=2_000_000, use_cache=False)
+    assert len(plan.files) >= 3  # the fault (after 4,000 rows) comes when the first group is done
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(SpanSession, "_open", _failing_after(20, text))
+    progress, seen = _pausing_writer(staging)
+    with pytest.raises(SourceError) as err:
+        execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader="connectorx", workers=1,
+                     consistency="snapshot", memory_limit_mb=224, batch_rows=200, staging=str(staging),
+                     progress=progress, retries=0)
+    assert type(err.value) is cls
+    assert text.split(": ", 1)[1][:30] in err.value.message and err.value.key_range is not None
+    assert seen  # the statement had spilled before it broke
+    assert list(staging.iterdir()) == []
+
+
+def test_a_transient_fault_on_the_drain_thread_is_retried_like_any_other(
+        monkeypatch, mysql_engine, mysql_url, mysql_table, tmp_path):
+    name = _pad_table(mysql_engine, mysql_table, 5000)
+    plan = make_plan(mysql_engine, name, rows_per_query=500, file_size=2_000_000, use_cache=False)
+    assert len(plan.files) >= 3  # the fault (after 4,000 rows) comes when the first group is done
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    monkeypatch.setattr(SpanSession, "_open", _failing_after(20, "IoError { server disconnected }"))
+    progress, seen = _pausing_writer(staging)
+    report = execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader="connectorx", workers=1,
+                          consistency="snapshot", memory_limit_mb=224, batch_rows=200, staging=str(staging),
+                          progress=progress, retries=2, retry_base_s=0.01)
+    assert seen and report.retries == 1 and report.spill["bytes"] > 0
+    assert report.consistency == "mixed"  # the retry read on a new connection: another view
+    assert [r[0] for r in read_output(tmp_path / "out", plan, "id")] == list(range(1, 5001))
+    assert list(staging.iterdir()) == []
