@@ -491,7 +491,13 @@ def _run_all(calls, max_workers: int, prefix: str, stop: threading.Event) -> Non
     batch, their groups stay pending; queued ones never start), wait for all, raise the first real error."""
     with ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=prefix) as pool:
         futures = [pool.submit(c) for c in calls]
-        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        try:
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        except BaseException:  # Ctrl-C while waiting: leaving the pool waits for the workers, so stop them too
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
         if any(f.exception() for f in done if f.done()):
             stop.set()
             for f in futures:

@@ -304,3 +304,38 @@ def test_overwrite_replaces_a_torn_ledger(sqlite_url, tmp_path):
         execute_plan(plan, str(dest), source_url=sqlite_url)
     assert execute_plan(plan, str(dest), source_url=sqlite_url, overwrite=True).rows == 300
     assert_clean_folder(dest, plan)
+
+
+def test_ctrl_c_while_the_pool_waits_stops_the_workers(monkeypatch):
+    """A KeyboardInterrupt in the waiting thread sets ``stop``: leaving the pool then waits for workers that
+    end at their next batch, not for every file group to be read."""
+    import threading
+
+    import sparsesync.executor.run as run
+
+    stop, started = threading.Event(), threading.Event()
+
+    def work():  # a worker reading batches until told to stop, as write_group does
+        started.set()
+        while not stop.wait(0.01):
+            pass
+        raise run._Cancelled()
+
+    def interrupted(fs, return_when=None):
+        started.wait(5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "wait", interrupted)
+    raised = []
+
+    def call():
+        try:
+            run._run_all([work, work], 2, "t", stop)
+        except BaseException as exc:  # noqa: BLE001 - recorded for the assertion
+            raised.append(exc)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(timeout=10)
+    assert not t.is_alive() and stop.is_set()
+    assert len(raised) == 1 and isinstance(raised[0], KeyboardInterrupt)
