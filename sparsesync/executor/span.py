@@ -5,6 +5,8 @@ transaction. One SELECT, though, reads one InnoDB view: a worker that reads all 
 statement reads them at one point in time, and :mod:`sparsesync.executor.snapshot` opens every worker's
 statement while the table's writers are held back. :class:`SpanSession` splits that statement's key-ordered
 stream back into the plan's ranges, so the executor writes file groups exactly as with per-range queries.
+A drain thread keeps ConnectorX's unbounded read-ahead empty: what the writer has not taken yet waits in a
+queue bounded in bytes, then on local disk (:mod:`sparsesync.executor.spill`).
 """
 
 from __future__ import annotations

@@ -389,9 +389,9 @@ def test_sigkill_during_a_snapshot_run_then_resume(mysql_engine, mysql_url, mysq
 def test_a_killed_worker_connection_is_retried_and_reported_mixed(reader, mysql_engine, mysql_url, mysql_table,
                                                                   tmp_path):
     """A transient fault ends that worker's view: its group is redone on a new connection (every row still
-    once) and the report says ``mixed``, not ``snapshot``. (ConnectorX reads a span statement ahead into
-    memory, so on a test-sized table its statements have ended before a kill can land; its faults take the
-    same retry path.)"""
+    once) and the report says ``mixed``, not ``snapshot``. (A span statement is drained ahead of its writer,
+    so on a test-sized table its statements have ended before a kill can land; its faults take the same
+    retry path: test_a_transient_fault_on_the_drain_thread_is_retried_like_any_other.)"""
     from benchmarks.bench_faults import killer
     from tests.executor.test_retries import WIDE_DDL, _fill as fill_wide, _kill_all
     from tests.executor.test_run import source_keys
