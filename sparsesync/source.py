@@ -132,7 +132,7 @@ def create_engine(url: str | URL, **kwargs) -> Engine:
         # pool_pre_ping: a pooled connection a network blip or KILL ended is replaced, not handed out dead
         engine = sa.create_engine(parsed, **{"pool_pre_ping": True, **kwargs})
         if parsed.get_driver_name() == "pymysql":
-            sa.event.listen(engine, "do_connect", _pymysql_connect)
+            sa.event.listen(engine, "do_connect", pymysql_do_connect)
     except NoSuchModuleError as exc:
         raise UsageError(
             f"unknown database dialect in {redact(parsed)!r}",
@@ -156,7 +156,7 @@ _TLS_LOCK = threading.Lock()
 _TLS_DEFAULT: list = []  # PyMySQL's "preferred TLS" context, built once per process
 
 
-def _pymysql_connect(dialect, conn_rec, cargs, cparams):
+def pymysql_do_connect(dialect, conn_rec, cargs, cparams):
     """PyMySQL's own connection, except that its default TLS context is shared by the process.
 
     PyMySQL ≥ 1.2 tries TLS on every connection that names no TLS option ("preferred": used if the
@@ -166,7 +166,15 @@ def _pymysql_connect(dialect, conn_rec, cargs, cparams):
     shared by many connections, so the same settings are built once. Explicit TLS options
     (``ssl_ca``…, ``ssl_disabled``) still go through PyMySQL unchanged.
     """
-    return _SharedTLSConnection()(*cargs, **cparams)
+    return dbapi_connect(dialect, cargs, cparams)
+
+
+def dbapi_connect(dialect, cargs, cparams):
+    """A new DBAPI connection as the engine would make it (PyMySQL with the shared TLS context), for a
+    ``do_connect`` listener of its own (sync's connection budget), which replaces :func:`pymysql_do_connect`."""
+    if dialect.driver == "pymysql":
+        return _SharedTLSConnection()(*cargs, **cparams)
+    return dialect.connect(*cargs, **cparams)
 
 
 @lru_cache(maxsize=1)

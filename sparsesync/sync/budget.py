@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import QueuePool
 
 from sparsesync.errors import SourceError, UsageError
-from sparsesync.source import create_engine
+from sparsesync.source import create_engine, dbapi_connect, pymysql_do_connect
 
 
 class ConnectionBudget:
@@ -105,11 +105,15 @@ def budget_engine(url: str, share: Share, *, table: str | None = None) -> Engine
     finally:
         share.release()
 
+    # create_engine's own listener would connect without taking a slot: this one connects instead
+    if sa.event.contains(engine, "do_connect", pymysql_do_connect):
+        sa.event.remove(engine, "do_connect", pymysql_do_connect)
+
     @sa.event.listens_for(engine, "do_connect")
     def _take(dialect, conn_rec, cargs, cparams):
         share.acquire(table)
         try:
-            return dialect.connect(*cargs, **cparams)
+            return dbapi_connect(dialect, cargs, cparams)
         except BaseException:
             share.release()
             raise
