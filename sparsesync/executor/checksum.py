@@ -186,6 +186,9 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     quote = _text_quote(dialect)
     qtable = single_percents(dialect, quoted_table(dialect, table, schema))
     qkey = quote(key)
+    top = 2**63 - 1 if signed else 2**64 - 1
+    if counts_only and is_mysql(dialect):
+        return _in_order(spans, top, _mysql_counts(conn, qtable, qkey, spans, top, table), counts_only)
     if counts_only:
         agg = "COUNT(*)"
     elif is_mysql(dialect):
@@ -199,7 +202,6 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     else:
         raise UsageError(f"checksums are computed on MySQL/MariaDB and SQLite, not {dialect.name}",
                          hint="verify without --all-columns, or export from MySQL/MariaDB")
-    top = 2**63 - 1 if signed else 2**64 - 1
     found: dict[Span, tuple[int, int]] = {}
     for stmt in grouped_statements(qkey, spans, top):
         sql = f"SELECT {stmt.bucket}, {agg} FROM {qtable} WHERE {stmt.where} GROUP BY 1"
@@ -211,6 +213,42 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
         for res in rows:
             found[stmt.spans[int(res[0])]] = (int(res[1]), 0 if counts_only else int(res[2] or 0))
     return _in_order(spans, top, found, counts_only)
+
+
+def _mysql_counts(conn, qtable: str, qkey: str, spans, top: int, table: str) -> dict:
+    """``COUNT(*)`` of each distinct span, up to :data:`MAX_SPANS_PER_STATEMENT` per statement, as a
+    ``UNION ALL`` of one plain count per span. Counting needs no per-row bucket: each part is an index
+    range scan, where the grouped CASE statement evaluated a binary search and a GROUP BY for every row
+    (on the issue-11 table, 1M rows in 12 ranges: 0.44–0.57 s against 0.62–0.77 s on one connection)."""
+    distinct = list(dict.fromkeys(c for c in (_clamped(sp, top) for sp in spans) if c is not None))
+    found: dict[Span, tuple[int, int]] = {}
+    for at in range(0, len(distinct), MAX_SPANS_PER_STATEMENT):
+        chunk = distinct[at:at + MAX_SPANS_PER_STATEMENT]
+        params: dict[str, int] = {}
+
+        def bind(value: int) -> str:
+            name = f"k{len(params)}"
+            params[name] = int(value)
+            return f":{name}"
+
+        parts = []
+        for i, sp in enumerate(chunk):
+            if sp.nulls:
+                cond = f"{qkey} IS NULL"
+            else:
+                conds = ([f"{qkey} >= {bind(sp.lo)}"] if sp.lo is not None else []) + \
+                        ([f"{qkey} < {bind(sp.hi)}"] if sp.hi is not None else [])
+                cond = " AND ".join(conds) or f"{qkey} IS NOT NULL"
+            parts.append(f"SELECT {i}, COUNT(*) FROM {qtable} WHERE {cond}")
+        try:
+            rows = conn.execute(sa.text(" UNION ALL ".join(parts)), params).all()
+        except sa.exc.SQLAlchemyError as exc:
+            keyed = [s for s in chunk if not s.nulls]
+            raise SourceError(f"count query failed: {short_db_error(exc)}", table=table,
+                              key_range=(keyed[0].lo, keyed[-1].hi) if keyed else None) from exc
+        for i, n in rows:
+            found[chunk[int(i)]] = (int(n), 0)
+    return found
 
 
 # ---- one grouped statement for many spans ----------------------------------------------------------------

@@ -225,8 +225,12 @@ def test_many_spans_in_one_grouped_statement_equal_one_statement_per_span(keytyp
     # Many spans are batched: a bounded statement each, together the same answer.
     monkeypatch.setattr(ck, "MAX_SPANS_PER_STATEMENT", 7)
     assert span_checksums(mysql_engine, info, spans) == grouped
+    query_log.mark()
     counts = span_checksums(mysql_engine, info, spans, counts_only=True)
     assert [c.rows for c in counts] == [g.rows for g in grouped] and all(c.checksum is None for c in counts)
+    # counting needs no per-row bucket: plain index-range counts, UNION ALL-ed, ≤ 7 spans a statement here
+    stmts = [q for q in query_log.statements(name) if "count(" in q.lower()]
+    assert stmts and all("case when" not in q.lower() and q.lower().count("count(") <= 7 for q in stmts)
 
 
 @pytest.mark.mysql
