@@ -89,9 +89,12 @@ def run_group_task(plan, index: int, spec: TaskSpec):
     """
     from .budget import MemoryBudget
     from .dest import open_sink
+    from .heap import bound_heap
     from .readers import make_reader
     from .retry import RetryPolicy, RetryStats, SessionHolder, with_retries
     from .run import output_folder, write_group
+
+    bound_heap()  # as in the local engine: freed batches go back to the system
 
     try:
         engine = _worker_engine(plan, spec.source_url)

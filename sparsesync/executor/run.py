@@ -195,6 +195,9 @@ def execute_plan(
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     policy = RetryPolicy(retries=retries, base_s=retry_base_s)
     budget = memory_budget(memory_limit_mb, workers)
+    from .heap import bound_heap
+
+    bound_heap()  # freed batches go back to the system instead of staying in glibc's heaps
     from .oversize import check_mode
 
     check_mode(oversize)
