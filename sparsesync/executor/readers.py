@@ -499,13 +499,10 @@ class ConnectorXReader(_ReaderBase):
 
     def warm_up(self) -> None:
         """One trivial statement: connectorx's first call loads its runtime (~0.25 s), best done early."""
-        import connectorx as cx
-
         try:
-            cx.read_sql(self._conn_str(), "SELECT 1", return_type="arrow")
-        except BaseException as exc:  # noqa: BLE001 - the real statements report any fault
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
+            cx_read_sql(self, KeyRange(0, None, None, 0, "dense"), "SELECT 1", return_type="arrow")
+        except SparsesyncError:
+            pass  # the real statements report any fault
 
     def probe_widths(self, r: KeyRange) -> None:
         """Before the first range is streamed, measure the text/binary columns still guessed wide.
@@ -517,18 +514,14 @@ class ConnectorXReader(_ReaderBase):
         widest values seen so far), and decide whether it may be read whole (ConnectorXSession).
         Best effort: if the probe fails the range query itself will say why.
         """
-        import connectorx as cx
-
         columns = self.width.guessed(at_least=1)  # every text/binary column not seen yet: one statement anyway
         query = self.probe_sql(r, columns)
         if query is None:
             return
         try:
-            got = cx.read_sql(self._conn_str(), query, return_type="arrow")
-        except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions; the range query reports faults
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            return
+            got = cx_read_sql(self, r, query, return_type="arrow")
+        except SparsesyncError:
+            return  # the range query reports faults
         widths = {i: got.column(n)[0].as_py() for n, i in enumerate(columns) if got.num_rows}
         self.width.note({i: w for i, w in widths.items() if w is not None})
 
@@ -709,19 +702,11 @@ class ConnectorXSession:
 
     def _read_whole(self, r: KeyRange, *, pair: bool = False) -> pa.Table | None:
         """The whole range in one call (GIL released), or None when it holds more rows than fit."""
-        import connectorx as cx
-
         rd = self.reader
         limit = self._whole_rows(r, pair=pair)
         if not limit:
             return None
-        query = rd.sql(r) + f" LIMIT {int(limit) + 1}"
-        try:
-            table = cx.read_sql(rd._conn_str(), query, return_type="arrow")
-        except BaseException as exc:  # noqa: BLE001 - pyo3 panics are BaseExceptions
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise _cx_error(exc, rd, r) from exc
+        table = cx_read_sql(rd, r, rd.sql(r) + f" LIMIT {int(limit) + 1}", return_type="arrow")
         rd.stats.add_query()
         if table.num_rows > limit:  # grew since planning: streamed instead, by a statement of its own
             return None
@@ -758,17 +743,10 @@ class ConnectorXSession:
 
     # -- streamed ranges ---------------------------------------------------------------------------------------
     def _stream(self, r: KeyRange, query: str) -> Iterator[pa.RecordBatch]:
-        import connectorx as cx
-
         rd = self.reader
-        try:
-            # Rows per batch follow the widest values seen so far.
-            batch_size = rd.width.rows_for(rd.batch_bytes, rd.batch_rows)
-            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream", batch_size=batch_size)
-        except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise _cx_error(exc, rd, r) from exc
+        # Rows per batch follow the widest values seen so far.
+        stream = cx_read_sql(rd, r, query, return_type="arrow_stream",
+                             batch_size=rd.width.rows_for(rd.batch_bytes, rd.batch_rows))
         rd.stats.add_query()
         while True:
             try:
@@ -810,6 +788,18 @@ _CX_TRANSIENT = ("lost connection", "gone away", "deadlock", "lock wait", "broke
                  "timed out", "2013", "2006", "1205", "1213", "io error", "bytes remaining on stream",
                  "unexpected eof", "connection refused", "connection closed", "too many connections", "ioerror",
                  "server disconnected")
+
+
+def cx_read_sql(rd: ConnectorXReader, r: KeyRange, query: str, **kw):
+    """``connectorx.read_sql(rd's URL, query, **kw)`` with its faults as range ``r``'s SourceError kinds."""
+    import connectorx as cx
+
+    try:
+        return cx.read_sql(rd._conn_str(), query, **kw)
+    except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException) on bad values
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise _cx_error(exc, rd, r) from exc
 
 
 def _cx_error(exc: BaseException, rd: ConnectorXReader, r: KeyRange) -> SparsesyncError:

@@ -92,18 +92,11 @@ class SpanSession:
         self._buf = self._next_raw()
 
     def _open(self, query: str):
-        import connectorx as cx
-
-        from .readers import _cx_error
+        from .readers import cx_read_sql
 
         rd = self.rd
-        try:
-            stream = cx.read_sql(rd._conn_str(), query, return_type="arrow_stream",
-                                 batch_size=rd.width.rows_for(rd.batch_bytes // SPAN_BATCH_DIV, rd.batch_rows))
-        except BaseException as exc:  # connectorx raises pyo3 PanicException (a BaseException)
-            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-                raise
-            raise _cx_error(exc, rd, KeyRange(0, self.lo, self.hi, 0, "dense")) from exc
+        stream = cx_read_sql(rd, KeyRange(0, self.lo, self.hi, 0, "dense"), query, return_type="arrow_stream",
+                             batch_size=rd.width.rows_for(rd.batch_bytes // SPAN_BATCH_DIV, rd.batch_rows))
         rd.stats.add_query()
         return stream
 
