@@ -11,11 +11,12 @@ import threading
 from dataclasses import dataclass
 from functools import lru_cache
 
-import sqlalchemy as sa
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from typing import TYPE_CHECKING
 
 from .errors import SourceError, UsageError
+
+if TYPE_CHECKING:  # SQLAlchemy is imported where it is used: the executor's default path does without it
+    from sqlalchemy.engine import URL, Engine
 
 SOURCE_URL_ENV = "SPARSESYNC_SOURCE_URL"
 PASSWORD_ENV = "SPARSESYNC_SOURCE_PASSWORD"
@@ -59,6 +60,9 @@ def resolve_url(url: str | None) -> str:
 
 def parse_url(url: str) -> URL:
     """Parse a SQLAlchemy URL; a bad one becomes a one-line :class:`UsageError` without the password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as exc:
@@ -67,13 +71,26 @@ def parse_url(url: str) -> URL:
             hint="use the SQLAlchemy form dialect+driver://user:password@host:port/database "
             "(percent-encode @ : / ? # in the password, e.g. @ as %40)",
         ) from None  # the chained exception would echo the URL
-    parsed = _password_with_at(parsed)
+    return with_password(_password_with_at(parsed))
+
+
+def with_password(parsed):
+    """``$SPARSESYNC_SOURCE_PASSWORD`` as the password of a URL that names none (not for SQLite)."""
     if parsed.password is None and os.environ.get(PASSWORD_ENV) and parsed.get_backend_name() != "sqlite":
         parsed = parsed.set(password=os.environ[PASSWORD_ENV])
     return parsed
 
 
-def _password_with_at(parsed: URL) -> URL:
+def parse_direct_url(url: str):
+    """``url`` parsed for :class:`sparsesync.direct.DirectSource` (as :func:`parse_url` parses it), or
+    ``None`` when SQLAlchemy must serve it (another driver, query options, …)."""
+    from .direct import enabled, parse_direct
+
+    parts = parse_direct(url) if enabled() else None
+    return None if parts is None else with_password(_password_with_at(parts))
+
+
+def _password_with_at(parsed: "URL") -> "URL":
     """Undo SQLAlchemy's split of a password holding a raw ``@``, or refuse without echoing any of it.
 
     SQLAlchemy ends the password at its first ``@``: ``root:Sup3r@S3cret@db/x`` gives password ``Sup3r``
@@ -94,9 +111,16 @@ def _password_with_at(parsed: URL) -> URL:
     return parsed
 
 
-def redact(url: str | URL) -> str:
+def redact(url: "str | URL") -> str:
     """The URL with its password masked, safe for any message."""
     try:
+        if isinstance(url, str):
+            from .direct import parse_direct
+
+            parts = parse_direct(url)
+            if parts is not None:  # as SQLAlchemy renders it, without importing it
+                return _password_with_at(parts).render_as_string(hide_password=True)
+            from sqlalchemy.engine import make_url
         parsed = _password_with_at(make_url(url)) if isinstance(url, str) else url
         return parsed.render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - unparseable: show nothing after the scheme
@@ -104,7 +128,7 @@ def redact(url: str | URL) -> str:
         return text.split("://", 1)[0] + "://…" if "://" in text else "…"
 
 
-def identity_of(url: str | URL) -> SourceIdentity:
+def identity_of(url: "str | URL") -> SourceIdentity:
     """The secret-free identity of a source URL."""
     parsed = parse_url(url) if isinstance(url, str) else url
     dialect = parsed.get_backend_name()
@@ -117,8 +141,11 @@ def identity_of(url: str | URL) -> SourceIdentity:
     )
 
 
-def create_engine(url: str | URL, **kwargs) -> Engine:
+def create_engine(url: "str | URL", **kwargs) -> "Engine":
     """Create an Engine and check that the server answers; failures become :class:`SourceError`."""
+    import sqlalchemy as sa
+    from sqlalchemy.exc import NoSuchModuleError
+
     parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database or ""
@@ -223,8 +250,10 @@ def single_percents(dialect, quoted: str) -> str:
     return quoted.replace("%%", "%") if dialect.paramstyle in ("format", "pyformat") else quoted
 
 
-def url_for_identity(identity: SourceIdentity, driver: str | None = None) -> URL:
+def url_for_identity(identity: SourceIdentity, driver: str | None = None) -> "URL":
     """Rebuild a URL from a plan's identity (the password comes from ``$SPARSESYNC_SOURCE_PASSWORD``)."""
+    from sqlalchemy.engine import URL
+
     if identity.dialect == "sqlite":
         return URL.create("sqlite", database=identity.database)
     drivername = identity.dialect

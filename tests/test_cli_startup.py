@@ -62,11 +62,12 @@ def test_the_check_sees_a_heavy_import():
 
 
 # ---- execute on an empty table (goal 5: < 0.8 s): what it must not import ------------------------------------
-# pyarrow (the empty part is still a Parquet file), SQLAlchemy and the MySQL drivers are needed; these are not:
-# DuckDB (verify only), matplotlib (charts), boto3/botocore (S3 destinations only), pyarrow.compute (casts of
-# rows an empty table does not have; ~40 ms to import), pydantic (typer 0.29's per-parameter adapters).
-NOT_FOR_EMPTY_EXECUTE = ("duckdb", "matplotlib", "boto3", "botocore", "pyarrow.compute", "pyarrow._compute", "dlt",
-                         "pydantic")
+# pyarrow (the empty part is still a Parquet file) and PyMySQL are needed; these are not: SQLAlchemy (the
+# default MySQL path talks to PyMySQL directly, sparsesync.direct; ~0.2-0.4 s to import), DuckDB (verify only),
+# matplotlib (charts), boto3/botocore (S3 destinations only), pyarrow.compute (casts of rows an empty table does
+# not have; ~40 ms to import), pydantic (typer 0.29's per-parameter adapters).
+NOT_FOR_EMPTY_EXECUTE = ("sqlalchemy", "duckdb", "matplotlib", "boto3", "botocore", "pyarrow.compute",
+                         "pyarrow._compute", "dlt", "pydantic")
 
 
 @pytest.mark.mysql
@@ -81,6 +82,50 @@ def test_execute_on_an_empty_table_imports_nothing_it_does_not_use(mysql_engine,
     assert (out / name / plan.plan_id / "manifest.json").exists()  # the run really happened
     assert "pyarrow.parquet" in names  # and the parse sees what it did import
     assert sorted(m for m in NOT_FOR_EMPTY_EXECUTE if m in names) == []
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize("workers", [1, 2])
+def test_default_execute_runs_without_sqlalchemy(mysql_engine, mysql_url, mysql_table, tmp_path, workers):
+    """The default path (connectorx when installed, else pymysql) on rows, nullable key, counts checked:
+    SQLAlchemy is never imported, and every row arrives once."""
+    import sqlalchemy as sa
+
+    from sparsesync.planner.api import make_plan
+
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT NULL, v VARCHAR(32), KEY (id)) ENGINE=InnoDB",
+                       prefix="s11rows")
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.text(f"INSERT INTO `{name}` VALUES (:i, :v)"),
+                     [{"i": None if i % 97 == 0 else i * 7, "v": f"v{i}"} for i in range(3000)])
+    plan = make_plan(mysql_engine, name, key="id", rows_per_query=500, use_cache=False)
+    plan_path = plan.save(tmp_path / "plan.json")
+    out = tmp_path / "out"
+    names = imports_of("-m", "sparsesync", "execute", str(plan_path), "--dest", str(out), "--source", mysql_url,
+                       "--workers", str(workers))
+    assert (out / name / plan.plan_id / "manifest.json").exists()
+    assert "pymysql" in names and "sqlalchemy" not in names
+    import duckdb
+
+    n, distinct, nulls = duckdb.sql(f"SELECT count(*), count(DISTINCT id), count(*) - count(id) "
+                                    f"FROM read_parquet('{out / name / plan.plan_id}/*.parquet')").fetchall()[0]
+    assert (n, distinct, nulls) == (3000, 3000 - 31, 31)
+
+
+@pytest.mark.mysql
+def test_other_paths_still_get_sqlalchemy(mysql_engine, mysql_url, mysql_table, tmp_path):
+    """--reader pymysql compiles its statement with SQLAlchemy: the direct source hands over a real Engine."""
+    from sparsesync.planner.api import make_plan
+
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY, v VARCHAR(32)) ENGINE=InnoDB", prefix="s11pm")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{name}` VALUES (1, 'a'), (5, 'b'), (900, 'c')")
+    plan = make_plan(mysql_engine, name, use_cache=False)
+    plan_path = plan.save(tmp_path / "plan.json")
+    out = tmp_path / "out"
+    names = imports_of("-m", "sparsesync", "execute", str(plan_path), "--dest", str(out), "--source", mysql_url,
+                       "--reader", "pymysql")
+    assert (out / name / plan.plan_id / "manifest.json").exists() and "sqlalchemy" in names
 
 
 LAZY_IN_THREADS = """

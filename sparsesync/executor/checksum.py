@@ -39,11 +39,12 @@ from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 import pyarrow as pa
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from sparsesync.errors import SourceError, UsageError
+from sparsesync.lazy import lazy_module
 from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
+
+sa = lazy_module("sqlalchemy")  # the after-run counts over a direct source (sparsesync.direct) do without it
 
 __all__ = ["Span", "SpanChecksum", "span_checksums", "span_counts_dbapi", "parquet_span_checksums", "spans_of_plan",
            "grouped_statements", "EMPTY_CHECKSUM", "MAX_SPANS_PER_STATEMENT"]
@@ -188,7 +189,10 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     qkey = quote(key)
     top = 2**63 - 1 if signed else 2**64 - 1
     if counts_only and is_mysql(dialect):
-        return _in_order(spans, top, _mysql_counts(conn, qtable, qkey, spans, top, table), counts_only)
+        def run(sql, params):
+            return conn.execute(sa.text(sql), params).all()
+
+        return _in_order(spans, top, _mysql_counts(run, qtable, qkey, spans, top, table), counts_only)
     if counts_only:
         agg = "COUNT(*)"
     elif is_mysql(dialect):
@@ -215,40 +219,48 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     return _in_order(spans, top, found, counts_only)
 
 
-def _mysql_counts(conn, qtable: str, qkey: str, spans, top: int, table: str) -> dict:
+def _mysql_counts(run, qtable: str, qkey: str, spans, top: int, table: str, mark=lambda name: f":{name}") -> dict:
     """``COUNT(*)`` of each distinct span, up to :data:`MAX_SPANS_PER_STATEMENT` per statement, as a
     ``UNION ALL`` of one plain count per span. Counting needs no per-row bucket: each part is an index
     range scan, where the grouped CASE statement evaluated a binary search and a GROUP BY for every row
-    (on the issue-11 table, 1M rows in 12 ranges: 0.44–0.57 s against 0.62–0.77 s on one connection)."""
+    (on the issue-11 table, 1M rows in 12 ranges: 0.44–0.57 s against 0.62–0.77 s on one connection).
+    ``run(sql, params)`` executes one statement whose binds are written by ``mark`` (``:k0`` for
+    ``sa.text``, ``%(k0)s`` for a PyMySQL cursor)."""
     distinct = list(dict.fromkeys(c for c in (_clamped(sp, top) for sp in spans) if c is not None))
     found: dict[Span, tuple[int, int]] = {}
     for at in range(0, len(distinct), MAX_SPANS_PER_STATEMENT):
         chunk = distinct[at:at + MAX_SPANS_PER_STATEMENT]
         params: dict[str, int] = {}
-
-        def bind(value: int) -> str:
-            name = f"k{len(params)}"
-            params[name] = int(value)
-            return f":{name}"
-
-        parts = []
-        for i, sp in enumerate(chunk):
-            if sp.nulls:
-                cond = f"{qkey} IS NULL"
-            else:
-                conds = ([f"{qkey} >= {bind(sp.lo)}"] if sp.lo is not None else []) + \
-                        ([f"{qkey} < {bind(sp.hi)}"] if sp.hi is not None else [])
-                cond = " AND ".join(conds) or f"{qkey} IS NOT NULL"
-            parts.append(f"SELECT {i}, COUNT(*) FROM {qtable} WHERE {cond}")
+        bind = _binder(params, mark)
+        parts = [f"SELECT {i}, COUNT(*) FROM {qtable} WHERE {_span_cond(qkey, sp, bind)}" for i, sp in enumerate(chunk)]
         try:
-            rows = conn.execute(sa.text(" UNION ALL ".join(parts)), params).all()
-        except sa.exc.SQLAlchemyError as exc:
+            rows = run(" UNION ALL ".join(parts), params)
+        except Exception as exc:  # noqa: BLE001 - a driver or SQLAlchemy error, mapped with its ranges
             keyed = [s for s in chunk if not s.nulls]
             raise SourceError(f"count query failed: {short_db_error(exc)}", table=table,
                               key_range=(keyed[0].lo, keyed[-1].hi) if keyed else None) from exc
         for i, n in rows:
             found[chunk[int(i)]] = (int(n), 0)
     return found
+
+
+def _binder(params: dict[str, int], mark):
+    """``bind(value)``: adds ``value`` to ``params`` under a new name and returns its placeholder."""
+    def bind(value: int) -> str:
+        name = f"k{len(params)}"
+        params[name] = int(value)
+        return mark(name)
+
+    return bind
+
+
+def _span_cond(qkey: str, sp: Span, bind) -> str:
+    """The WHERE condition of one span, keys bound through ``bind``."""
+    if sp.nulls:
+        return f"{qkey} IS NULL"
+    conds = ([f"{qkey} >= {bind(sp.lo)}"] if sp.lo is not None else []) + \
+            ([f"{qkey} < {bind(sp.hi)}"] if sp.hi is not None else [])
+    return " AND ".join(conds) or f"{qkey} IS NOT NULL"
 
 
 # ---- one grouped statement for many spans ----------------------------------------------------------------
@@ -317,11 +329,7 @@ def grouped_statements(qkey: str, spans: Iterable[Span], top: int, mark=lambda n
 
 def _grouped(qkey: str, chunk: list[Span], mark) -> GroupedStatement:
     params: dict[str, int] = {}
-
-    def bind(value: int) -> str:
-        name = f"k{len(params)}"
-        params[name] = int(value)
-        return mark(name)
+    bind = _binder(params, mark)
 
     keyed = [(i, s) for i, s in enumerate(chunk) if not s.nulls]
     null_idx = next((i for i, s in enumerate(chunk) if s.nulls), None)
@@ -332,10 +340,7 @@ def _grouped(qkey: str, chunk: list[Span], mark) -> GroupedStatement:
             runs[-1][1] = s.hi
         else:
             runs.append([s.lo, s.hi])
-    conds = []
-    for lo, hi in runs:
-        parts = ([f"{qkey} >= {bind(lo)}"] if lo is not None else []) + ([f"{qkey} < {bind(hi)}"] if hi is not None else [])
-        conds.append(" AND ".join(parts) if parts else f"{qkey} IS NOT NULL")
+    conds = [_span_cond(qkey, Span(lo, hi), bind) for lo, hi in runs]
     if null_idx is not None:
         conds.append(f"{qkey} IS NULL")
     where = " OR ".join(f"({c})" for c in conds) if len(conds) > 1 else conds[0]
@@ -374,10 +379,10 @@ def _text_quote(dialect):
 
 
 def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]) -> list[SpanChecksum]:
-    """``COUNT(*)`` per span over a raw DBAPI cursor of a ``pyformat`` driver (pymysql, inside a reader's
-    snapshot), in grouped statements as :func:`span_checksums`. The dialect's quoting doubles ``%`` in
-    identifiers for such drivers; the driver's own ``%`` formatting (always applied: parameters are
-    always passed) undoes it."""
+    """``COUNT(*)`` per span over a raw DBAPI cursor of a ``pyformat`` driver (pymysql: inside a reader's
+    snapshot, or on a :class:`sparsesync.direct.DirectSource`), as the after-run counts take them
+    (:func:`_mysql_counts`). The dialect's quoting doubles ``%`` in identifiers for such drivers; the
+    driver's own ``%`` formatting (always applied: parameters are always passed) undoes it."""
     spans = list(spans)
     table, schema, key, signed = _identity(plan_or_table_info)
     qtable = quoted_table(dialect, table, schema)
@@ -385,18 +390,19 @@ def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]
     top = 2**63 - 1 if signed else 2**64 - 1
     if dialect.paramstyle != "pyformat":
         raise UsageError(f"span_counts_dbapi needs a pyformat driver, not {dialect.driver}")
-    found: dict[Span, tuple[int, int]] = {}
-    for stmt in grouped_statements(qkey, spans, top, mark=lambda name: f"%({name})s"):
-        sql = f"SELECT {stmt.bucket}, COUNT(*) FROM {qtable} WHERE {stmt.where} GROUP BY 1"
-        try:
-            cursor.execute(sql, stmt.params)
-            rows = cursor.fetchall()
-        except Exception as exc:  # noqa: BLE001 - a driver error, mapped with its ranges
-            raise SourceError(f"count query failed: {short_db_error(exc)}", table=table,
-                              key_range=stmt.key_range) from exc
-        for res in rows:
-            found[stmt.spans[int(res[0])]] = (int(res[1]), 0)
-    return _in_order(spans, top, found, True)
+
+    def run(sql, params):
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+    return _in_order(spans, top, _mysql_counts(run, qtable, qkey, spans, top, table, mark=lambda n: f"%({n})s"), True)
+
+
+def span_counts_direct(src, plan_or_table_info, spans: Iterable[Span]) -> list[SpanChecksum]:
+    """:func:`span_counts_dbapi` on a connection of a :class:`sparsesync.direct.DirectSource` (autocommit:
+    counted as the table is now)."""
+    with src.connection() as conn, conn.cursor() as cur:
+        return span_counts_dbapi(cur, src.dialect, plan_or_table_info, spans)
 
 
 def mysql_double_text(x: float) -> str:

@@ -14,11 +14,13 @@ deleted from a range already read (tests/executor/test_resume_report.py guards t
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
+from sparsesync.direct import is_direct
 from sparsesync.source import is_mysql
 
-from .checksum import Span, SpanChecksum, span_checksums
+from .checksum import Span, SpanChecksum, span_checksums, span_counts_direct
 
 PARALLEL_COUNTS = 2  # connections; more would only queue on a 2-core server and hold more of its threads
 MIN_SPLIT_ROWS = 100_000  # below this the second connection's set-up costs more than it saves
@@ -46,6 +48,8 @@ def _pool_size(engine) -> int:
     """Connections the engine may keep open at once. A sync under ``--connections`` hands the executor an
     engine whose pool is its table's share of the budget (sync.budget): with one slot, a second counting
     connection would wait for the first one's slot, which its idle pooled connection never gives back."""
+    if is_direct(engine):  # execute's own source, outside any budget: a connection per thread
+        return PARALLEL_COUNTS
     size = getattr(engine.pool, "size", None)
     return size() if callable(size) else PARALLEL_COUNTS
 
@@ -54,13 +58,15 @@ def after_run_counts(engine, plan, spans: list[Span], *, min_split_rows: int = M
     """``COUNT(*)`` per span, in order, taken now; MySQL/MariaDB tables of ≥ ``min_split_rows`` planned
     rows are counted on :data:`PARALLEL_COUNTS` connections at once (one statement per span, as before)."""
     weights = [r.est_rows for r in plan.ranges] + [0] * (len(spans) - len(plan.ranges))
+    count = functools.partial(span_counts_direct if is_direct(engine) else
+                              functools.partial(span_checksums, counts_only=True), engine, plan)
     if not is_mysql(engine) or sum(weights) < min_split_rows or _pool_size(engine) < PARALLEL_COUNTS:
-        return span_checksums(engine, plan, spans, counts_only=True)
+        return count(spans)
     slices = split_by_rows(spans, weights[:len(spans)], PARALLEL_COUNTS)
     if len(slices) == 1:
-        return span_checksums(engine, plan, spans, counts_only=True)
+        return count(spans)
     with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="sparsesync-count") as pool:
-        futures = [pool.submit(span_checksums, engine, plan, part, counts_only=True) for part in slices]
+        futures = [pool.submit(count, part) for part in slices]
         return [c for f in futures for c in f.result()]
 
 

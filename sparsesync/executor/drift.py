@@ -10,14 +10,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
+from sparsesync.direct import fetch_all
 from sparsesync.planner.introspect import introspect
 from sparsesync.planner.plan import Plan
 from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import DriftError, KeyColumnError, SourceError, TypeMappingError
-from sparsesync.source import short_db_error
+from sparsesync.source import quoted_table, short_db_error, single_percents
 
 
 @dataclass
@@ -82,7 +80,7 @@ def compare_columns(planned, current) -> tuple[list[str], list[str], list[str]]:
     return added, removed, retyped
 
 
-def check_drift(engine: Engine, plan: Plan) -> DriftReport:
+def check_drift(engine, plan: Plan) -> DriftReport:
     """Re-introspect the table; raise :class:`DriftError` on a schema change or a vanished table."""
     src = plan.source
     try:
@@ -119,33 +117,33 @@ def check_drift(engine: Engine, plan: Plan) -> DriftReport:
     return report
 
 
-def _key_column(plan: Plan) -> tuple[sa.TableClause, sa.ColumnClause]:
-    """The plan's table and key as SQLAlchemy constructs: quoted by the dialect, values bound."""
-    src = plan.source
-    table = sa.table(src.table, sa.column(src.key, sa.BigInteger), schema=src.schema)
-    return table, table.c[src.key]
+def _key_sql(engine, plan: Plan) -> tuple[str, str]:
+    """The plan's table and key quoted by the source's dialect, as text sent without parameters."""
+    d, src = engine.dialect, plan.source
+    table = single_percents(d, quoted_table(d, src.table, src.schema))
+    return table, single_percents(d, d.identifier_preparer.quote(src.key))
 
 
-def key_bounds(engine: Engine, plan: Plan) -> tuple[int | None, int | None]:
+def key_bounds(engine, plan: Plan) -> tuple[int | None, int | None]:
     """``MIN`` and ``MAX`` of the key now (two index lookups)."""
-    table, key = _key_column(plan)
+    table, key = _key_sql(engine, plan)
     try:
-        with engine.connect() as conn:
-            lo, hi = conn.execute(sa.select(sa.func.min(key), sa.func.max(key)).select_from(table)).one()
-    except sa.exc.SQLAlchemyError as exc:
+        ((lo, hi),) = fetch_all(engine, f"SELECT MIN({key}), MAX({key}) FROM {table}")
+    except Exception as exc:  # noqa: BLE001 - a driver or SQLAlchemy error, one line
         raise SourceError(f"cannot read the key bounds: {short_db_error(exc)}", table=plan.source.table) from exc
     return (None if lo is None else int(lo)), (None if hi is None else int(hi))
 
 
-def count_tail(engine: Engine, plan: Plan) -> int:
+def count_tail(engine, plan: Plan) -> int:
     """Rows in the plan's open tail range right now (one index range count)."""
+    from .readers import _int_literal
+
     lo = plan.tail.lo
     if lo > (2**63 - 1 if plan.source.key_signed else 2**64 - 1):
         return 0  # the planned max is the key type's maximum: no key can lie above it
-    table, key = _key_column(plan)
+    table, key = _key_sql(engine, plan)
     try:
-        with engine.connect() as conn:
-            stmt = sa.select(sa.func.count()).select_from(table).where(key >= sa.literal(lo, sa.BigInteger))
-            return int(conn.execute(stmt).scalar())
-    except sa.exc.SQLAlchemyError as exc:
+        ((n,),) = fetch_all(engine, f"SELECT COUNT(*) FROM {table} WHERE {key} >= {_int_literal(lo)}")
+    except Exception as exc:  # noqa: BLE001
         raise SourceError(f"cannot count the tail range: {short_db_error(exc)}", table=plan.source.table) from exc
+    return int(n)

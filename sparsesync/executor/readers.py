@@ -19,16 +19,17 @@ from typing import Any, ContextManager, Iterator, Protocol
 
 import pyarrow as pa
 from sparsesync.lazy import lazy_module
-import sqlalchemy as sa
 
 from sparsesync.planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
+from sparsesync.direct import sa_dialect
 from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
 
 from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
 from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
 
 pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
+sa = lazy_module("sqlalchemy")  # the connectorx reader over a direct source (sparsesync.direct) never needs it
 
 __all__ = [
     "Reader", "ReadSession", "ReadStats", "make_reader", "available_readers", "range_query", "key_bounds",
@@ -216,7 +217,7 @@ class PyMySQLReader(_ReaderBase):
             r = KeyRange(0, None, None, 0, "nulls", nulls=True) if tail == "nulls" else \
                 KeyRange(0, 0, None if tail else 1, 0, "dense")
             stmt, _ = range_query(self.plan, r)  # type: ignore[misc] - [0, 1) is always in the domain
-            self._stmt_cache[tail] = str(stmt.compile(dialect=self.engine.dialect))
+            self._stmt_cache[tail] = str(stmt.compile(dialect=sa_dialect(self.engine)))
         return self._stmt_cache[tail]
 
     @contextlib.contextmanager

@@ -20,9 +20,7 @@ import threading
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable
-
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING, Callable
 
 from sparsesync.planner.plan import FileGroup, KeyRange, Plan
 from sparsesync.errors import DestinationError, UsageError, VerifyError
@@ -32,6 +30,7 @@ from sparsesync.source import (
     SourceIdentity,
     create_engine,
     identity_of,
+    parse_direct_url,
     quoted_table,
     url_for_identity,
 )
@@ -43,6 +42,9 @@ from .retry import RetryPolicy, RetryStats, SessionHolder, with_retries
 from .drift import DriftReport, check_drift, count_tail
 from .ledger import DONE, PENDING, RUNNING, Ledger, LedgerStore, PartRecord
 from .report import RangeCount, RunReport
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 REPORT, LEDGER = "_report.json", "_ledger.json"
 ARTIFACTS = (redshift.MANIFEST, redshift.COPY_SQL, redshift.CREATE_TABLE_SQL, REPORT, LEDGER)
@@ -107,17 +109,42 @@ def check_source_matches(plan: Plan, ident: SourceIdentity) -> None:
         )
 
 
-def connect_source(plan: Plan, source_url: str | None = None) -> Engine:
-    """An Engine for the plan's source: ``source_url``, else ``$SPARSESYNC_SOURCE_URL``, else the plan's identity."""
+def connect_source(plan: Plan, source_url: str | None = None) -> "Engine":
+    """An Engine for the plan's source: ``source_url``, else ``$SPARSESYNC_SOURCE_URL``, else the plan's identity.
+
+    A plain ``mysql+pymysql://`` source gets a :class:`sparsesync.direct.DirectSource` instead: the same
+    source over PyMySQL, SQLAlchemy imported only if the run needs it (start-up, issue 11).
+    """
+    from sparsesync.direct import DirectSource
+
     url = source_url or os.environ.get(SOURCE_URL_ENV)
     if url:
-        check_source_matches(plan, identity_of(url))
-        return create_engine(url)
+        parts = parse_direct_url(url)
+        check_source_matches(plan, identity_of(parts if parts is not None else url))
+        return DirectSource(parts, url).check() if parts is not None else create_engine(url)
+    parts = _direct_identity_url(plan)
+    if parts is not None:
+        return DirectSource(parts).check()
     return create_engine(url_for_identity(plan_identity(plan)))
 
 
+def _direct_identity_url(plan: Plan):
+    """The plan's own MySQL source as :class:`sparsesync.direct.UrlParts` (password from the environment)."""
+    from sparsesync.direct import UrlParts, enabled
+    from sparsesync.source import with_password
+
+    s = plan.source
+    if s.dialect not in ("mysql", "mariadb") or not s.host or not enabled():
+        return None
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        return None
+    return with_password(UrlParts("mysql+pymysql", username=s.username, host=s.host, port=s.port, database=s.database))
+
+
 # ---- SQL shown by --dry-run -----------------------------------------------------------------------------
-def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
+def render_range_sql(engine: "Engine", plan: Plan, r: KeyRange) -> str:
     """The readers' range query (:func:`sparsesync.executor.readers.range_query`) with its keys inlined, for review."""
     from .readers import range_query
 
@@ -125,7 +152,9 @@ def render_range_sql(engine: Engine, plan: Plan, r: KeyRange) -> str:
     if built is None:
         return f"-- range {r.index} [{r.lo}, ∞) lies beyond the key type's maximum: not queried"
     stmt, params = built
-    compiled = stmt.params(**params).compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True})
+    from sparsesync.direct import sa_dialect
+
+    compiled = stmt.params(**params).compile(dialect=sa_dialect(engine), compile_kwargs={"literal_binds": True})
     return " ".join(line.strip() for line in str(compiled).splitlines())
 
 
@@ -164,7 +193,7 @@ def execute_plan(
     batch_rows: int = 65536,
     memory_limit_mb: int = 512,
     oversize: str = "fail",
-    engine: Engine | None = None,
+    engine: "Engine | None" = None,
     staging: str | None = None,
     retries: int = 5,
     retry_base_s: float = 0.5,
@@ -344,8 +373,12 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
                                       consistency=consistency, how=report.snapshot)
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
-    if late_rows:
-        drift.tail_rows_after = count_tail(engine, plan)  # rows that arrived above the plan after our snapshot
+    after_counts = None
+    if verify and snapshot_counts is None and not scope:
+        after_counts = _after_run_counts(engine, plan)  # the tail's count among them: one statement less
+    if late_rows:  # rows that arrived above the plan after our snapshot
+        drift.tail_rows_after = count_tail(engine, plan) if after_counts is None else \
+            after_counts[plan.ranges.index(plan.tail)].rows
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
@@ -355,7 +388,9 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         counter.emit("finish")
         return report
     if verify:
-        _check_counts(plan, sink, book, report, engine, snapshot_counts, skipped=len(skipped))
+        in_snapshot = snapshot_counts is not None
+        _check_counts(plan, sink, book, report, snapshot_counts if in_snapshot else after_counts,
+                      in_snapshot=in_snapshot, skipped=len(skipped))
         report.verified = "counts"
     else:
         report.count_check = {"skipped": "--no-verify: output not compared with the source"}
@@ -554,13 +589,13 @@ class _AttemptCounter:
 
 def _snapshot_counts(session, rdr, plan):
     """``COUNT(*)`` per range inside the reader's snapshot (same connection), when it has one."""
+    conn = getattr(session, "conn", None)
+    if rdr.consistency != "snapshot" or conn is None:
+        return None
     import sqlalchemy as sa
 
     from .checksum import span_checksums, span_counts_dbapi, spans_of_plan
 
-    conn = getattr(session, "conn", None)
-    if rdr.consistency != "snapshot" or conn is None:
-        return None
     spans = spans_of_plan(plan, unplanned=True)
     if isinstance(conn, sa.Connection):
         return span_checksums(conn, plan, spans, counts_only=True)
@@ -778,10 +813,19 @@ def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> 
     report.warnings.extend(warning_lines(plan, report.oversize))
 
 
-def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, engine, snapshot_counts, *, skipped: int) -> None:
+def _after_run_counts(engine, plan: Plan) -> list:
+    """The source's ``COUNT(*)`` per range (and per NULL-key span) now, after every range was read."""
+    from .checksum import spans_of_plan
+    from .counts import after_run_counts
+
+    return after_run_counts(engine, plan, spans_of_plan(plan, unplanned=True))
+
+
+def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, counts, *, in_snapshot: bool,
+                  skipped: int) -> None:
     """Rows streamed == rows in the parts (writer count, Parquet footers where local), then the rows
-    written per range == the SOURCE's ``COUNT(*)`` per range: inside the read snapshot when the whole
-    run was read in it, else counted now (groups of an earlier run, or ranges read one by one)."""
+    written per range == the SOURCE's ``COUNT(*)`` per range (``counts``): taken inside the read snapshot when
+    the whole run was read in it, else after the run (groups of an earlier run, or ranges read one by one)."""
     for g in book.groups:
         streamed = sum(g.range_rows.values())
         written = sum(p.rows for p in g.parts)
@@ -799,11 +843,6 @@ def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, engine, sna
             if footer_rows is not None and footer_rows != p.rows:
                 raise VerifyError(f"part holds {footer_rows} rows, {p.rows} were written", hint="re-run with --overwrite",
                                   table=plan.source.table, file=p.url)
-    from .checksum import spans_of_plan
-    from .counts import after_run_counts
-
-    in_snapshot = snapshot_counts is not None
-    counts = snapshot_counts if in_snapshot else after_run_counts(engine, plan, spans_of_plan(plan, unplanned=True))
     written = {int(k): v for g in book.groups for k, v in g.range_rows.items()}
     bad = []
     for r, c in zip(plan.ranges, counts):

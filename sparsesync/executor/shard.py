@@ -385,7 +385,7 @@ def _finalize(plan, sink, folder, engine, book, ledgers, lock, *, iam_role, veri
     """The end of ``execute`` (reused, not copied): report totals, oversize, counts, load files, manifest."""
     from .drift import check_drift, count_tail
     from .report import RunReport
-    from .run import _check_counts, _finish_report, _oversize_report, _write_load_files, plan_identity
+    from .run import _after_run_counts, _check_counts, _finish_report, _oversize_report, _write_load_files, plan_identity
 
     drift = check_drift(engine, plan)  # a schema change since the shards ran is refused here too
     reports = [json.loads(b) for s in ledgers if s is not None and (b := sink.get_bytes(f"{folder}/{report_name(s)}"))]
@@ -400,7 +400,8 @@ def _finalize(plan, sink, folder, engine, book, ledgers, lock, *, iam_role, veri
     report.shard = {"finalized": sorted(("whole-plan" if s is None else str(s)) for s in ledgers),
                     "groups": {("whole-plan" if s is None else str(s)):
                                sorted(g.index for g in led.groups if book.groups[g.index] is g) for s, led in ledgers.items()}}
-    drift.tail_rows_after = count_tail(engine, plan)
+    counts = _after_run_counts(engine, plan) if verify else None  # the tail's count among them
+    drift.tail_rows_after = count_tail(engine, plan) if counts is None else counts[plan.ranges.index(plan.tail)].rows
     queries = sum(int(r.get("shard", {}).get("queries_all_runs", r.get("queries")) or 0) for r in reports)
     stats = SimpleNamespace(stats={"queries": queries})  # stands in for the reader's counters
     _finish_report(report, plan, book, stats, drift, None)
@@ -408,7 +409,7 @@ def _finalize(plan, sink, folder, engine, book, ledgers, lock, *, iam_role, veri
         report.consistency = "mixed"  # each shard read its groups in its own snapshot
     _oversize_report(report, plan, book, modes[0] if len(modes) == 1 else "keep")
     if verify:
-        _check_counts(plan, sink, book, report, engine, None, skipped=len(plan.files))
+        _check_counts(plan, sink, book, report, counts, in_snapshot=False, skipped=len(plan.files))
         report.count_check["reason"] = "after every shard finished (finalize)"
         report.verified = "counts"
     else:

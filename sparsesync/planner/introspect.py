@@ -5,13 +5,18 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from dataclasses import dataclass
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from typing import TYPE_CHECKING
 
 from sparsesync.errors import KeyColumnError, SourceError
+from sparsesync.lazy import lazy_module
 from sparsesync.source import is_mysql, short_db_error
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+sa = lazy_module("sqlalchemy")  # the executor's direct MySQL source (sparsesync.direct) introspects without it
 
 from .plan import ColumnSpec
 from .typemap import TypeOptions, is_integer_type, map_generic_column, map_mysql_column
@@ -39,7 +44,7 @@ def schema_hash(columns: tuple[ColumnSpec, ...] | list[ColumnSpec], key: str) ->
 
 
 def introspect(
-    engine: Engine,
+    engine: "Engine",
     table: str,
     *,
     key: str | None = None,
@@ -47,6 +52,10 @@ def introspect(
     options: TypeOptions = TypeOptions(),
 ) -> TableInfo:
     """Reflect ``table`` and choose its key; every refusal is a one-line :class:`SparsesyncError`."""
+    from sparsesync.direct import is_direct
+
+    if is_direct(engine):
+        return _introspect_direct(engine, table, key=key, schema=schema, options=options)
     try:
         insp = sa.inspect(engine)
         names = insp.get_table_names(schema=schema)
@@ -65,7 +74,12 @@ def introspect(
         raise SourceError(f"cannot reflect table {table!r}: {short_db_error(exc)}", table=table) from exc
 
     if is_mysql(engine):
-        columns, row_est, avg_row = _mysql_columns(engine, table, schema, reflected, options)
+        with engine.connect() as conn:
+            def fetch(sql, params):
+                return conn.execute(sa.text(sql), params).all()
+
+            columns, row_est, avg_row = _mysql_columns(fetch, schema, table, getattr(engine.dialect, "is_mariadb", False),
+                                                       options)
     else:
         columns = tuple(
             map_generic_column(c["name"], _declared_text(engine, c), c["type"], bool(c.get("nullable", True)))
@@ -131,34 +145,32 @@ def _choose_key(table, key, pk, indexes, uniques, declared, engine) -> tuple[str
     return key, signed, unique
 
 
-def _mysql_columns(engine, table, schema, reflected, options):
-    where = "TABLE_SCHEMA = " + (":db" if schema else "DATABASE()") + " AND TABLE_NAME = :t"
-    params = {"t": table, **({"db": schema} if schema else {})}
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
-                f"WHERE {where} ORDER BY ORDINAL_POSITION"
-            ),
-            params,
-        ).all()
-        trow = conn.execute(
-            sa.text(f"SELECT TABLE_ROWS, AVG_ROW_LENGTH FROM information_schema.TABLES WHERE {where}"), params
-        ).first()
-        json_cols = set()
-        if getattr(engine.dialect, "is_mariadb", False):
-            # MariaDB's JSON is LONGTEXT plus a json_valid() check named after the column.
-            checks = conn.execute(
-                sa.text(
-                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE "
-                    + where.replace("TABLE_SCHEMA", "CONSTRAINT_SCHEMA")
-                ),
-                params,
-            ).scalars()
-            for clause in checks:
-                text = (clause or "").strip()
-                if text.lower().startswith("json_valid(`") and text.endswith("`)"):
-                    json_cols.add(text[len("json_valid(`") : -2])
+def _mysql_where(schema: str | None) -> tuple[str, dict]:
+    """information_schema's filter for one table (``:t``) of ``schema`` or of the connection's database."""
+    return "TABLE_SCHEMA = " + (":db" if schema else "DATABASE()") + " AND TABLE_NAME = :t", \
+        ({"db": schema} if schema else {})
+
+
+def _mysql_columns(fetch, schema, table, is_mariadb: bool, options):
+    """Columns (declared types from information_schema), row estimate and average row length.
+
+    ``fetch(sql, params)`` runs one statement with ``:name`` binds: a SQLAlchemy connection for the
+    planner, PyMySQL for the executor's direct source (:func:`_introspect_direct`)."""
+    where, params = _mysql_where(schema)
+    params = {"t": table, **params}
+    rows = fetch("SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
+                 f"WHERE {where} ORDER BY ORDINAL_POSITION", params)
+    trows = fetch(f"SELECT TABLE_ROWS, AVG_ROW_LENGTH FROM information_schema.TABLES WHERE {where}", params)
+    trow = trows[0] if trows else None
+    json_cols = set()
+    if is_mariadb:
+        # MariaDB's JSON is LONGTEXT plus a json_valid() check named after the column.
+        checks = fetch("SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE "
+                       + where.replace("TABLE_SCHEMA", "CONSTRAINT_SCHEMA"), params)
+        for (clause,) in checks:
+            text = (clause or "").strip()
+            if text.lower().startswith("json_valid(`") and text.endswith("`)"):
+                json_cols.add(text[len("json_valid(`") : -2])
     columns = tuple(
         map_mysql_column(name, ctype, nullable == "YES", is_json=name in json_cols, options=options)
         for name, ctype, nullable in rows
@@ -166,6 +178,44 @@ def _mysql_columns(engine, table, schema, reflected, options):
     row_est = int(trow[0] or 0) if trow else 0
     avg = float(trow[1]) if trow and trow[1] else None
     return columns, row_est, avg
+
+
+_BIND = re.compile(r":(\w+)")
+
+
+def _introspect_direct(src, table: str, *, key, schema, options) -> TableInfo:
+    """:func:`introspect` for a :class:`sparsesync.direct.DirectSource`: the same facts from information_schema
+    over PyMySQL (tables, columns, PRIMARY and other indexes) instead of SQLAlchemy's reflection."""
+    def fetch(sql, params):
+        return src.fetch_all(_BIND.sub(r"%(\1)s", sql), params)
+
+    where, params = _mysql_where(schema)
+    in_schema = where.split(" AND ")[0]
+    try:
+        found = fetch("SELECT TABLE_NAME FROM information_schema.TABLES WHERE " + where, {"t": table, **params})
+        # information_schema compares names case-insensitively; reflection (and the planner) does not
+        if table not in [r[0] for r in found]:
+            names = [r[0] for r in fetch("SELECT TABLE_NAME FROM information_schema.TABLES WHERE " + in_schema, params)]
+            close = difflib.get_close_matches(table, names, n=3)
+            where_txt = f"schema {schema}" if schema else f"database {src.url.database}"
+            hint = f"did you mean {', '.join(close)}?" if close else "check the table name and the database in the URL"
+            raise SourceError(f"table {table!r} not found in {where_txt}", hint=hint, table=table)
+        columns, row_est, avg_row = _mysql_columns(fetch, schema, table, src.is_mariadb, options)
+        stats = fetch("SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
+                      f"WHERE {where} ORDER BY INDEX_NAME, SEQ_IN_INDEX", {"t": table, **params})
+    except SourceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a driver error, one line
+        raise SourceError(f"cannot reflect table {table!r}: {short_db_error(exc)}", table=table) from exc
+    by_index: dict[str, dict] = {}
+    for name, col, non_unique in stats:
+        ix = by_index.setdefault(name, {"name": name, "column_names": [], "unique": int(non_unique) == 0})
+        ix["column_names"].append(col)
+    pk = by_index.pop("PRIMARY", {}).get("column_names", [])
+    declared = {c.name: c.source_type for c in columns}
+    key_col, signed, unique = _choose_key(table, key, pk, list(by_index.values()), [], declared, src)
+    return TableInfo(table=table, schema=schema, key=key_col, key_signed=signed, key_unique=unique, columns=columns,
+                     row_estimate=row_est, avg_row_bytes=avg_row, schema_hash=schema_hash(columns, key_col))
 
 
 def _declared_text(engine, col) -> str:
