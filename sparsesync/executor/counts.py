@@ -6,7 +6,8 @@ or gained during the export. On InnoDB each count walks the clustered index of i
 row's page), so the check costs about one more scan of the table: ~0.5 s of a ~4 s run on the issue-11
 table (1M rows), with the client idle meanwhile. The counts are all taken after the run, as before,
 but the ranges are split into two contiguous halves (by estimated rows) counted on two connections at
-once, so the server's second core does half the walk.
+once, so the server's second core does half the walk. On one worker they start as soon as the last range
+is read, while its group's Parquet file is still closed and committed (``run._EarlyCounts``).
 
 Counting right after each range was read instead would overlap with reading, but would miss a row
 deleted from a range already read (tests/executor/test_resume_report.py guards that), so it is not done.

@@ -358,6 +358,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     # Per-range COUNT(*) inside the read snapshot when every group is read in it (one session, nothing
     # skipped); otherwise they are counted after the run (see _check_counts).
     retried = RetryStats()
+    early_counts = None
     if dask is not None:
         from .engine_dask import run_groups_dask  # lazy: the local engine never imports Dask
 
@@ -367,15 +368,26 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
             oversize=oversize, lock=lock, policy=policy, retried=retried, stats=rdr.stats, staging=staging)
         snapshot_counts = None  # groups were read on many workers: counted after the run
     else:
-        snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
-                                      want_count=verify and not skipped and not scope, budget=budget,
-                                      oversize=oversize, lock=lock, policy=policy, retried=retried,
-                                      consistency=consistency, how=report.snapshot)
+        # Ranges read one by one on one worker are counted after the run (_check_counts); the counts can start
+        # as soon as the last range is read, while its group's Parquet file is still being closed.
+        early = _EarlyCounts(engine, plan) if (verify and not scope and workers == 1 and consistency == "range"
+                                               and rdr.consistency != "snapshot") else None
+        try:
+            snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
+                                          want_count=verify and not skipped and not scope, budget=budget,
+                                          oversize=oversize, lock=lock, policy=policy, retried=retried,
+                                          consistency=consistency, how=report.snapshot,
+                                          after_reads=early.start if early else None)
+            early_counts = early.result() if early else None
+        finally:
+            if early:
+                early.close()
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     after_counts = None
     if verify and snapshot_counts is None and not scope:
-        after_counts = _after_run_counts(engine, plan)  # the tail's count among them: one statement less
+        # the tail's count among them: one statement less
+        after_counts = early_counts if early_counts is not None else _after_run_counts(engine, plan)
     if late_rows:  # rows that arrived above the plan after our snapshot
         drift.tail_rows_after = count_tail(engine, plan) if after_counts is None else \
             after_counts[plan.ranges.index(plan.tail)].rows
@@ -441,7 +453,8 @@ class _Counter:
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
                 budget=None, oversize="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
-                retried: RetryStats | None = None, consistency="range", how: dict | None = None) -> int | None:
+                retried: RetryStats | None = None, consistency="range", how: dict | None = None,
+                after_reads: Callable[[], None] | None = None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot).
 
     With ``consistency="snapshot"`` and several connections (workers, or connectorx), the groups are cut
@@ -449,6 +462,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
     time (:func:`sparsesync.executor.snapshot.open_snapshot`); ``how`` receives how it was made.
 
     A transient source fault redoes the group on a new session (:func:`sparsesync.executor.retry.with_retries`).
+    ``after_reads`` is called on the serial path once the last range is read, while its group is finished.
     """
     if not todo:
         return None
@@ -473,7 +487,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
 
         return with_retries(attempt, sessions, plan, policy, retried, stop=stop, group=g.index)
 
-    def serial(sessions: SessionHolder, groups: list[FileGroup]) -> None:
+    def serial(sessions: SessionHolder, groups: list[FileGroup], after_reads=None) -> None:
         # One session (one snapshot) reads the groups in order; each group's finishing work (closing the
         # Parquet file, the upload to S3, the ledger's `done`) runs on a helper thread while the next
         # group is read. At most one group is in flight, so staging space stays bounded.
@@ -489,6 +503,8 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
                             finish.abort()  # the group just read must not stay staged (finding 10)
                             raise
                     pending = fin.submit(finish)
+                if after_reads is not None:
+                    after_reads()  # every range is read; the last group is still being finished
                 if pending is not None:
                     pending.result()
                     pending = None
@@ -503,7 +519,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
     if workers == 1:
         sessions = SessionHolder(rdr)
         try:
-            serial(sessions, todo)
+            serial(sessions, todo, after_reads)
             retried.snapshots = sessions.opened
             if how is not None and consistency == "snapshot":
                 how.update(one_connection_how(rdr.name))
@@ -811,6 +827,25 @@ def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> 
 
     report.oversize = summarize(book.groups, mode)
     report.warnings.extend(warning_lines(plan, report.oversize))
+
+
+class _EarlyCounts:
+    """The after-run counts started on a thread of their own once every range is read (see ``_execute``)."""
+
+    def __init__(self, engine, plan: Plan) -> None:
+        self.engine, self.plan, self.future, self.pool = engine, plan, None, None
+
+    def start(self) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sparsesync-count")
+        self.future = self.pool.submit(_after_run_counts, self.engine, self.plan)
+
+    def result(self) -> list | None:
+        """The counts, or ``None`` when no range was read on this path (nothing to do, another engine)."""
+        return None if self.future is None else self.future.result()
+
+    def close(self) -> None:
+        if self.pool is not None:  # a failed run still waits for the statement it started
+            self.pool.shutdown(wait=True)
 
 
 def _after_run_counts(engine, plan: Plan) -> list:

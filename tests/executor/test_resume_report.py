@@ -122,3 +122,36 @@ def test_zero_dates_of_a_retried_attempt_are_counted_once_with_workers(reader, m
                        progress=fail_once, retry_base_s=0.01)
     assert failed and rep.retries >= 1 and rep.rows == 600
     assert rep.zero_dates == {"d": zero}
+
+
+@pytest.mark.mysql
+def test_after_run_counts_start_once_every_range_is_read_while_the_last_file_closes(mysql_engine, mysql_url,
+                                                                                    mysql_table, tmp_path, monkeypatch):
+    """The after-run counts overlap the last group's finishing work, never a read: they begin after the last
+    range's rows were read, and before the last group is done."""
+    import time
+
+    import sparsesync.executor.run as run
+
+    name, _ = _table(mysql_engine, mysql_table)
+    plan = make_plan(mysql_engine, name, rows_per_query=60, file_size=1_500)
+    assert len(plan.files) >= 2
+    events, seen_at_count = [], []
+    real = run._after_run_counts
+
+    def counts(engine, p):
+        seen_at_count.extend(events)
+        return real(engine, p)
+
+    def progress(ev):
+        if ev.kind == "group" and ev.group == plan.files[-1].index:
+            time.sleep(0.5)  # a slow close or upload of the last file
+        events.append((ev.kind, ev.range_index if ev.kind == "range" else ev.group))
+
+    monkeypatch.setattr(run, "_after_run_counts", counts)
+    report = execute_plan(plan, str(tmp_path / "out"), source_url=mysql_url, reader="connectorx", progress=progress)
+    assert report.count_check["where"] == "after-run" and report.count_check["mismatched"] == 0
+    ranges_read = {i for kind, i in seen_at_count if kind == "range"}
+    assert ranges_read == {r.index for r in plan.ranges}  # every range read before counting began
+    assert ("group", plan.files[-1].index) not in seen_at_count  # and the last group not yet done
+    assert ("group", plan.files[-1].index) in events
