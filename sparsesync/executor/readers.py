@@ -510,7 +510,8 @@ class ConnectorXReader(_ReaderBase):
 
         connectorx fixes a statement's batch size when it starts. Sized from the guess for an unbounded
         column (64 KB a value) a first range with a JSON/TEXT column streamed in ~500-row batches, each
-        costing connectorx and the conversion a fixed overhead (the issue-11 table: 170 of its 220 batches).
+        costing connectorx and the conversion a fixed overhead (the issue-11 table: 218 batches in all, 36
+        with the probe; benchmarks/results/speed.md).
         The first rows' real widths, read by one small statement, size it like every later range (from the
         widest values seen so far), and decide whether it may be read whole (ConnectorXSession).
         Best effort: if the probe fails the range query itself will say why.
