@@ -97,6 +97,7 @@ SS1, SS2, SS_PYMYSQL, SS_SNAPSHOT = ("sparsesync execute", "sparsesync execute -
 SS_NOVERIFY = "sparsesync execute --no-verify"  # the same run without the after-run COUNT(*) check: its cost
 # The same run with the source reached through SQLAlchemy (the path before sparsesync.direct): its start-up cost
 SS_VIA_SA = "sparsesync execute, source via SQLAlchemy"
+SS_BASE = "sparsesync execute, base checkout"  # --base DIR: a paired before/after in one invocation
 
 
 def has_consistency_option() -> bool:
@@ -133,6 +134,9 @@ def contenders(args, url: sa.engine.URL, table: str, plan_path: str, tmp: str) -
     out[SS_NOVERIFY] = [*execute, "--dest", f"{tmp}/ss_noverify", "--no-verify"]
     env = shutil.which("env") or "/usr/bin/env"
     out[SS_VIA_SA] = [env, "SPARSESYNC_SOURCE_VIA=sqlalchemy", *execute, "--dest", f"{tmp}/ss_via_sa"]
+    if args.base:  # the same default execute from another checkout (e.g. `git archive REV | tar -x -C DIR`);
+        # PYTHONSAFEPATH: `-m` would otherwise put the working directory (this checkout) before PYTHONPATH
+        out[SS_BASE] = [env, f"PYTHONPATH={args.base}", "PYTHONSAFEPATH=1", *execute, "--dest", f"{tmp}/ss_base"]
     out[SS2] = [*execute, "--dest", f"{tmp}/ss_w2", "--workers", "2"]
     out[SS_PYMYSQL] = [*execute, "--dest", f"{tmp}/ss_pymysql", "--reader", "pymysql"]
     if args.snapshot:
@@ -149,7 +153,7 @@ def contenders(args, url: sa.engine.URL, table: str, plan_path: str, tmp: str) -
 def contender_names() -> list[str]:
     """Every contender's name (for ``--only``)."""
     return [WIRE, CX1, CX2, "dlt sql_table, connectorx backend", "dlt sql_table, pyarrow backend",
-            SS1, SS_NOVERIFY, SS_VIA_SA, SS2, SS_PYMYSQL, SS_SNAPSHOT]
+            SS1, SS_NOVERIFY, SS_VIA_SA, SS_BASE, SS2, SS_PYMYSQL, SS_SNAPSHOT]
 
 
 def rows_written(tmp: str) -> int:
@@ -264,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="plan file size (default: a quarter of the table, so --workers 2 has equal shares)")
     ap.add_argument("--table", default=None, help="reuse this table (made by an earlier --keep run)")
     ap.add_argument("--keep", action="store_true", help="keep the table for another run")
+    ap.add_argument("--base", default=None,
+                    help="also run the default execute from this checkout directory (a before/after pair)")
     ap.add_argument("--fixtures", default="prealert,outliers",
                     help="fixture shapes measured after the main table, comma-separated, or 'none'")
     ap.add_argument("--fixture-rows", type=int, default=None, help="rows per fixture (default: --rows, at most 200,000)")
@@ -286,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     import compileall
 
     compileall.compile_dir(str(Path(__file__).resolve().parents[1] / "sparsesync"), quiet=1)
+    if args.base:
+        compileall.compile_dir(str(Path(args.base) / "sparsesync"), quiet=1)
     shapes = [] if args.fixtures.strip() == "none" else [f.strip() for f in args.fixtures.split(",") if f.strip()]
     fixture_rows = args.fixture_rows or min(args.rows, 200_000)
     engine = sa.create_engine(args.url)

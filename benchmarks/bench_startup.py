@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import uuid
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--url", default=DEFAULT_URL)
     ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--out", type=Path, default=None, help="also write the markdown table here")
+    ap.add_argument("--base", default=None, help="also time execute from this checkout directory (before/after)")
     args = ap.parse_args(argv)
 
     from sparsesync.planner.api import make_plan
@@ -69,6 +71,15 @@ def main(argv: list[str] | None = None) -> int:
                 "sparsesync execute (empty table)": [py, "-m", "sparsesync", "execute", plan_path, "--dest",
                                                      f"{tmp}/out", "--source", args.url, "--overwrite"],
             }
+            execute = contenders["sparsesync execute (empty table)"]
+            env = shutil.which("env") or "/usr/bin/env"
+            # The same run with the source reached through SQLAlchemy (the path before sparsesync.direct)
+            contenders["execute (empty table), source via SQLAlchemy"] = [
+                env, "SPARSESYNC_SOURCE_VIA=sqlalchemy", *execute[:-4], f"{tmp}/out_sa", *execute[-3:]]
+            if args.base:  # PYTHONSAFEPATH: `-m` would put the working directory (this checkout) first
+                compileall.compile_dir(str(Path(args.base) / "sparsesync"), quiet=1)
+                contenders["execute (empty table), base checkout"] = [
+                    env, f"PYTHONPATH={args.base}", "PYTHONSAFEPATH=1", *execute[:-4], f"{tmp}/out_base", *execute[-3:]]
             print(f"machine: {machine_state()}", flush=True)
             series = measure_rotated(contenders, args.repeat)
     finally:

@@ -17,7 +17,8 @@ def test_small_run_reports_every_contender(mysql_url, tmp_path, capsys):
     assert (tmp_path / "peers-outliers-1500.png").stat().st_size > 10_000
     assert "goal 1: execute (1 worker) / bare ConnectorX 1 partition" in md and "goal 4: peak RSS" in md
     names = [bench_peers.WIRE, bench_peers.CX1, bench_peers.CX2, "sparsesync execute |",
-             "sparsesync execute --workers 2", "sparsesync execute --reader pymysql", bench_peers.SS_NOVERIFY]
+             "sparsesync execute --workers 2", "sparsesync execute --reader pymysql", bench_peers.SS_NOVERIFY,
+             bench_peers.SS_VIA_SA]
     if bench_peers.dlt_version():
         names += ["dlt sql_table, connectorx backend", "dlt sql_table, pyarrow backend"]
     else:
@@ -54,3 +55,14 @@ def test_only_measures_the_named_contenders(mysql_url, tmp_path):
     with pytest.raises(SystemExit, match="--only names no contender"):
         bench_peers.main(["--url", mysql_url, "--rows", "1200", "--repeat", "1", "--fixtures", "none",
                           "--only", "no such contender"])
+
+
+def test_base_runs_the_same_execute_from_another_checkout(mysql_url, tmp_path):
+    from pathlib import Path
+
+    repo = Path(bench_peers.__file__).resolve().parents[1]
+    assert bench_peers.main(["--url", mysql_url, "--rows", "1100", "--repeat", "1", "--fixtures", "none",
+                             "--base", str(repo), "--only", f"{bench_peers.SS1};{bench_peers.SS_BASE}",
+                             "--out", str(tmp_path)]) == 0
+    md = (tmp_path / "peers-1100.md").read_text()
+    assert f"| {bench_peers.SS_BASE} |" in md and "failed" not in md.split("### Issue 11 goals")[0]
