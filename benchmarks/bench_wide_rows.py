@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, default=None, help="checkout that export-base runs from")
     ap.add_argument("--memory-limit", type=int, default=512, help="for export, export-glibc and export-base")
     ap.add_argument("--load", type=int, default=0, help="busy-looping processes kept running meanwhile")
+    ap.add_argument("--analyze", action="store_true",
+                    help="ANALYZE TABLE before planning: without it the plan has 1 or 3 file groups, depending on "
+                         "whether InnoDB refreshed its statistics of the new table yet")
     args = ap.parse_args()
     readers = [r for r in args.readers.split(",") if r]
     kinds = [k for k in args.runs.split(",") if k]
@@ -156,14 +159,20 @@ def main() -> None:
     env = procs.child_env()
     results: dict[tuple[str, str], list[tuple[float, int]]] = {}
     state = procs.machine_state()
+    shape = "?"
     try:
         make_table(engine, name, args.rows, args.kb)
+        if args.analyze:
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ANALYZE TABLE {name}").all()
         with tempfile.TemporaryDirectory(prefix="bench-wide-") as tmp, destination(args.dest, tmp, env) as dest, \
                 load(args.load):
             state = procs.machine_state()
             plan = make_plan(engine, name, rows_per_query=1000, file_size=args.file_size_mb * 1024 * 1024,
                              use_cache=False)
             plan_path = plan.save(Path(tmp) / "plan.json")
+            shape = f"{len(plan.files)} file group(s) of {len(plan.ranges)} ranges"
+            print(shape, flush=True)
             cx_url = sa.engine.make_url(args.url).set(drivername="mysql").render_as_string(hide_password=False)
             query = f"SELECT id, b, t FROM {name} ORDER BY id"
             base_env = dict(env, PYTHONPATH=os.pathsep.join(
@@ -192,7 +201,8 @@ def main() -> None:
 
     lines = [
         f"{args.rows:,} rows × {args.kb} KB (LONGBLOB + LONGTEXT, random), --file-size {args.file_size_mb} MB, "
-        f"--dest {args.dest}, --memory-limit {args.memory_limit}, {args.load} busy-looping processes beside, "
+        f"--dest {args.dest}, --memory-limit {args.memory_limit}, plan: {shape}, "
+        f"{args.load} busy-looping processes beside, "
         f"{args.repeat} repetitions; {state}",
         "",
         "| reader | run | time s (median) | time ratio vs first run (median of paired) | peak RSS MB (max) "
