@@ -156,7 +156,9 @@ def main() -> None:
 
     engine = sa.create_engine(args.url)
     name = f"bench_wide_{uuid.uuid4().hex[:8]}"
-    env = procs.child_env()
+    # PYTHONSAFEPATH: `-m`/`-c` would put the working directory (this checkout) ahead of PYTHONPATH, and
+    # export-base would quietly run this checkout's code too.
+    env = dict(procs.child_env(), PYTHONSAFEPATH="1")
     results: dict[tuple[str, str], list[tuple[float, int]]] = {}
     state = procs.machine_state()
     shape = "?"
