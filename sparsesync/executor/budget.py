@@ -2,8 +2,9 @@
 
 A run holds, per worker, one reader batch in flight (twice over for pymysql: driver tuples and their Arrow
 copy; a few batches for connectorx, which reads ahead), the writer's gathered row group and its encoding,
-and the previous group's finishing work. What the interpreter, pyarrow, DuckDB, the drivers and the S3
-transfer buffers need is set aside first (:data:`RESERVED_MB`); the rest is split between workers.
+and the previous group's finishing work. What the interpreter, pyarrow, DuckDB and the drivers need is set
+aside first (:data:`RESERVED_MB`), and for an S3 destination also the S3 client and every upload in flight
+(:func:`s3_reserved_bytes`); the rest is split between workers.
 Batch sizes follow the widest value seen so far per column, so a table of 100 KB rows is read in a few
 hundred rows per batch and a table of narrow rows in ``batch_rows``.
 """
@@ -22,6 +23,15 @@ pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table nev
 MiB = 1024 * 1024
 RESERVED_MB = 192  # measured: `sparsesync execute` with every library loaded peaks near 170 MB on a tiny table
 MIN_DATA = 32 * MiB
+# An S3 destination on top of RESERVED_MB, measured with `sparsesync execute` on a 50-row table: 181 MB to a
+# directory, 204 MB to S3 (boto3, botocore's S3 model and its connection pool).
+S3_CLIENT_MB = 24
+# One S3 request in flight: boto3 streams a staged file from disk (s3transfer's filename uploads never hold a
+# part in memory, whatever multipart_chunksize is), botocore reads it in 1 MiB blocks for the SHA-256 and the
+# checksum, urllib3 sends 16 KiB at a time. Measured 1.8-2.8 MB per concurrent request (32 MB PutObject,
+# 200 MB multipart with 4 threads, one and two uploads at once).
+S3_REQUEST_BYTES = 3 * MiB
+S3_MAX_THREADS = 4  # requests per upload when the budget has room: more gains little on one part at a time
 # Far below Arrow's 2 GiB limit of one string/binary array (32-bit offsets), so no batch ever reaches it.
 MAX_BATCH_BYTES = 256 * MiB
 # A value's size before any was seen, for types without a small declared bound (MEDIUM/LONG TEXT/BLOB, JSON).
@@ -35,17 +45,62 @@ _BOUNDED = {"tinytext": 255, "tinyblob": 255, "text": 65535, "blob": 65535}
 _SIZED = re.compile(r"^\s*(?:national\s+)?(?:n?var)?(?:char|binary|character(?:\s+varying)?)\s*\((\d+)\)", re.I)
 
 
+def s3_reserved_bytes(uploads: int, threads: int) -> int:
+    """Bytes an S3 destination needs besides the row data: its client, and ``uploads`` file uploads at once
+    with ``threads`` requests each (see :data:`S3_REQUEST_BYTES`)."""
+    return S3_CLIENT_MB * MiB + max(1, uploads) * max(1, threads) * S3_REQUEST_BYTES
+
+
 @dataclass(frozen=True)
 class MemoryBudget:
-    """Byte sizes derived from a memory limit (MB) shared by ``workers`` parallel file groups."""
+    """Byte sizes derived from a memory limit (MB) shared by ``workers`` parallel file groups.
+
+    ``s3`` says the parts go to S3: each worker uploads its own parts, up to :attr:`uploads` of them at once,
+    and the client and those uploads are reserved before the data is split, so a run to S3 gets smaller
+    batches than one to a directory instead of going over the limit by the uploads. Upload threads
+    (:attr:`upload_threads`) shrink before the data does when the limit is tight.
+    """
 
     limit_mb: int = 512
     workers: int = 1
+    s3: bool = False
+
+    @property
+    def uploads(self) -> int:
+        """S3 uploads at once: two per worker, as a group's last part goes up on the finishing thread while a
+        part of the next group, read meanwhile, may roll and go up too (executor.run ``serial``)."""
+        return 2 * max(1, self.workers)
+
+    @property
+    def upload_threads(self) -> int:
+        """Concurrent requests per S3 upload: :data:`S3_MAX_THREADS`, fewer where they would push a worker's
+        data below :data:`MIN_DATA` (0 when the destination is not S3)."""
+        if not self.s3:
+            return 0
+        for threads in range(S3_MAX_THREADS, 1, -1):
+            if self._data_for(s3_reserved_bytes(self.uploads, threads)) >= MIN_DATA:
+                return threads
+        return 1
+
+    @property
+    def reserved_bytes(self) -> int:
+        """Bytes set aside before the row data: the libraries, and the S3 client and uploads when writing to S3."""
+        extra = s3_reserved_bytes(self.uploads, self.upload_threads) if self.s3 else 0
+        return RESERVED_MB * MiB + extra
+
+    def _data_for(self, extra: int) -> int:
+        return (self.limit_mb * MiB - RESERVED_MB * MiB - extra) // max(1, self.workers)
 
     @property
     def data_bytes(self) -> int:
         """Bytes each worker may hold as row data (limit minus the reserve, split between workers)."""
-        return max(MIN_DATA, (self.limit_mb - RESERVED_MB) * MiB // max(1, self.workers))
+        return max(MIN_DATA, (self.limit_mb * MiB - self.reserved_bytes) // max(1, self.workers))
+
+    @property
+    def fits(self) -> bool:
+        """Whether reserve and every worker's data add up to at most the limit (False only where
+        :data:`MIN_DATA` had to be granted anyway: a small limit shared by many workers)."""
+        return self.reserved_bytes + max(1, self.workers) * self.data_bytes <= self.limit_mb * MiB
 
     @property
     def batch_bytes(self) -> int:

@@ -88,7 +88,7 @@ def run_group_task(plan, index: int, spec: TaskSpec):
     Transient source faults are retried here like in the local engine (the group redone on a new session).
     """
     from .budget import MemoryBudget
-    from .dest import open_sink
+    from .dest import is_s3, open_sink
     from .heap import bound_heap
     from .readers import make_reader
     from .retry import RetryPolicy, RetryStats, SessionHolder, with_retries
@@ -98,8 +98,10 @@ def run_group_task(plan, index: int, spec: TaskSpec):
 
     try:
         engine = _worker_engine(plan, spec.source_url)
-        sink = _cached(("sink", spec.dest, spec.staging), lambda: open_sink(spec.dest, staging=spec.staging))
-        budget = MemoryBudget(spec.memory_limit_mb, 1)  # one task per worker thread: the limit is per worker
+        # one task per worker thread: the limit is per worker, its S3 uploads included
+        budget = MemoryBudget(spec.memory_limit_mb, 1, s3=is_s3(spec.dest))
+        sink = _cached(("sink", spec.dest, spec.staging, budget.upload_threads),
+                       lambda: open_sink(spec.dest, staging=spec.staging, upload_threads=budget.upload_threads))
         rdr = make_reader(engine, plan, kind=spec.reader, batch_rows=spec.batch_rows, strict_dates=spec.strict_dates,
                           snapshot=False, batch_bytes=budget.batch_bytes)
         g = plan.files[index]

@@ -159,16 +159,28 @@ def render_range_sql(engine: "Engine", plan: Plan, r: KeyRange) -> str:
 
 
 # ---- the run -------------------------------------------------------------------------------------------------
-def memory_budget(memory_limit_mb: int, workers: int):
-    """The byte sizes for ``--memory-limit`` MB shared by ``workers``; refuses a limit below the reserve."""
-    from .budget import RESERVED_MB, MemoryBudget
+def memory_budget(memory_limit_mb: int, workers: int, dest=None):
+    """The byte sizes for ``--memory-limit`` MB shared by ``workers`` writing to ``dest``.
 
-    if memory_limit_mb < RESERVED_MB + 32:
+    Refuses a limit below the reserve plus one worker's minimum of data; to S3 (whose client and uploads
+    are reserved too), below the reserve plus every worker's minimum, so the uploads never take the run over
+    the limit. A directory destination keeps the older, one-worker rule: many workers on a small limit still
+    get the minimum each (:attr:`MemoryBudget.fits` is then False).
+    """
+    from .budget import MIN_DATA, RESERVED_MB, MemoryBudget, MiB
+    from .dest import is_s3
+
+    budget = MemoryBudget(memory_limit_mb, workers, s3=is_s3(dest))
+    need = budget.reserved_bytes + (budget.workers if budget.s3 else 1) * MIN_DATA
+    if memory_limit_mb * MiB < need:
+        where = " and the S3 client and uploads" if budget.s3 else ""
+        fewer = ", or fewer --workers" if budget.s3 and workers > 1 else ""
         raise UsageError(
-            f"--memory-limit {memory_limit_mb} MB is too small: the libraries alone take about {RESERVED_MB} MB",
-            hint=f"pass --memory-limit {RESERVED_MB + 64} or more (default 512)",
+            f"--memory-limit {memory_limit_mb} MB is too small: the libraries{where} alone take about "
+            f"{budget.reserved_bytes // MiB} MB",
+            hint=f"pass --memory-limit {max(-(-need // MiB), RESERVED_MB + 64)} or more{fewer} (default 512)",
         )
-    return MemoryBudget(memory_limit_mb, workers)
+    return budget
 
 
 class _Cancelled(Exception):
@@ -223,7 +235,7 @@ def execute_plan(
     if compression not in COMPRESSIONS:
         raise UsageError(f"--compression must be one of {', '.join(COMPRESSIONS)}, got {compression!r}")
     policy = RetryPolicy(retries=retries, base_s=retry_base_s)
-    budget = memory_budget(memory_limit_mb, workers)
+    budget = memory_budget(memory_limit_mb, workers, dest)
     from .heap import bound_heap
 
     bound_heap()  # freed batches go back to the system instead of staying in glibc's heaps
@@ -256,7 +268,7 @@ def execute_plan(
     t0 = time.monotonic()
     if dask is not None:
         dask.check_dest(dest)  # before anything opens: a local dir with a remote scheduler is refused
-    sink = open_sink(dest, staging=staging)
+    sink = open_sink(dest, staging=staging, upload_threads=budget.upload_threads)
     folder = output_folder(plan)
     own_engine = engine is None
     engine = engine or connect_source(plan, source_url)

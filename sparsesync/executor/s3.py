@@ -112,6 +112,11 @@ class S3Sink:
     ``transfer_config`` defaults to multipart above ``multipart_threshold`` with ``multipart_chunksize``
     parts and ``max_concurrency`` threads per upload. :meth:`commit_async` runs up to
     ``upload_workers`` uploads in the background so reading can go on meanwhile.
+
+    Memory: uploads stream the staged file from disk, so what they hold grows with the requests in flight
+    (``max_concurrency`` per upload), not with the chunk size; :meth:`memory_bytes` is that bound, and the
+    executor reserves it in its :class:`~sparsesync.executor.budget.MemoryBudget` (which also picks
+    ``max_concurrency``) before sizing batches.
     """
 
     #: keys per ListObjectsV2 page (S3's maximum is 1000); smaller only to exercise paging in tests
@@ -130,12 +135,16 @@ class S3Sink:
         read_timeout: float = 120.0,
         multipart_threshold: int = 64 * MiB,
         multipart_chunksize: int = 16 * MiB,
-        max_concurrency: int = 4,
+        max_concurrency: int | None = None,
         upload_workers: int = 2,
         staging_dir: str | os.PathLike | None = None,
     ) -> None:
         from boto3.s3.transfer import TransferConfig
 
+        from .budget import S3_MAX_THREADS  # pyarrow comes with it: not at import time of this module
+
+        if max_concurrency is None:
+            max_concurrency = S3_MAX_THREADS
         if not _BUCKET_RE.match(bucket or ""):
             raise UsageError(f"invalid S3 bucket name {bucket!r}", hint="3-63 lowercase letters, digits, dots or hyphens")
         if max_attempts is not None and max_attempts < 1:
@@ -161,6 +170,13 @@ class S3Sink:
         self._upload_workers = max(1, upload_workers)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+
+    def memory_bytes(self, uploads: int = 1) -> int:
+        """Bytes this sink holds at most with ``uploads`` uploads at once (the executor's workers each commit
+        their own part; :meth:`commit_async` runs ``upload_workers``): client plus requests in flight."""
+        from .budget import s3_reserved_bytes
+
+        return s3_reserved_bytes(uploads, self.transfer_config.max_request_concurrency)
 
     @classmethod
     def from_url(cls, url: str, **kwargs) -> "S3Sink":

@@ -58,6 +58,11 @@ def wide_table(mysql_engine):
             rows = [{"id": i + 1, "b": os.urandom(HALF), "t": os.urandom(HALF // 2).hex()}
                     for i in range(lo, min(WIDE_ROWS, lo + 50))]
             conn.execute(sa.text(f"INSERT INTO {name} VALUES (:id, :b, :t)"), rows)
+    with mysql_engine.begin() as conn:
+        # Settled statistics: every test plans the same 3 file groups. Unanalyzed, the first plans made
+        # just after the inserts had one group, the later ones three, depending on InnoDB's background
+        # refresh; three is the more demanding shape (a group finishing while the next one is read).
+        conn.exec_driver_sql(f"ANALYZE TABLE {name}").all()
     yield name
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
@@ -69,8 +74,7 @@ def _part_sizes(folder) -> dict[str, int]:
 
 @pytest.mark.parametrize("reader", ["pymysql", "connectorx"])
 def test_wide_rows_stay_under_the_memory_limit_and_parts_roll(mysql_engine, mysql_url, wide_table, tmp_path, reader):
-    # Until InnoDB refreshes its statistics the estimate is far too low (LONGBLOB/LONGTEXT bytes live
-    # off-page) and the plan has one group for ~300 MB; either way the parts roll at 32 MB.
+    # Three groups of ~100 MB (see wide_table); the parts roll at 32 MB.
     plan = make_plan(mysql_url, wide_table, rows_per_query=1000, file_size=FILE_SIZE, use_cache=False)
     plan_path = plan.save(tmp_path / "plan.json")
     dest = tmp_path / "out"
@@ -95,6 +99,7 @@ def test_wide_rows_stay_under_the_memory_limit_and_parts_roll(mysql_engine, mysq
 
 def test_wide_rows_to_s3_stay_under_the_memory_limit(mysql_url, wide_table, tmp_path, s3_bucket, s3_client):
     plan = make_plan(mysql_url, wide_table, rows_per_query=1000, file_size=FILE_SIZE, use_cache=False)
+    assert len(plan.files) == 3  # a group's last upload overlaps reading the next group
     plan_path = plan.save(tmp_path / "plan.json")
     dest = f"s3://{s3_bucket}/exports"
     rss, _ = peak_rss_mb(["execute", str(plan_path), "--dest", dest, "--source", mysql_url, "--reader", "pymysql"])
@@ -176,6 +181,74 @@ def test_budget_splits_the_limit_between_workers():
     one, four = MemoryBudget(512, 1), MemoryBudget(512, 4)
     assert one.batch_bytes > four.batch_bytes and one.row_group_bytes > four.row_group_bytes
     assert MemoryBudget(10**6, 1).batch_bytes <= 256 * 1024 * 1024  # never near Arrow's 2 GiB per array
+
+
+@pytest.mark.parametrize("limit_mb", [256, 512, 1024])
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_s3_uploads_are_reserved_so_data_and_uploads_fit_the_limit(s3_env, tmp_path, limit_mb, workers):
+    from sparsesync.errors import UsageError
+    from sparsesync.executor.budget import RESERVED_MB, MiB
+    from sparsesync.executor.dest import open_sink
+    from sparsesync.executor.run import memory_budget
+
+    dest = "s3://bucket-of-the-budget/exports"
+    local = memory_budget(limit_mb, workers, str(tmp_path))
+    try:
+        budget = memory_budget(limit_mb, workers, dest)
+    except UsageError as exc:  # refused only where it could not fit, naming a limit that does
+        assert limit_mb < 512 and not MemoryBudget(limit_mb, workers, s3=True).fits
+        enough = int(exc.hint.split("--memory-limit ")[1].split()[0])
+        assert memory_budget(enough, workers, dest).fits
+        return
+    sink = open_sink(dest, staging=str(tmp_path), upload_threads=budget.upload_threads)
+    try:
+        assert sink.transfer_config.max_request_concurrency == budget.upload_threads >= 1
+        # a worker's finishing group and the group it reads meanwhile may each have a part going up
+        assert budget.reserved_bytes >= RESERVED_MB * MiB + sink.memory_bytes(uploads=2 * workers)
+        assert budget.reserved_bytes + workers * budget.data_bytes <= limit_mb * MiB
+        assert budget.data_bytes < local.data_bytes and budget.batch_bytes <= local.batch_bytes
+    finally:
+        sink.close()
+
+
+def test_s3_uploads_stream_the_staged_file_instead_of_holding_parts(s3_env, tmp_path):
+    # S3_REQUEST_BYTES counts requests, not chunks: true only while parts go up by file name, whose bodies
+    # s3transfer reads from disk as they are sent (a file object or bytes would be held chunk by chunk).
+    from s3transfer.upload import UploadFilenameInputManager
+
+    from sparsesync.executor.s3 import S3Sink
+
+    assert not UploadFilenameInputManager.stores_body_in_memory(None, "upload_part")
+    assert not UploadFilenameInputManager.stores_body_in_memory(None, "put_object")
+    sink = S3Sink("bucket-of-the-budget", "p", staging_dir=tmp_path)
+    calls = []
+
+    def upload_file(filename, bucket, key, Config=None):
+        calls.append((filename, Config))
+        raise RuntimeError("stop here")
+
+    sink.client.upload_file = upload_file
+    staged = sink.staging_path("t/part.parquet")
+    staged.write_bytes(b"x" * 1000)
+    with pytest.raises(RuntimeError):
+        sink.commit(staged, "t/part.parquet")
+    assert calls == [(str(staged), sink.transfer_config)] and isinstance(calls[0][0], str)
+    sink.close()
+
+
+def test_memory_limit_too_small_for_s3_uploads_is_refused_in_one_line(s3_env, tmp_path, sqlite_url):
+    from tests.executor.test_run import make_sqlite_table
+
+    from sparsesync.executor.run import memory_budget
+
+    make_sqlite_table(sqlite_url, list(range(1, 50)))
+    plan = make_plan(sqlite_url, "t", use_cache=False)
+    p = subprocess.run([sys.executable, "-m", "sparsesync", "execute", str(plan.save(tmp_path / "p.json")),
+                        "--dest", "s3://never-contacted/x", "--source", sqlite_url, "--memory-limit", "240"],
+                       capture_output=True, text=True, env=_env())
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "--memory-limit 240 MB is too small" in p.stderr and "S3" in p.stderr
+    assert memory_budget(240, 1, str(tmp_path)).fits  # a directory destination takes the same limit
 
 
 def test_rows_are_cut_by_bytes_not_by_count(mysql_url):

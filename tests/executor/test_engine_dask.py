@@ -259,6 +259,22 @@ def kill_table(mysql_engine, mysql_url):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {name}")
 
 
+def _both_workers_up(client, timeout: float = 180) -> None:
+    """Wait until the cluster has its 2 workers again after a kill.
+
+    The nanny restarts a killed worker once; if that start fails (a worker that cannot come up on a loaded
+    machine) the cluster drops that worker for good, so waiting longer cannot help. Then have the cluster
+    start the missing one afresh (``scale`` to the 2 it was made with), and wait once more.
+    """
+    try:
+        client.wait_for_workers(2, timeout=timeout)
+        return
+    except TimeoutError:
+        pass
+    client.cluster.scale(2)
+    client.wait_for_workers(2, timeout=timeout)
+
+
 def _staged_by(staging: Path, pids: set[int]) -> int | None:
     """The pid of a worker with a part staged (being written) right now, if any."""
     for root in staging.glob(f"{STAGING_PREFIX}*"):
@@ -273,7 +289,7 @@ def test_worker_sigkilled_mid_part_exactly_once(trial, kill_table, user_url, das
                                                 s3_client, tmp_path):
     plan, keys = kill_table
     assert len(plan.files) >= 6
-    dask_client.wait_for_workers(2, timeout=180)  # the nanny restarts the one killed before
+    _both_workers_up(dask_client)  # the one killed by the trial before
     pids = set(dask_client.run(_slow_writes, 0.03).values())
     staging = tmp_path / "staging"
     staging.mkdir()

@@ -1,4 +1,5 @@
-"""glibc's mmap threshold is fixed once per process by the executor (peak RSS follows --memory-limit)."""
+"""glibc's mmap threshold is fixed once per process by the executor, and Arrow allocates from glibc (peak RSS
+follows --memory-limit)."""
 
 import subprocess
 import sys
@@ -16,6 +17,20 @@ def test_bound_heap_sets_the_threshold_once_and_respects_the_users_own():
     code_user = "from sparsesync.executor.heap import bound_heap; import sys; sys.exit(1 if bound_heap() else 0)"
     env = {"MALLOC_MMAP_THRESHOLD_": "1048576", "PATH": "/usr/bin:/bin"}
     assert subprocess.run([sys.executable, "-c", code_user], env=env).returncode == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's")
+@pytest.mark.parametrize("user_env, pool", [({}, "system"), ({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}, "mimalloc"),
+                                            ({"MALLOC_MMAP_THRESHOLD_": "1048576"}, "mimalloc")])
+def test_arrow_allocates_from_glibc_once_the_threshold_is_fixed_unless_the_user_chose(user_env, pool):
+    import os
+
+    code = ("import pyarrow as pa; from sparsesync.executor.heap import bound_heap; bound_heap(); "
+            "pa.array([b'x' * 100] * 10); print(pa.default_memory_pool().backend_name)")
+    env = {k: v for k, v in os.environ.items() if k not in ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_")}
+    p = subprocess.run([sys.executable, "-c", code], env={**env, **user_env}, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == pool
 
 
 def test_execute_plan_bounds_the_heap(tmp_path, monkeypatch):
