@@ -195,7 +195,17 @@ class DirectSource:
 
     @contextlib.contextmanager
     def connection(self) -> Iterator[Any]:
-        """A PyMySQL connection in autocommit mode: a kept idle one that still answers, else a new one."""
+        """A PyMySQL connection in autocommit mode: a kept idle one that still answers, else a new one.
+
+        Once a real Engine exists (a path needed one), its pool serves instead, so the source never holds
+        two sets of idle connections (a connection budget counts every one; executor.dask_task)."""
+        if self._engine is not None:
+            conn = self._engine.raw_connection()
+            try:
+                yield conn
+            finally:
+                conn.close()  # back to the pool, its transaction rolled back
+            return
         conn = None
         with self._lock:
             while self._idle and conn is None:
@@ -212,10 +222,11 @@ class DirectSource:
             yield conn
             ok = True
         finally:
-            if ok:
-                with self._lock:
+            with self._lock:
+                keep = ok and self._engine is None  # an Engine made meanwhile pools from now on
+                if keep:
                     self._idle.append(conn)
-            else:
+            if not keep:
                 with contextlib.suppress(Exception):
                     conn.close()
 
@@ -233,6 +244,12 @@ class DirectSource:
             if self._engine is None:
                 from .source import create_engine
 
+                # From here on the Engine's pool serves every statement (see connection()); the kept direct
+                # connections close first, so the source never has both open at once.
+                idle, self.__dict__["_idle"] = self._idle, []
+                for conn in idle:
+                    with contextlib.suppress(Exception):
+                        conn.close()
                 self.__dict__["_engine"] = create_engine(self._text or self.url.render_as_string(hide_password=False))
             return self._engine
 

@@ -220,3 +220,26 @@ def test_is_direct_touches_no_engine():
     src = DirectSource(UrlParts("mysql+pymysql", username="u", host="127.0.0.1", port=1, database="d"))
     assert is_direct(src) and src.dialect.name == "mysql" and src._engine is None
     assert not is_direct(sa.create_engine("sqlite://"))
+
+
+@pytest.mark.mysql
+def test_once_an_engine_is_made_its_pool_serves_alone(mysql_engine, mysql_table, direct):
+    """A path that needs SQLAlchemy (--reader pymysql) makes the real Engine: the direct connections kept idle
+    are closed and later statements use the Engine's pool, so the source never holds two sets of idle
+    connections (a Dask worker under sync's --connections counted one too many)."""
+    from sparsesync.executor.checksum import Span, span_counts_direct
+    from sparsesync.planner.api import make_plan
+
+    name = mysql_table("CREATE TABLE `{name}` (id BIGINT PRIMARY KEY)", prefix="dirpool")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{name}` VALUES (1), (2), (3)")
+    plan = make_plan(mysql_engine, name, use_cache=False)
+    assert direct.fetch_all("SELECT 1") == [(1,)] and len(direct.__dict__["_idle"]) == 1
+    thread_ids = [direct.__dict__["_idle"][0].thread_id()]
+    engine = direct.engine
+    assert direct.__dict__["_idle"] == []
+    assert [c.rows for c in span_counts_direct(direct, plan, [Span(None, None)])] == [3]
+    assert direct.__dict__["_idle"] == [] and engine.pool.checkedin() >= 1
+    with mysql_engine.connect() as conn:  # the first direct connection is gone from the server
+        live = {r[0] for r in conn.exec_driver_sql("SELECT ID FROM information_schema.PROCESSLIST").all()}
+    assert thread_ids[0] not in live
