@@ -98,8 +98,9 @@ class UrlParts:
 def parse_direct(url: str) -> UrlParts | None:
     """``url`` as :class:`UrlParts` when the direct path can serve it, else ``None`` (SQLAlchemy's turn).
 
-    Served: ``mysql+pymysql`` / ``mariadb+pymysql``, a host, no query string, PyMySQL installed. A URL this
-    pattern cannot split is left to SQLAlchemy too, which refuses it with the usual message.
+    Served: ``mysql+pymysql`` / ``mariadb+pymysql``, a host, no query string (whether PyMySQL is installed
+    is :func:`usable`'s question). A URL this pattern cannot split is left to SQLAlchemy too, which refuses it
+    with the usual message.
     """
     m = _URL.match(url)
     if m is None or m.group("name") not in DIRECT_DRIVERS or m.group("query") is not None:
@@ -107,10 +108,6 @@ def parse_direct(url: str) -> UrlParts | None:
     host = m.group("ipv4host") or m.group("ipv6host")
     port = m.group("port")
     if not host or (port and not port.isdigit()):
-        return None
-    try:
-        import pymysql  # noqa: F401
-    except ImportError:
         return None
     return UrlParts(
         drivername=m.group("name"),
@@ -298,10 +295,16 @@ def fetch_all(engine, sql: str) -> list[tuple]:
             cur.close()
 
 
-def enabled() -> bool:
-    """The direct path is on unless ``SPARSESYNC_SOURCE_VIA=sqlalchemy`` (a switch for comparisons and
-    for a server where it misbehaves; the run is the same either way)."""
-    return os.environ.get("SPARSESYNC_SOURCE_VIA", "").strip().lower() != "sqlalchemy"
+def usable() -> bool:
+    """Whether the direct path may serve: PyMySQL is installed, and ``SPARSESYNC_SOURCE_VIA=sqlalchemy`` does
+    not switch it off (a switch for comparisons and for a server where it misbehaves; the run is the same)."""
+    if os.environ.get("SPARSESYNC_SOURCE_VIA", "").strip().lower() == "sqlalchemy":
+        return False
+    try:
+        import pymysql  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
-__all__ = ["DirectSource", "UrlParts", "parse_direct", "is_direct", "sa_dialect", "fetch_all", "enabled", "LightDialect"]
+__all__ = ["DirectSource", "UrlParts", "parse_direct", "is_direct", "sa_dialect", "fetch_all", "usable", "LightDialect"]

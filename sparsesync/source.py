@@ -84,9 +84,9 @@ def with_password(parsed):
 def parse_direct_url(url: str):
     """``url`` parsed for :class:`sparsesync.direct.DirectSource` (as :func:`parse_url` parses it), or
     ``None`` when SQLAlchemy must serve it (another driver, query options, …)."""
-    from .direct import enabled, parse_direct
+    from .direct import parse_direct, usable
 
-    parts = parse_direct(url) if enabled() else None
+    parts = parse_direct(url) if usable() else None
     return None if parts is None else with_password(_password_with_at(parts))
 
 
@@ -117,12 +117,13 @@ def redact(url: "str | URL") -> str:
         if isinstance(url, str):
             from .direct import parse_direct
 
-            parts = parse_direct(url)
-            if parts is not None:  # as SQLAlchemy renders it, without importing it
-                return _password_with_at(parts).render_as_string(hide_password=True)
-            from sqlalchemy.engine import make_url
-        parsed = _password_with_at(make_url(url)) if isinstance(url, str) else url
-        return parsed.render_as_string(hide_password=True)
+            parsed = parse_direct(url)  # renders as SQLAlchemy's URL does, without importing it
+            if parsed is None:
+                from sqlalchemy.engine import make_url
+
+                parsed = make_url(url)
+            url = _password_with_at(parsed)
+        return url.render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - unparseable: show nothing after the scheme
         text = str(url)
         return text.split("://", 1)[0] + "://…" if "://" in text else "…"
@@ -243,11 +244,32 @@ def quoted_table(dialect, table: str, schema: str | None = None) -> str:
     return f"{prep.quote_schema(schema)}.{prep.quote(table)}" if schema else prep.quote(table)
 
 
+def text_name(dialect, name: str) -> str:
+    """``name`` quoted by ``dialect`` for SQL sent without parameters (see :func:`single_percents`)."""
+    return single_percents(dialect, dialect.identifier_preparer.quote(name))
+
+
+def text_table(dialect, table: str, schema: str | None = None) -> str:
+    """``schema.table`` quoted by ``dialect`` for SQL sent without parameters (see :func:`single_percents`)."""
+    return single_percents(dialect, quoted_table(dialect, table, schema))
+
+
 def single_percents(dialect, quoted: str) -> str:
     """A dialect-quoted identifier as the server must see it, for SQL that no ``%`` formatting touches
     (connectorx) or that ``sa.text`` compiles (which doubles ``%`` again): drivers with a ``%`` paramstyle
     get ``%`` doubled by the dialect's quoting, which is undone here."""
     return quoted.replace("%%", "%") if dialect.paramstyle in ("format", "pyformat") else quoted
+
+
+def direct_url_for_identity(identity: SourceIdentity):
+    """:func:`url_for_identity` for :class:`sparsesync.direct.DirectSource`, or ``None`` where SQLAlchemy
+    must serve the source (not MySQL, no host, the direct path switched off or PyMySQL missing)."""
+    from .direct import UrlParts, usable
+
+    if identity.dialect not in ("mysql", "mariadb") or not identity.host or not usable():
+        return None
+    return with_password(UrlParts("mysql+pymysql", username=identity.username, host=identity.host,
+                                  port=identity.port, database=identity.database))
 
 
 def url_for_identity(identity: SourceIdentity, driver: str | None = None) -> "URL":

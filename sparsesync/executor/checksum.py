@@ -36,15 +36,18 @@ import struct
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import pyarrow as pa
 
 from sparsesync.errors import SourceError, UsageError
 from sparsesync.lazy import lazy_module
-from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
+from sparsesync.direct import is_direct
+from sparsesync.source import is_mysql, quoted_table, short_db_error, text_name, text_table
 
 sa = lazy_module("sqlalchemy")  # the after-run counts over a direct source (sparsesync.direct) do without it
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 __all__ = ["Span", "SpanChecksum", "span_checksums", "span_counts_dbapi", "parquet_span_checksums", "spans_of_plan",
            "grouped_statements", "EMPTY_CHECKSUM", "MAX_SPANS_PER_STATEMENT"]
@@ -174,6 +177,8 @@ def span_checksums(
     ``plan_or_table_info`` is a :class:`~sparsesync.planner.plan.Plan` or a :class:`~sparsesync.planner.introspect.TableInfo`.
     """
     spans = list(spans)
+    if counts_only and is_direct(engine):  # execute's own MySQL source: PyMySQL, no SQLAlchemy
+        return span_counts_direct(engine, plan_or_table_info, spans)
     table, schema, key, signed = _identity(plan_or_table_info)
     specs = [] if counts_only else _columns(plan_or_table_info, columns)
     if isinstance(engine, sa.Connection):
@@ -184,8 +189,10 @@ def span_checksums(
 
 def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_only) -> list[SpanChecksum]:
     dialect = conn.dialect
-    quote = _text_quote(dialect)
-    qtable = single_percents(dialect, quoted_table(dialect, table, schema))
+    def quote(name: str) -> str:
+        return text_name(dialect, name)
+
+    qtable = text_table(dialect, table, schema)
     qkey = quote(key)
     top = 2**63 - 1 if signed else 2**64 - 1
     if counts_only and is_mysql(dialect):
@@ -370,12 +377,6 @@ def _in_order(spans, top, found: dict, counts_only: bool) -> list[SpanChecksum]:
         n, x = found.get(c, (0, 0)) if c is not None else (0, 0)
         out.append(SpanChecksum(sp, n, None if counts_only else _fmt(x)))
     return out
-
-
-def _text_quote(dialect):
-    """Quoting for ``sa.text`` statements (see :func:`sparsesync.source.single_percents`)."""
-    prep = dialect.identifier_preparer
-    return lambda name: single_percents(dialect, prep.quote(name))
 
 
 def span_counts_dbapi(cursor, dialect, plan_or_table_info, spans: Iterable[Span]) -> list[SpanChecksum]:

@@ -15,13 +15,12 @@ deleted from a range already read (tests/executor/test_resume_report.py guards t
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures import ThreadPoolExecutor
 
 from sparsesync.direct import is_direct
 from sparsesync.source import is_mysql
 
-from .checksum import Span, SpanChecksum, span_checksums, span_counts_direct
+from .checksum import Span, SpanChecksum, span_checksums
 
 PARALLEL_COUNTS = 2  # connections; more would only queue on a 2-core server and hold more of its threads
 MIN_SPLIT_ROWS = 100_000  # below this the second connection's set-up costs more than it saves
@@ -59,8 +58,9 @@ def after_run_counts(engine, plan, spans: list[Span], *, min_split_rows: int = M
     """``COUNT(*)`` per span, in order, taken now; MySQL/MariaDB tables of ≥ ``min_split_rows`` planned
     rows are counted on :data:`PARALLEL_COUNTS` connections at once (one statement per span, as before)."""
     weights = [r.est_rows for r in plan.ranges] + [0] * (len(spans) - len(plan.ranges))
-    count = functools.partial(span_counts_direct if is_direct(engine) else
-                              functools.partial(span_checksums, counts_only=True), engine, plan)
+    def count(part: list[Span]) -> list[SpanChecksum]:
+        return span_checksums(engine, plan, part, counts_only=True)
+
     if not is_mysql(engine) or sum(weights) < min_split_rows or _pool_size(engine) < PARALLEL_COUNTS:
         return count(spans)
     slices = split_by_rows(spans, weights[:len(spans)], PARALLEL_COUNTS)

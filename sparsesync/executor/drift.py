@@ -15,7 +15,7 @@ from sparsesync.planner.introspect import introspect
 from sparsesync.planner.plan import Plan
 from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import DriftError, KeyColumnError, SourceError, TypeMappingError
-from sparsesync.source import quoted_table, short_db_error, single_percents
+from sparsesync.source import short_db_error, text_name, text_table
 
 
 @dataclass
@@ -119,9 +119,8 @@ def check_drift(engine, plan: Plan) -> DriftReport:
 
 def _key_sql(engine, plan: Plan) -> tuple[str, str]:
     """The plan's table and key quoted by the source's dialect, as text sent without parameters."""
-    d, src = engine.dialect, plan.source
-    table = single_percents(d, quoted_table(d, src.table, src.schema))
-    return table, single_percents(d, d.identifier_preparer.quote(src.key))
+    src = plan.source
+    return text_table(engine.dialect, src.table, src.schema), text_name(engine.dialect, src.key)
 
 
 def key_bounds(engine, plan: Plan) -> tuple[int | None, int | None]:

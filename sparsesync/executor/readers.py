@@ -23,7 +23,7 @@ from sparsesync.lazy import lazy_module
 from sparsesync.planner.plan import ColumnSpec, KeyRange, Plan
 from sparsesync.errors import SourceError, SparsesyncError, TransientSourceError, UsageError, ValueConversionError
 from sparsesync.direct import sa_dialect
-from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
+from sparsesync.source import is_mysql, quoted_table, short_db_error, text_name, text_table
 
 from .budget import MAX_BATCH_BYTES, MemoryBudget, RowWidth, cut_by_bytes
 from .convert import Context, ReadStats, RowBatcher, batches_of, cast_array, empty_batch, int_to_bool
@@ -448,9 +448,9 @@ class ConnectorXReader(_ReaderBase):
         src = plan.source
 
         def quote(name: str) -> str:
-            return single_percents(d, d.identifier_preparer.quote(name))
+            return text_name(d, name)
 
-        self._table = single_percents(d, quoted_table(d, src.table, src.schema))
+        self._table = text_table(d, src.table, src.schema)
         self._key = quote(src.key)
         exprs = [_cx_select_expr(c, quote(c.name)) for c in plan.columns]
         self._exprs = [e for e, _ in exprs]

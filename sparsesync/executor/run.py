@@ -29,6 +29,7 @@ from sparsesync.source import (
     SOURCE_URL_ENV,
     SourceIdentity,
     create_engine,
+    direct_url_for_identity,
     identity_of,
     parse_direct_url,
     quoted_table,
@@ -122,25 +123,10 @@ def connect_source(plan: Plan, source_url: str | None = None) -> "Engine":
         parts = parse_direct_url(url)
         check_source_matches(plan, identity_of(parts if parts is not None else url))
         return DirectSource(parts, url).check() if parts is not None else create_engine(url)
-    parts = _direct_identity_url(plan)
+    parts = direct_url_for_identity(plan_identity(plan))
     if parts is not None:
         return DirectSource(parts).check()
     return create_engine(url_for_identity(plan_identity(plan)))
-
-
-def _direct_identity_url(plan: Plan):
-    """The plan's own MySQL source as :class:`sparsesync.direct.UrlParts` (password from the environment)."""
-    from sparsesync.direct import UrlParts, enabled
-    from sparsesync.source import with_password
-
-    s = plan.source
-    if s.dialect not in ("mysql", "mariadb") or not s.host or not enabled():
-        return None
-    try:
-        import pymysql  # noqa: F401
-    except ImportError:
-        return None
-    return with_password(UrlParts("mysql+pymysql", username=s.username, host=s.host, port=s.port, database=s.database))
 
 
 # ---- SQL shown by --dry-run -----------------------------------------------------------------------------
@@ -401,8 +387,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         # the tail's count among them: one statement less
         after_counts = early_counts if early_counts is not None else _after_run_counts(engine, plan)
     if late_rows:  # rows that arrived above the plan after our snapshot
-        drift.tail_rows_after = count_tail(engine, plan) if after_counts is None else \
-            after_counts[plan.ranges.index(plan.tail)].rows
+        drift.tail_rows_after = tail_rows_now(engine, plan, after_counts)
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
@@ -866,6 +851,13 @@ def _after_run_counts(engine, plan: Plan) -> list:
     from .counts import after_run_counts
 
     return after_run_counts(engine, plan, spans_of_plan(plan, unplanned=True))
+
+
+def tail_rows_now(engine, plan: Plan, after_counts: list | None) -> int:
+    """Rows in the plan's tail range now: read from the after-run counts when they were taken, else counted."""
+    if after_counts is None:
+        return count_tail(engine, plan)
+    return after_counts[plan.ranges.index(plan.tail)].rows
 
 
 def _check_counts(plan: Plan, sink, book: Ledger, report: RunReport, counts, *, in_snapshot: bool,

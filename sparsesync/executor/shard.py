@@ -383,9 +383,10 @@ def _ids(ix: list[int]) -> str:
 
 def _finalize(plan, sink, folder, engine, book, ledgers, lock, *, iam_role, verify, t0):
     """The end of ``execute`` (reused, not copied): report totals, oversize, counts, load files, manifest."""
-    from .drift import check_drift, count_tail
+    from .drift import check_drift
     from .report import RunReport
-    from .run import _after_run_counts, _check_counts, _finish_report, _oversize_report, _write_load_files, plan_identity
+    from .run import (_after_run_counts, _check_counts, _finish_report, _oversize_report, _write_load_files,
+                      plan_identity, tail_rows_now)
 
     drift = check_drift(engine, plan)  # a schema change since the shards ran is refused here too
     reports = [json.loads(b) for s in ledgers if s is not None and (b := sink.get_bytes(f"{folder}/{report_name(s)}"))]
@@ -401,7 +402,7 @@ def _finalize(plan, sink, folder, engine, book, ledgers, lock, *, iam_role, veri
                     "groups": {("whole-plan" if s is None else str(s)):
                                sorted(g.index for g in led.groups if book.groups[g.index] is g) for s, led in ledgers.items()}}
     counts = _after_run_counts(engine, plan) if verify else None  # the tail's count among them
-    drift.tail_rows_after = count_tail(engine, plan) if counts is None else counts[plan.ranges.index(plan.tail)].rows
+    drift.tail_rows_after = tail_rows_now(engine, plan, counts)
     queries = sum(int(r.get("shard", {}).get("queries_all_runs", r.get("queries")) or 0) for r in reports)
     stats = SimpleNamespace(stats={"queries": queries})  # stands in for the reader's counters
     _finish_report(report, plan, book, stats, drift, None)

@@ -34,7 +34,7 @@ from typing import Any
 
 from sparsesync.errors import SourceError, UsageError
 from sparsesync.planner.plan import FileGroup, KeyRange, Plan
-from sparsesync.source import is_mysql, quoted_table, short_db_error, single_percents
+from sparsesync.source import is_mysql, short_db_error, text_table
 
 CONSISTENCY_MODES = ("range", "snapshot")
 MVCC_ENGINES = ("innodb", "xtradb")
@@ -111,7 +111,7 @@ def _is_mariadb(conn) -> bool:
 
 def _table(engine, plan: Plan) -> str:
     # Executed without parameters: pymysql does no % formatting, so no doubled % either.
-    return single_percents(engine.dialect, quoted_table(engine.dialect, plan.source.table, plan.source.schema))
+    return text_table(engine.dialect, plan.source.table, plan.source.schema)
 
 
 def _lock_error(exc: BaseException, plan: Plan) -> SourceError:

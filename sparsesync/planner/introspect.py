@@ -60,10 +60,7 @@ def introspect(
         insp = sa.inspect(engine)
         names = insp.get_table_names(schema=schema)
         if table not in names:
-            close = difflib.get_close_matches(table, names, n=3)
-            where = f"schema {schema}" if schema else f"database {engine.url.database}"
-            hint = f"did you mean {', '.join(close)}?" if close else "check the table name and the database in the URL"
-            raise SourceError(f"table {table!r} not found in {where}", hint=hint, table=table)
+            raise _not_found(table, names, schema, engine.url.database)
         reflected = insp.get_columns(table, schema=schema)
         pk = insp.get_pk_constraint(table, schema=schema).get("constrained_columns") or []
         indexes = insp.get_indexes(table, schema=schema)
@@ -145,10 +142,19 @@ def _choose_key(table, key, pk, indexes, uniques, declared, engine) -> tuple[str
     return key, signed, unique
 
 
-def _mysql_where(schema: str | None) -> tuple[str, dict]:
-    """information_schema's filter for one table (``:t``) of ``schema`` or of the connection's database."""
-    return "TABLE_SCHEMA = " + (":db" if schema else "DATABASE()") + " AND TABLE_NAME = :t", \
-        ({"db": schema} if schema else {})
+def _not_found(table: str, names: list[str], schema: str | None, database: str | None) -> SourceError:
+    """The one-line refusal of a table that is not among ``names``, with the closest names as a hint."""
+    close = difflib.get_close_matches(table, names, n=3)
+    where = f"schema {schema}" if schema else f"database {database}"
+    hint = f"did you mean {', '.join(close)}?" if close else "check the table name and the database in the URL"
+    return SourceError(f"table {table!r} not found in {where}", hint=hint, table=table)
+
+
+def _mysql_where(schema: str | None, table: str) -> tuple[str, str, dict]:
+    """information_schema's filters (``:db``/``:t`` binds): for ``schema`` (or the connection's database), for
+    ``table`` in it, and their parameters."""
+    in_schema = "TABLE_SCHEMA = " + (":db" if schema else "DATABASE()")
+    return in_schema, f"{in_schema} AND TABLE_NAME = :t", {"t": table, **({"db": schema} if schema else {})}
 
 
 def _mysql_columns(fetch, schema, table, is_mariadb: bool, options):
@@ -156,8 +162,7 @@ def _mysql_columns(fetch, schema, table, is_mariadb: bool, options):
 
     ``fetch(sql, params)`` runs one statement with ``:name`` binds: a SQLAlchemy connection for the
     planner, PyMySQL for the executor's direct source (:func:`_introspect_direct`)."""
-    where, params = _mysql_where(schema)
-    params = {"t": table, **params}
+    _, where, params = _mysql_where(schema, table)
     rows = fetch("SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE FROM information_schema.COLUMNS "
                  f"WHERE {where} ORDER BY ORDINAL_POSITION", params)
     trows = fetch(f"SELECT TABLE_ROWS, AVG_ROW_LENGTH FROM information_schema.TABLES WHERE {where}", params)
@@ -189,20 +194,16 @@ def _introspect_direct(src, table: str, *, key, schema, options) -> TableInfo:
     def fetch(sql, params):
         return src.fetch_all(_BIND.sub(r"%(\1)s", sql), params)
 
-    where, params = _mysql_where(schema)
-    in_schema = where.split(" AND ")[0]
+    in_schema, where, params = _mysql_where(schema, table)
     try:
-        found = fetch("SELECT TABLE_NAME FROM information_schema.TABLES WHERE " + where, {"t": table, **params})
+        found = fetch("SELECT TABLE_NAME FROM information_schema.TABLES WHERE " + where, params)
         # information_schema compares names case-insensitively; reflection (and the planner) does not
         if table not in [r[0] for r in found]:
             names = [r[0] for r in fetch("SELECT TABLE_NAME FROM information_schema.TABLES WHERE " + in_schema, params)]
-            close = difflib.get_close_matches(table, names, n=3)
-            where_txt = f"schema {schema}" if schema else f"database {src.url.database}"
-            hint = f"did you mean {', '.join(close)}?" if close else "check the table name and the database in the URL"
-            raise SourceError(f"table {table!r} not found in {where_txt}", hint=hint, table=table)
+            raise _not_found(table, names, schema, src.url.database)
         columns, row_est, avg_row = _mysql_columns(fetch, schema, table, src.is_mariadb, options)
         stats = fetch("SELECT INDEX_NAME, COLUMN_NAME, NON_UNIQUE FROM information_schema.STATISTICS "
-                      f"WHERE {where} ORDER BY INDEX_NAME, SEQ_IN_INDEX", {"t": table, **params})
+                      f"WHERE {where} ORDER BY INDEX_NAME, SEQ_IN_INDEX", params)
     except SourceError:
         raise
     except Exception as exc:  # noqa: BLE001 - a driver error, one line
