@@ -78,7 +78,7 @@ class MemoryBudget:
         if not self.s3:
             return 0
         for threads in range(S3_MAX_THREADS, 1, -1):
-            if self._data_for(s3_reserved_bytes(self.uploads, threads)) >= MIN_DATA:
+            if self._data_for(RESERVED_MB * MiB + s3_reserved_bytes(self.uploads, threads)) >= MIN_DATA:
                 return threads
         return 1
 
@@ -88,13 +88,14 @@ class MemoryBudget:
         extra = s3_reserved_bytes(self.uploads, self.upload_threads) if self.s3 else 0
         return RESERVED_MB * MiB + extra
 
-    def _data_for(self, extra: int) -> int:
-        return (self.limit_mb * MiB - RESERVED_MB * MiB - extra) // max(1, self.workers)
+    def _data_for(self, reserved: int) -> int:
+        """Each worker's share of the limit once ``reserved`` bytes are set aside."""
+        return (self.limit_mb * MiB - reserved) // max(1, self.workers)
 
     @property
     def data_bytes(self) -> int:
         """Bytes each worker may hold as row data (limit minus the reserve, split between workers)."""
-        return max(MIN_DATA, (self.limit_mb * MiB - self.reserved_bytes) // max(1, self.workers))
+        return max(MIN_DATA, self._data_for(self.reserved_bytes))
 
     @property
     def fits(self) -> bool:
