@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 from sparsesync.planner.plan import FileGroup, KeyRange, Plan
 from sparsesync.errors import DestinationError, UsageError, VerifyError
 from sparsesync.logs import get_logger, log_range_done
+from sparsesync.naming import table_folder
 from sparsesync.source import (
     SOURCE_URL_ENV,
     SourceIdentity,
@@ -70,7 +71,7 @@ class ProgressEvent:
 
 def output_folder(plan: Plan) -> str:
     """``<table>/<plan_id>``: the one folder a plan writes into."""
-    return f"{plan.source.table}/{plan.plan_id}"
+    return f"{table_folder(plan.source.table)}/{plan.plan_id}"
 
 
 def lock_relpath(plan: Plan) -> str:

@@ -34,6 +34,7 @@ from types import SimpleNamespace
 from typing import Sequence
 
 from sparsesync.errors import DestinationError, IncompleteRunError, UsageError
+from sparsesync.naming import table_folder
 from sparsesync.planner.plan import Plan
 
 from .ledger import DONE, Ledger, LedgerStore
@@ -122,7 +123,7 @@ def report_name(shard: Shard) -> str:
 
 def shard_lock_relpath(plan: Plan, shard: Shard) -> str:
     """``<table>/<plan_id>.shard-I-of-N.lock``: beside the folder like the plan's own lock."""
-    return f"{plan.source.table}/{plan.plan_id}.{shard.tag}.lock"
+    return f"{table_folder(plan.source.table)}/{plan.plan_id}.{shard.tag}.lock"
 
 
 def find_ledgers(sink, folder: str) -> dict[Shard | None, str]:

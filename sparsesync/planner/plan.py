@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pyarrow costs ~0.3 s to import; `show` and `--help` never n
 
 from sparsesync.atomic import write_atomic
 from sparsesync.errors import PlanError
+from sparsesync.naming import table_folder
 
 FORMAT_VERSION = "1.1"  # 1.1: the NULL-key range ({"nulls": true}); 1.0 plans load unchanged
 SUPPORTED_MAJOR = 1
@@ -238,7 +239,7 @@ class Plan:
         return self.fingerprint.max_key
 
     def default_filename(self) -> str:
-        return f"{self.source.table}-{self.plan_id}.json"
+        return f"{table_folder(self.source.table)}-{self.plan_id}.json"
 
     # ---- serialisation -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

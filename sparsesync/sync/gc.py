@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from sparsesync.errors import UsageError
+from sparsesync.naming import table_folder
 
 from .load import STATE_FILE, read_state
 
@@ -54,8 +55,15 @@ def _ts(text: str | None) -> float | None:
 
 
 def tables_with_state(sink) -> list[str]:
-    """Tables at the destination that have an image state."""
-    return sorted({p.split("/")[0] for p in sink.list("") if p.count("/") == 1 and p.endswith("/" + STATE_FILE)})
+    """Tables at the destination that have an image state (by the name the state records: a folder
+    name may be an encoded one, see :func:`sparsesync.naming.table_folder`)."""
+    folders = sorted({p.split("/")[0] for p in sink.list("") if p.count("/") == 1 and p.endswith("/" + STATE_FILE)})
+    out = []
+    for folder in folders:
+        raw = sink.get_bytes(f"{folder}/{STATE_FILE}")
+        name = json.loads(raw).get("table", folder) if raw else folder
+        out.append(name if table_folder(name) == folder else folder)
+    return out
 
 
 def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bool = False,
@@ -73,7 +81,7 @@ def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bo
         out = []
         for t in tables:
             # The table's sync lock: a sync in progress would reference parts gc cannot see yet.
-            with destination_lock(sink, f"{t}/{LOCK_FILE}", purpose=f"gc {t}"):
+            with destination_lock(sink, f"{table_folder(t)}/{LOCK_FILE}", purpose=f"gc {t}"):
                 out.append(_collect(sink, t, keep_s, delete, now))
         return out
     finally:
@@ -85,13 +93,14 @@ def _collect(sink, table: str, keep_s: float, delete: bool, now: float) -> GcRes
     state = read_state(sink, table)
     res = GcResult(table=table, dry_run=not delete)
     # A part whose file group spilled has further files in "more".
-    referenced = {f"{table}/{f['path']}" for p in state.get("parts", []) for f in [p, *p.get("more", ())] if f.get("path")}
+    folder = table_folder(table)
+    referenced = {f"{folder}/{f['path']}" for p in state.get("parts", []) for f in [p, *p.get("more", ())] if f.get("path")}
     applied = int(state.get("sequence") or 0)
     latest = max((_ts(r.get("finished_at")) or 0 for r in state.get("runs", [])), default=0) or now
-    raw = sink.get_bytes(f"{table}/{GC_FILE}")
+    raw = sink.get_bytes(f"{folder}/{GC_FILE}")
     seen: dict[str, float] = json.loads(raw) if raw else {}
     still: dict[str, float] = {}
-    for rel in sink.list(table):
+    for rel in sink.list(folder):
         parts = rel.split("/")
         if len(parts) != 3 or not parts[2].endswith(".parquet"):
             continue
@@ -113,5 +122,5 @@ def _collect(sink, table: str, keep_s: float, delete: bool, now: float) -> GcRes
         for rel in res.removed:
             sink.delete(rel)
         if still or raw:
-            sink.put_bytes(f"{table}/{GC_FILE}", (json.dumps(still, indent=1, sort_keys=True) + "\n").encode())
+            sink.put_bytes(f"{folder}/{GC_FILE}", (json.dumps(still, indent=1, sort_keys=True) + "\n").encode())
     return res

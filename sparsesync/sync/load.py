@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sparsesync.errors import LoadError, UsageError
+from sparsesync.naming import table_folder
 
 from . import loadsql
 from .loadsql import LOADS_TABLE, as_dict, load_steps, quote_ident, sql_string, staging_name, write_load_sql  # noqa: F401 - contract name
@@ -53,12 +54,12 @@ def read_state(sink, table: str) -> dict:
     if load_state is not None:
         state = load_state(sink, table)
         if state is None:
-            raise LoadError(f"no image state at {sink.url(table + '/' + STATE_FILE)}", table=table,
+            raise LoadError(f"no image state at {sink.url(table_folder(table) + '/' + STATE_FILE)}", table=table,
                             hint="run `sparsesync sync` for this table first")
         return as_dict(state)
-    raw = sink.get_bytes(f"{table}/{STATE_FILE}")  # pragma: no cover
+    raw = sink.get_bytes(f"{table_folder(table)}/{STATE_FILE}")  # pragma: no cover
     if raw is None:  # pragma: no cover
-        raise LoadError(f"no image state at {sink.url(table + '/' + STATE_FILE)}", table=table,
+        raise LoadError(f"no image state at {sink.url(table_folder(table) + '/' + STATE_FILE)}", table=table,
                         hint="run `sparsesync sync` for this table first")
     return json.loads(raw)  # pragma: no cover
 
@@ -82,7 +83,7 @@ def pending_runs(state: dict, applied: int | None) -> list[dict]:
 
 def run_part_paths(sink, table: str, run: dict) -> list[str]:
     """Relative paths of the parts in ``run``'s delta manifest (none when the run wrote none)."""
-    rel = f"{table}/{run.get('manifest') or run['run_id'] + '/manifest.json'}"
+    rel = f"{table_folder(table)}/{run.get('manifest') or run['run_id'] + '/manifest.json'}"
     raw = sink.get_bytes(rel)
     if raw is None:
         if int(run.get("rows") or 0) == 0:

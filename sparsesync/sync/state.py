@@ -17,8 +17,9 @@ from typing import Any
 
 from sparsesync.planner.plan import canonical_json, content_hash, first_violation
 from sparsesync.errors import DestinationError
+from sparsesync.naming import table_folder
 
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: schema versions (schema_version, schemas, runs[].schema_version) and folder
 SUPPORTED_MAJOR = 1
 STATE, CURRENT_MANIFEST = "_state.json", "current.manifest.json"
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "image.schema.json"  # plans/image.schema.json links here
@@ -101,12 +102,14 @@ class Run:
     null_replaced: bool = False
     manifest: str | None = None
     load_sql: str | None = None
+    schema_version: int = 1  # the image's schema version this run's parts (and its warehouse step) have
 
     def to_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "sequence": self.sequence, "kind": self.kind, "detect": self.detect,
                 "started_at": self.started_at, "finished_at": self.finished_at, "rows": self.rows,
                 "bytes": self.bytes, "replaced": [[_k(lo), _k(hi)] for lo, hi in self.replaced],
-                "null_replaced": self.null_replaced, "manifest": self.manifest, "load_sql": self.load_sql}
+                "null_replaced": self.null_replaced, "manifest": self.manifest, "load_sql": self.load_sql,
+                "schema_version": self.schema_version}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Run":
@@ -114,12 +117,24 @@ class Run:
                    started_at=d["started_at"], finished_at=d["finished_at"], rows=int(d["rows"]),
                    bytes=int(d["bytes"]), replaced=tuple((int(lo), _ki(hi)) for lo, hi in d["replaced"]),
                    null_replaced=bool(d.get("null_replaced", False)), manifest=d.get("manifest"),
-                   load_sql=d.get("load_sql"))
+                   load_sql=d.get("load_sql"), schema_version=int(d.get("schema_version", 1)))
 
 
 @dataclass(frozen=True)
 class ImageState:
-    """The whole ``_state.json``."""
+    """The whole ``_state.json``.
+
+    Schema versions: ``columns``/``schema_hash`` are the image's current schema, version
+    ``schema_version``. ``schemas`` is the history, oldest first, one entry per version::
+
+        {"version": 2, "schema_hash": "…", "columns": [...],
+         "changes": [{"kind": "add" | "drop" | "rename" | "widen" | "length", "column": "<name before>",
+                      "new_name": "<name after>" (rename), "before": {column} | null, "after": {column} | null}]}
+
+    ``changes`` says how version N-1 became N (empty for version 1). Every run records the version its
+    parts have, so a warehouse that is behind applies each run with that run's own columns
+    (:meth:`columns_of`). An image written before 1.1 has one version, 1, its current columns.
+    """
 
     table: str
     key: str
@@ -131,6 +146,31 @@ class ImageState:
     runs: tuple[Run, ...] = ()
     cursor: dict[str, Any] | None = None
     format_version: str = FORMAT_VERSION
+    schema_version: int = 1
+    schemas: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def folder(self) -> str:
+        """The table's folder at the destination (its name, or an encoded one: :func:`table_folder`)."""
+        return table_folder(self.table)
+
+    def __post_init__(self) -> None:
+        if not self.schemas:  # an image without a history (before 1.1, or a new one): its one version
+            object.__setattr__(self, "schemas", ({"version": self.schema_version, "schema_hash": self.schema_hash,
+                                                  "columns": [dict(c) for c in self.columns], "changes": []},))
+
+    @property
+    def history(self) -> tuple[dict[str, Any], ...]:
+        return self.schemas
+
+    def columns_of(self, version: int) -> tuple[dict[str, Any], ...]:
+        """The columns of schema ``version`` (a run's own columns)."""
+        if version == self.schema_version:
+            return self.columns
+        for s in self.history:
+            if int(s["version"]) == int(version):
+                return tuple(s["columns"])
+        raise KeyError(f"schema version {version} is not in the image's history")
 
     @property
     def rows(self) -> int:
@@ -150,7 +190,8 @@ class ImageState:
             "format_version": self.format_version, "table": self.table, "key": self.key, "source": self.source,
             "columns": list(self.columns), "schema_hash": self.schema_hash, "sequence": self.sequence,
             "parts": [p.to_dict() for p in self.parts], "runs": [r.to_dict() for r in self.runs],
-            "cursor": self.cursor,
+            "cursor": self.cursor, "folder": self.folder, "schema_version": self.schema_version,
+            "schemas": [dict(s) for s in self.history],
         }
 
     def to_json(self) -> bytes:
@@ -182,7 +223,8 @@ class ImageState:
                        schema_hash=d["schema_hash"], sequence=int(d["sequence"]),
                        parts=tuple(Part.from_dict(p) for p in d["parts"]),
                        runs=tuple(Run.from_dict(r) for r in d.get("runs", ())), cursor=d.get("cursor"),
-                       format_version=version)
+                       format_version=version, schema_version=int(d.get("schema_version", 1)),
+                       schemas=tuple(d.get("schemas") or ()))
         except (KeyError, TypeError, ValueError) as exc:
             raise bad(f"is inconsistent: {exc}") from exc
 
@@ -216,7 +258,7 @@ def check_coverage(parts: tuple[Part, ...] | list[Part]) -> None:
 
 def load_state(sink, table: str) -> ImageState | None:
     """The image state of ``table`` at the sink, or ``None`` when it has never been synced there."""
-    rel = f"{table}/{STATE}"
+    rel = f"{table_folder(table)}/{STATE}"
     data = sink.get_bytes(rel)
     if data is None:
         return None
@@ -225,7 +267,7 @@ def load_state(sink, table: str) -> ImageState | None:
 
 def manifest_bytes(sink, state: ImageState) -> bytes:
     """The Redshift manifest of exactly the image's files (``meta.content_length`` = recorded size)."""
-    entries = [{"url": sink.url(f"{state.table}/{f.path}"), "mandatory": True, "meta": {"content_length": f.bytes}}
+    entries = [{"url": sink.url(f"{table_folder(state.table)}/{f.path}"), "mandatory": True, "meta": {"content_length": f.bytes}}
                for f in state.files]
     return (json.dumps({"entries": entries}, indent=2) + "\n").encode("utf-8")
 
@@ -238,11 +280,11 @@ def save_state(sink, table: str, state: ImageState) -> None:
     """
     check_coverage(state.parts)
     write_manifest(sink, state)
-    sink.put_bytes(f"{table}/{STATE}", state.to_json())
+    sink.put_bytes(f"{table_folder(table)}/{STATE}", state.to_json())
 
 
 def write_manifest(sink, state: ImageState) -> None:
-    rel = f"{state.table}/{CURRENT_MANIFEST}"
+    rel = f"{table_folder(state.table)}/{CURRENT_MANIFEST}"
     if state.files:
         sink.put_bytes(rel, manifest_bytes(sink, state))
     else:
@@ -251,7 +293,7 @@ def write_manifest(sink, state: ImageState) -> None:
 
 def repair_manifest(sink, state: ImageState) -> bool:
     """Make ``current.manifest.json`` match the state again after a crash; True when it had to."""
-    rel = f"{state.table}/{CURRENT_MANIFEST}"
+    rel = f"{table_folder(state.table)}/{CURRENT_MANIFEST}"
     want = manifest_bytes(sink, state) if state.files else None
     if sink.get_bytes(rel) == want:
         return False

@@ -33,6 +33,7 @@ from sparsesync.planner.partition import DEFAULT_SPARSE_THRESHOLD
 from sparsesync.planner.plan import Plan
 from sparsesync.planner.typemap import TypeOptions
 from sparsesync.errors import DriftError, SparsesyncError, UsageError
+from sparsesync.naming import table_folder
 from sparsesync.source import create_engine
 
 from . import detect as det
@@ -119,7 +120,7 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
         engine = engine or create_engine(source_url)
         # One sync per table and destination at a time (a second is refused naming the holder); the lock
         # dies with its process, so a killed sync never blocks the next one.
-        with destination_lock(sink, f"{table}/{SYNC_LOCK}", purpose=f"sync {table}") as lock:
+        with destination_lock(sink, f"{table_folder(table)}/{SYNC_LOCK}", purpose=f"sync {table}") as lock:
             _Run(engine, sink, table, options, detect, result, emit, lock).go()
     except SparsesyncError as exc:
         result.status, result.error = "failed", exc.one_line()
@@ -142,6 +143,7 @@ class _Run:
         self.engine, self.sink, self.table, self.o, self.detect = engine, sink, table, options, detect
         self.result, self.emit, self.lock = result, emit, lock
         self.queries = 0
+        self.folder = table_folder(table)  # the table's folder at the destination (encoded when unsafe)
 
     # ---- steps --------------------------------------------------------------------------------------
     def go(self) -> None:
@@ -155,7 +157,7 @@ class _Run:
         kind = "full" if (state is not None and o.full) else ("first" if state is None else "append")
         seq = (state.sequence if state else 0) + 1
         run_id = new_run_id(started, seq)
-        while self.sink.list(f"{self.table}/{run_id}"):
+        while self.sink.list(f"{self.folder}/{run_id}"):
             # A crashed run of this sequence left its folder (gc removes it, no image refers to it);
             # never write into it: the next second's name is free.
             started += timedelta(seconds=1)
@@ -203,7 +205,7 @@ class _Run:
         run = Run(run_id=run_id, sequence=seq, kind=kind, detect=str(self.detect),
                   started_at=started.isoformat(timespec="seconds"), finished_at=finished.isoformat(timespec="seconds"),
                   rows=report.rows, bytes=report.bytes, replaced=tuple(replaced), null_replaced=null_read,
-                  manifest=f"{run_id}/manifest.json")
+                  manifest=f"{run_id}/manifest.json", schema_version=state.schema_version if state else 1)
         cursor = state.cursor if state is not None and not fresh else None
         if self.detect.mode == "cursor":
             cursor = {"column": self.detect.column, "watermark": det.watermark_out(self.watermark)}
@@ -215,6 +217,7 @@ class _Run:
             table=self.table, key=plan.source.key, source=_source_dict(plan), columns=_columns(plan),
             schema_hash=plan.fingerprint.schema_hash, sequence=seq, parts=tuple(parts),
             runs=(() if state is None else state.runs) + (run,), cursor=cursor,
+            schema_version=state.schema_version if state else 1, schemas=state.schemas if state else (),
         )
         new_state = self._load_sql(new_state, run)
         self.lock.check()  # a lock lost meanwhile (S3 takeover): stop before the image is swapped
@@ -339,8 +342,8 @@ class _Run:
 
     def _new_parts(self, plan: Plan, run_id: str, seq: int, checksums: dict) -> list[Part]:
         """One image part per file group of the run, from the executor's ledger."""
-        book = LedgerStore(sink=self.sink, relpath=f"{self.table}/{run_id}/{LEDGER}").load()
-        prefix = f"{self.table}/"
+        book = LedgerStore(sink=self.sink, relpath=f"{self.folder}/{run_id}/{LEDGER}").load()
+        prefix = f"{self.folder}/"
         out = []
         for g, rec in zip(plan.files, book.groups):
             first, last = plan.ranges[g.first_range], plan.ranges[g.last_range]
@@ -367,7 +370,7 @@ class _Run:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rel = f"{self.table}/{relpath}"
+        rel = f"{self.folder}/{relpath}"
         src = self.sink.url(rel) if is_local(self.sink) else pa.BufferReader(self.sink.get_bytes(rel))
         pf = pq.ParquetFile(src)
         idx = pf.schema_arrow.get_field_index(plan.source.key)
@@ -390,10 +393,10 @@ class _Run:
             from .load import write_load_sql  # i9b
         except ImportError:
             return state
-        manifest = f"{self.table}/{run.manifest or run.run_id + '/manifest.json'}"  # the COPY needs its full URL
+        manifest = f"{self.folder}/{run.manifest or run.run_id + '/manifest.json'}"  # the COPY needs its full URL
         sql = write_load_sql(state, run, iam_role=self.o.iam_role, manifest_url=self.sink.url(manifest))
         rel = f"{run.run_id}/load.sql"
-        self.sink.put_bytes(f"{self.table}/{rel}", sql.encode("utf-8"))
+        self.sink.put_bytes(f"{self.folder}/{rel}", sql.encode("utf-8"))
         run2 = replace(run, load_sql=rel)
         return replace(state, runs=state.runs[:-1] + (run2,))
 

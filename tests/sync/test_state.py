@@ -9,6 +9,7 @@ import pytest
 from sparsesync.executor.sink import LocalSink
 from sparsesync.errors import DestinationError
 from sparsesync.sync.state import (
+    FORMAT_VERSION,
     ImageState, Part, PartFile, Run, check_coverage, load_state, narrowed, repair_manifest, save_state,
 )
 
@@ -50,7 +51,7 @@ def test_edited_or_foreign_state_is_refused_with_one_line(tmp_path):
     f = tmp_path / "t" / "_state.json"
     good = f.read_text()
     for bad, what in [(good.replace('"rows": 5', '"rows": 6'), "sha256"), ("{", "JSON"),
-                      (good.replace('"format_version": "1.0"', '"format_version": "2.0"'), "format_version")]:
+                      (good.replace(f'"format_version": "{FORMAT_VERSION}"', '"format_version": "2.0"'), "format_version")]:
         f.write_text(bad)
         with pytest.raises(DestinationError, match=what) as exc:
             load_state(sink, "t")
