@@ -46,9 +46,10 @@ PREFIX = "exports/dask"
 def secret_user(mysql_engine):
     """A MariaDB user with a password and SELECT on the test database: ``(user, password)``."""
     user, password = f"d10_{uuid.uuid4().hex[:8]}", f"Pw-{uuid.uuid4().hex}"
+    database = mysql_engine.url.database  # SPARSESYNC_TEST_MYSQL_URL's database, not always `test`
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql(f"CREATE USER '{user}'@'%%' IDENTIFIED BY '{password}'")
-        conn.exec_driver_sql(f"GRANT SELECT ON test.* TO '{user}'@'%%'")
+        conn.exec_driver_sql(f"GRANT SELECT ON `{database}`.* TO '{user}'@'%%'")
     yield user, password
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql(f"DROP USER IF EXISTS '{user}'@'%%'")
