@@ -95,6 +95,34 @@ def tables_with_state(sink) -> list[str]:
     return out
 
 
+def folder_label(folder: str) -> str:
+    """The table name a folder stands for (an encoded folder decoded; a cut one stays as it is)."""
+    if not folder.startswith("%") or "~" in folder:
+        return folder
+    from urllib.parse import unquote_to_bytes
+
+    try:
+        name = unquote_to_bytes(folder[1:]).decode("utf-8")
+    except UnicodeDecodeError:
+        return folder
+    return name if table_folder(name) == folder else folder
+
+
+def folders_of_crashed_first_runs(sink, listing: list[str]) -> list[str]:
+    """Table folders without an image state that hold a first run's folder or lock (a first sync killed)."""
+    have_state = {p.split("/")[0] for p in listing if p.count("/") == 1 and p.endswith("/" + STATE_FILE)}
+    out = set()
+    for p in listing:
+        parts = p.split("/")
+        if len(parts) < 2 or parts[0] in have_state:
+            continue
+        name = parts[1] if len(parts) > 2 else _LOCK_NAME.sub(r"\1", parts[1])
+        m = _RUN_DIR.match(name)
+        if m and int(m.group(2)) == 1:
+            out.add(parts[0])
+    return sorted(out)
+
+
 def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bool = False,
                     now: float | None = None) -> list[GcResult]:
     """Find (and with ``delete`` remove) the garbage older than ``keep_s`` of ``table`` or every table."""
@@ -106,23 +134,41 @@ def collect_garbage(dest, table: str | None = None, *, keep_s: float, delete: bo
     now = datetime.now(timezone.utc).timestamp() if now is None else now
     sink = open_sink(dest)
     try:
-        tables = [table] if table else tables_with_state(sink)
+        if table:
+            todo = [(table_folder(table), table)]
+        else:
+            todo = [(table_folder(t), t) for t in tables_with_state(sink)]
+            todo += [(f, folder_label(f)) for f in folders_of_crashed_first_runs(sink, sink.list(""))]
         out = []
-        for t in tables:
+        for folder, label in todo:
             # The table's sync lock: a sync in progress would reference parts gc cannot see yet.
-            with destination_lock(sink, f"{table_folder(t)}/{LOCK_FILE}", purpose=f"gc {t}"):
-                out.append(_collect(sink, t, keep_s, delete, now))
+            with destination_lock(sink, f"{folder}/{LOCK_FILE}", purpose=f"gc {label}"):
+                out.append(_collect(sink, folder, label, keep_s, delete, now))
         return out
     finally:
         if sink is not dest and hasattr(sink, "close"):
             sink.close()
 
 
-def _collect(sink, table: str, keep_s: float, delete: bool, now: float) -> GcResult:
-    state = read_state(sink, table)
+def _state_or_empty(sink, folder: str, table: str) -> dict:
+    """The image state; none yet (a first sync that was killed) is an image without runs when the folder
+    holds anything, else the usual refusal."""
+    from sparsesync.errors import LoadError
+
+    if sink.get_bytes(f"{folder}/{STATE_FILE}") is not None:
+        return read_state(sink, table)
+    try:
+        return read_state(sink, table)
+    except LoadError:
+        if not [p for p in sink.list(folder) if not p.endswith("/" + LOCK_FILE)]:
+            raise
+        return {"table": table, "sequence": 0, "parts": [], "runs": []}
+
+
+def _collect(sink, folder: str, table: str, keep_s: float, delete: bool, now: float) -> GcResult:
+    state = _state_or_empty(sink, folder, table)
     res = GcResult(table=table, dry_run=not delete)
     # A part whose file group spilled has further files in "more".
-    folder = table_folder(table)
     referenced = {f"{folder}/{f['path']}" for p in state.get("parts", []) for f in [p, *p.get("more", ())] if f.get("path")}
     applied_ids = {r.get("run_id") for r in state.get("runs", [])}
     applied = int(state.get("sequence") or 0)
@@ -131,13 +177,19 @@ def _collect(sink, table: str, keep_s: float, delete: bool, now: float) -> GcRes
     in_manifest = _current_manifest_urls(sink, folder)
 
     # ---- dead runs: folders of runs the image never applied, with no live owner ---------------------------
+    # A crashed sync took the sequence after the state's at its time, so its sequence is at most the state's
+    # + 1 (a folder named otherwise, e.g. an `execute` plan's whose id happens to be digits, is not a run).
+    def unapplied_run(name: str) -> bool:
+        m = _RUN_DIR.match(name)
+        return bool(m) and name not in applied_ids and int(m.group(2)) <= applied + 1
+
     by_run: dict[str, list[str]] = {}
     for rel in listing:
         parts = rel.split("/")
-        if len(parts) >= 3 and _RUN_DIR.match(parts[1]) and parts[1] not in applied_ids:
+        if len(parts) >= 3 and unapplied_run(parts[1]):
             by_run.setdefault(parts[1], []).append(rel)
     for rid in _unlisted_run_dirs(sink, folder):  # a folder holding only staging files is listed by nothing else
-        if rid not in applied_ids:
+        if unapplied_run(rid):
             by_run.setdefault(rid, [])
     locks = {rel.split("/")[1]: rel for rel in listing if rel.count("/") == 1 and _LOCK_NAME.match(rel.split("/")[1])}
     run_locks: dict[str, list[str]] = {}
