@@ -79,20 +79,23 @@ def test_sync_load_gc_of_hostile_names_locally(database, tmp_path):
         assert res.exit_code == 0, res.output
         assert warehouse(wh, name) == source(database, name)
 
-    # A second run replaces a part of each table; gc (every table, found by the names their states record)
+    # A second run replaces a part of two of them; gc (every table, found by the names their states record)
     # removes the replaced parts, and the warehouse still follows.
+    changed = ["../x", LONG]
     first = {n: next(p["path"] for p in json.loads((dest / table_folder(n) / "_state.json").read_text())["parts"]
-                     if p["path"]) for n in NAMES}
-    for name in NAMES:
-        database.execute(f"UPDATE `{name.replace('%', '%%')}` SET v = 'changed' WHERE id = 7")
-    assert invoke("sync", database.url, *NAMES, "--dest", dest, "--reader", "pymysql").exit_code == 0
-    for name in NAMES:
+                     if p["path"]) for n in changed}
+    for name in changed:
+        database.execute(f"UPDATE `{name}` SET v = 'changed' WHERE id = 7")
+    assert invoke("sync", database.url, *changed, "--dest", dest, "--reader", "pymysql").exit_code == 0
+    for name in changed:
         assert invoke("load", dest, name, "--into", f"duckdb:///{wh}").exit_code == 0
         assert warehouse(wh, name) == source(database, name)
     res = invoke("gc", dest, "--keep", "0s", "--delete")
     assert res.exit_code == 0, res.output
     for name in NAMES:
-        assert f"\n{name}: removed " in "\n" + res.output and f"  removed {table_folder(name)}/{first[name]}\n" in res.output
+        assert f"\n{name}: removed " in "\n" + res.output
+    for name in changed:
+        assert f"  removed {table_folder(name)}/{first[name]}\n" in res.output
         assert not (dest / table_folder(name) / first[name]).exists()
     assert "lock" not in res.output.replace("stale lock(s)", "").lower()
     for name in NAMES:
@@ -105,7 +108,7 @@ def test_sync_load_gc_of_hostile_names_locally(database, tmp_path):
 
 @pytest.mark.s3
 def test_sync_load_gc_of_hostile_names_on_s3(database, s3_bucket, s3_client, tmp_path):
-    names = ["../x", "we%ird", "a b", LONG]
+    names = ["../x", "we%ird", "a b", "名前"]
     make_tables(database, names)
     dest, wh = f"s3://{s3_bucket}/lake", tmp_path / "wh.duckdb"
     res = invoke("sync", database.url, *names, "--dest", dest, "--reader", "pymysql")
