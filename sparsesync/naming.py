@@ -13,6 +13,7 @@ import re
 __all__ = ["table_folder", "is_plain_folder"]
 
 _PLAIN = re.compile(r"[A-Za-z0-9_$][A-Za-z0-9_$.\-]{0,199}")
+MAX_ENCODED = 160  # characters of an encoded folder name, at most
 _KEEP = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_$-")
 
 
@@ -25,8 +26,19 @@ def table_folder(name: str) -> str:
     """The folder that holds ``name``'s files at a destination: the name itself, or ``%``-encoded.
 
     Encoded: ``%`` followed by the UTF-8 bytes of the name, each byte outside ``[A-Za-z0-9_$-]`` as
-    ``%XX`` (so ``../x`` becomes ``%%2E%2E%2Fx``).
+    ``%XX`` (so ``../x`` becomes ``%%2E%2E%2Fx``). An encoding longer than :data:`MAX_ENCODED` characters
+    (a 64-character non-ASCII name takes up to 769; a filesystem allows 255 per segment, and the plan
+    file ``<folder>-<plan_id>.json`` needs room too) is cut at a whole byte and ends in ``~`` plus 16 hex
+    digits of the name's SHA-256 (``~`` never occurs in an uncut encoding: it would be ``%7E``).
     """
     if is_plain_folder(name):
         return name
-    return "%" + "".join(chr(b) if chr(b) in _KEEP else f"%{b:02X}" for b in name.encode("utf-8"))
+    encoded = "%" + "".join(chr(b) if chr(b) in _KEEP else f"%{b:02X}" for b in name.encode("utf-8"))
+    if len(encoded) <= MAX_ENCODED:
+        return encoded
+    import hashlib
+
+    cut = MAX_ENCODED - 17
+    if "%" in encoded[cut - 2:cut]:  # never cut inside a %XX
+        cut = encoded.rindex("%", cut - 2, cut)
+    return encoded[:cut] + "~" + hashlib.sha256(name.encode("utf-8")).hexdigest()[:16]

@@ -34,7 +34,7 @@ def sync_command(
     exclude: Optional[List[str]] = typer.Option(None, "--exclude", metavar="GLOB", help="Leave out tables matching GLOB (repeatable), e.g. --exclude 'tmp_*'."),
     connections: int = typer.Option(4, "--connections", help="At most this many source connections at once, over all tables, idle ones included."),
     detect: str = typer.Option("checksum", "--detect", help="checksum (server-side per-span checksums; sees updates and deletes), cursor:COL (e.g. cursor:updated_at; no deletes) or none (appends only)."),
-    lookback: str = typer.Option("10m", "--lookback", help="With --detect cursor:COL, re-read rows changed this long before the last watermark (90s, 10m, 1h)."),
+    lookback: str = typer.Option("10m", "--lookback", help="With --detect cursor:COL, re-read rows changed this long before the last watermark; a number and a unit s, m, h, d or w (e.g. 90s, 10m, 1h).", show_default=True),
     full: bool = typer.Option(False, "--full", help="Start a new image: re-read every span (e.g. after a schema change)."),
     key: Optional[str] = _option(plan_command, "key"),
     rows_per_query: Optional[int] = _option(plan_command, "rows_per_query"),
@@ -208,10 +208,12 @@ def load_command(
 def gc_command(
     dest: str = typer.Argument(..., metavar="DEST", help="The --dest of the sync."),
     table: Optional[str] = typer.Argument(None, metavar="[TABLE]", help="One table [default: every table with an image]."),
-    keep: str = typer.Option("7d", "--keep", help="Keep unreferenced parts this long after they could last have been read (90s, 12h, 7d)."),
+    keep: str = typer.Option("7d", "--keep", help="Keep unreferenced parts this long after they could last have been read, and a crashed run's folder this long after its last write; a number and a unit s, m, h, d or w (e.g. 90s, 12h, 7d).", show_default=True),
     delete: bool = typer.Option(False, "--delete", help="Really remove them; without it gc only lists what it would remove."),
 ) -> None:
-    """Remove Parquet parts that no image references any more and that are older than --keep (dry run by default).
+    """Remove what no image needs any more once older than --keep (dry run by default): unreferenced parts, crashed runs' folders, stale locks.
+
+    Parts no image references; the folders of crashed runs (parts, ledger, report, manifest, staging leftovers) with their <run_id>.lock; lock files left by dead processes. Never a run the image has applied (its manifest.json and load.sql stay for lagging warehouses) nor one a live process owns.
 
     Example: sparsesync gc s3://lake/sync orders --keep 7d --delete
     """
@@ -224,7 +226,15 @@ def gc_command(
         raise fail(exc)
     for res in results:
         typer.echo(res.summary())
+        verb = "would remove" if res.dry_run else "removed"
         for rel in res.removed:
-            typer.echo(f"  {'would remove' if res.dry_run else 'removed'} {rel}")
-    if not delete and any(r.removed for r in results):
-        typer.echo("dry run: nothing was removed; add --delete to remove these parts")
+            typer.echo(f"  {verb} {rel}")
+        for rel in res.dead_runs:
+            n = sum(1 for f in res.dead_run_files if f.startswith(rel + "/"))
+            typer.echo(f"  {verb} crashed run {rel}/ ({n} file(s))")
+        for rel in res.locks:
+            typer.echo(f"  {verb} stale lock {rel}")
+        for who in res.live:
+            typer.echo(f"  kept {who}")
+    if not delete and not all(r.nothing for r in results):
+        typer.echo("dry run: nothing was removed; add --delete to remove these")

@@ -148,7 +148,7 @@ def _load_duckdb(sink, state: dict, path: str, label: str) -> LoadResult:
             for run in pending_runs(state, result.already):
                 apply_run_duckdb(con, sink, state, run, label, tmp)
                 result.applied.append(run["run_id"])
-        result.rows = con.execute(f"SELECT COUNT(*) FROM {loadsql.quote_target(label)}").fetchone()[0]
+        result.rows = con.execute(f"SELECT COUNT(*) FROM {loadsql.quote_target(label, state['table'])}").fetchone()[0]
     finally:
         con.close()
     return result

@@ -23,8 +23,11 @@ MIN_SIGNED = -(2**63)
 IAM_ROLE_PLACEHOLDER = "<IAM_ROLE_ARN>"
 
 
-def quote_target(target: str) -> str:
-    """``schema.table`` or ``table`` as given on the command line, each part quoted."""
+def quote_target(target: str, table: str | None = None) -> str:
+    """``schema.table`` or ``table`` as given on the command line, each part quoted. The source table's own
+    name (``table``, the default target) is one identifier, whatever it holds (``../x``, ``a.b``)."""
+    if table is not None and target == table:
+        return quote_ident(target)
     parts = [p for p in target.split(".")]
     if not 1 <= len(parts) <= 2 or not all(parts):
         raise UsageError(f"bad target table name {target!r}", hint="use TABLE or SCHEMA.TABLE")
@@ -118,7 +121,7 @@ def load_steps(state, run, *, target: str | None = None) -> LoadSteps:
     parts = [p for p in st.get("parts", []) if p.get("run_id") == rn["run_id"] and p.get("path")]
     has_parts = bool(parts) or bool(rn.get("rows"))
     return LoadSteps(
-        table=st["table"], target=quote_target(label), target_label=label, key=st["key"], run_id=rn["run_id"],
+        table=st["table"], target=quote_target(label, st["table"]), target_label=label, key=st["key"], run_id=rn["run_id"],
         sequence=int(rn["sequence"]), columns=tuple(st["columns"]),
         delete_where=span_predicate(st["key"], rn.get("replaced") or [], bool(rn.get("null_replaced"))),
         has_parts=has_parts,

@@ -82,7 +82,7 @@ def test_parts_of_a_run_not_yet_applied_are_never_touched(tmp_path):
 
 
 def test_durations():
-    assert parse_duration("90") == 90 and parse_duration("10m") == 600 and parse_duration("7d") == 7 * 86400
+    assert parse_duration("90s") == 90 and parse_duration("10m") == 600 and parse_duration("7d") == 7 * 86400
     with pytest.raises(UsageError, match="not a duration"):
         parse_duration("soon")
 
