@@ -28,8 +28,9 @@ from sparsesync.errors import SparsesyncError
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
 PAUSE_ENV = "SPARSESYNC_TEST_PAUSE"
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: the handler runs in the main thread, maybe while it holds the lock
 _requested: str | None = None
+_any = threading.Event()  # set with _requested: wakes sleep()
 _events: "weakref.WeakSet[threading.Event]" = weakref.WeakSet()
 _runs = 0  # runs in progress that look at the request (execute_plan, sync_many)
 
@@ -81,12 +82,18 @@ def stop_event() -> threading.Event:
     return ev
 
 
+def sleep(seconds: float) -> None:
+    """``time.sleep`` that a signal cuts short (a back-off before a retry)."""
+    _any.wait(seconds)
+
+
 def request(signame: str) -> None:
     """Ask every run of this process to stop, as the signal ``signame`` does."""
     global _requested
     with _lock:
         if _requested is None:
             _requested = signame
+        _any.set()
         events = list(_events)
     for ev in events:
         ev.set()
@@ -97,6 +104,7 @@ def reset() -> None:
     global _requested
     with _lock:
         _requested = None
+        _any.clear()
 
 
 @contextlib.contextmanager
@@ -160,6 +168,7 @@ def handling(resume: str | None = None):
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+        reset()  # the request ended with this block (it was raised or reported); the process may go on
 
 
 def pause(point: str, n: int | None = None) -> None:

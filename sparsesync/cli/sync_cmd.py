@@ -56,11 +56,13 @@ def sync_command(
     shared_fs: bool = _option(execute_command, "shared_fs"),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while the sync runs."),
     metrics_addr: str = typer.Option("0.0.0.0", "--metrics-addr", help="Address for --metrics-port (127.0.0.1 for this host only)."),
-    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom)."),
+    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom); its directory is checked before the sync starts."),
 ) -> None:
     """Bring each table's Parquet image up to date: first run, appends, changed spans; many tables at once.
 
     Tables run in parallel, largest first, under one connection budget; a failing table does not stop the others. Prints one line per table, exits non-zero naming the failed ones and writes <dest>/_sync_report.json.
+
+    SIGINT/SIGTERM stop it between file groups: unswapped tables keep their previous image, the summary and report say interrupted, exit 130/143.
 
     Example: sparsesync sync mysql+pymysql://etl@db:3306/shop --all --exclude 'tmp_*' --dest s3://lake/sync --connections 4 --metrics-file /var/lib/node_exporter/sparsesync.prom
     """

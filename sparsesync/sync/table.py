@@ -335,7 +335,7 @@ class _Run:
                 attempt += 1
                 self.result.retries = attempt
                 self.emit({"event": "sync_retry", "table": self.table, "attempt": attempt, "error": exc.one_line()})
-                time.sleep(min(30.0, 0.5 * 2**attempt))
+                interrupt.sleep(min(30.0, 0.5 * 2**attempt))  # cut short by SIGINT/SIGTERM
 
     def _progress(self, ev) -> None:
         """The executor's progress as sync events: export start, each file group, finish (not batches)."""
