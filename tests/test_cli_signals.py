@@ -130,3 +130,34 @@ def test_run_interrupted_names_the_execute_line_that_resumes(mysql_url, mysql_en
     again = execute_plan(load_plan(plan), str(dest), source_url=mysql_url)
     assert again.status == "done" and again.groups_skipped >= 1, again
     assert output_rows(folder) == source_rows(mysql_engine, wide_table)
+
+
+def test_a_signal_is_a_request_inside_a_run_and_acts_at_once_outside():
+    """The mechanism itself, in this process: inside a run the first SIGTERM only sets every run's stop event
+    (and events made later start set); outside a run SIGINT raises at once; both leave as Interrupted."""
+    from sparsesync import interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(interrupt.Interrupted) as info:
+        with interrupt.handling():
+            with interrupt.run_scope():
+                stop = interrupt.stop_event()
+                os.kill(os.getpid(), signal.SIGTERM)
+                deadline = time.monotonic() + 10
+                while interrupt.requested() is None:  # the handler runs at the next bytecode of this thread
+                    assert time.monotonic() < deadline
+                assert stop.is_set() and interrupt.stop_event().is_set()
+                assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # a second SIGTERM would kill
+            interrupt.check()
+    assert info.value.exit_code == 143
+    assert info.value.one_line() == "interrupted by SIGTERM; re-run the same command to resume"
+    assert interrupt.requested() is None and signal.getsignal(signal.SIGTERM) == before
+
+    with pytest.raises(interrupt.Interrupted) as info:
+        with interrupt.handling(resume="resume with: X"):
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # the handler raises here, outside any run
+                time.sleep(0.001)
+    assert info.value.exit_code == 130 and info.value.one_line() == "interrupted by SIGINT; resume with: X"
+    assert interrupt.requested() is None
