@@ -10,7 +10,8 @@ Outside a run (planning, starting a Dask cluster, rendering output) nothing woul
 signal raises :class:`Interrupted` in the main thread right away, like Ctrl-C does by default.
 
 Test hook (tiny, for the signal tests only): ``SPARSESYNC_TEST_PAUSE=POINT:N:FILE`` makes the run stop at
-``POINT`` (``group`` before reading file group N, ``swap`` before a sync swaps its image) — it creates FILE and
+``POINT`` (``group`` before reading file group N, ``batch`` after file group N wrote its first batch, ``swap``
+before a sync swaps its image) — it creates FILE and
 waits until a signal arrives or FILE is removed (at most 120 s). Unset, :func:`pause` costs one dict lookup.
 """
 

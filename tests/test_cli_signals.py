@@ -48,8 +48,9 @@ def output_rows(folder: Path) -> list[tuple]:
     return duckdb.sql(f"SELECT id, v, pad FROM read_parquet({urls!r}) ORDER BY id").fetchall()
 
 
-def run_until_paused(args: list[str], flag: Path, env: dict) -> subprocess.Popen:
-    proc = subprocess.Popen(CLI + args, env=dict(env, SPARSESYNC_TEST_PAUSE=f"group:1:{flag}"),
+def run_until_paused(args: list[str], flag: Path, env: dict, point: str = "group") -> subprocess.Popen:
+    """Start the command; return once it stopped at ``point`` of file group 1 (group 0 is read by then)."""
+    proc = subprocess.Popen(CLI + args, env=dict(env, SPARSESYNC_TEST_PAUSE=f"{point}:1:{flag}"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not flag.exists():  # group 0 read, group 1 about to start
@@ -74,7 +75,7 @@ def stop(proc: subprocess.Popen, sig: int) -> tuple[int, str, str]:
     return proc.returncode, out, err
 
 
-def assert_resumable(folder: Path, *, serial: bool) -> int:
+def assert_resumable(folder: Path, *, serial: bool, mid_group: bool = False) -> int:
     """Interrupted cleanly: no lock file, no staged part, no manifest; the ledger keeps finished groups (with one
     worker, group 0 is done before group 1 starts; with two, group 0 may have been stopped mid-read too).
     Returns how many groups are done."""
@@ -85,29 +86,36 @@ def assert_resumable(folder: Path, *, serial: bool) -> int:
     assert len(states) >= 2 and set(states) <= {"done", "running", "pending"} and set(states) != {"done"}, states
     if serial:
         assert states[0] == "done", states
+    if mid_group:  # group 1 was being written when the signal came: its staged part is gone, it is redone
+        assert states[1] == "running", states
     parts = {p.name for p in folder.glob("*.parquet")}
     done = [g for g in json.loads((folder / "_ledger.json").read_text())["groups"] if g["state"] == "done"]
     assert parts == {Path(p["name"]).name for g in done for p in g["parts"]}  # only finished groups' parts
     return len(done)
 
 
-@pytest.mark.parametrize("sig,workers,code", [(signal.SIGTERM, 1, 143), (signal.SIGINT, 2, 130)])
+@pytest.mark.parametrize("sig,workers,code,point", [(signal.SIGTERM, 1, 143, "batch"), (signal.SIGINT, 2, 130, "group")])
 def test_execute_stops_between_file_groups_and_resumes(mysql_url, mysql_engine, wide_table, tmp_path, sig, workers,
-                                                        code):
+                                                        code, point):
     made = make_plan(mysql_url, wide_table, rows_per_query=500, file_size=1024 * 1024, use_cache=False)
     plan, plan_id = made.save(tmp_path / "plan.json"), made.plan_id
     dest = tmp_path / "out"
     env = dict(os.environ, SPARSESYNC_SOURCE_URL=mysql_url)
     args = ["execute", str(plan), "--dest", str(dest), "--workers", str(workers)]
 
-    proc = run_until_paused(args, tmp_path / "paused", env)
+    proc = run_until_paused(args, tmp_path / "paused", env, point)
+    if point == "batch":  # group 1's part is being written: its staged file appears (encoded on a thread)
+        deadline = time.monotonic() + 60
+        while not [p for p in (dest / wide_table / plan_id).iterdir() if STAGING_MARK in p.name]:
+            assert time.monotonic() < deadline, "group 1's staged part never appeared"
+            time.sleep(0.02)
     rc, out, err = stop(proc, sig)
     name = signal.Signals(sig).name
     assert rc == code, (out, err)
     assert err.strip().splitlines()[-1] == f"sparsesync: interrupted by {name}; re-run the same command to resume", err
     assert "Traceback" not in err
     folder = dest / wide_table / plan_id
-    done = assert_resumable(folder, serial=workers == 1)
+    done = assert_resumable(folder, serial=workers == 1, mid_group=point == "batch")
 
     again = execute_plan(made, str(dest), source_url=mysql_url, workers=workers)  # the same run, resumed
     assert again.status == "done" and again.groups_skipped == done, again

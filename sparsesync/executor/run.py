@@ -740,6 +740,7 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
                     batch = guard.apply(batch, r)  # before writing: an oversize value stops the run here
                     writer.write(batch)
                     n += batch.num_rows
+                    interrupt.pause("batch", g.index)  # test hook (sparsesync.interrupt): mid-group
                     counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
             range_rows[str(r.index)] = n
             counter.emit("range", rows=n, group=g.index, range_index=r.index)
