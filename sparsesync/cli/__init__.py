@@ -70,8 +70,15 @@ def current_config():
 
 def fail(exc: SparsesyncError) -> "typer.Exit":
     """Print one line to stderr and return the Exit to raise."""
-    typer.echo(f"sparsesync: error: {exc.one_line()}", err=True)
+    typer.echo(error_line(exc), err=True)
     return typer.Exit(exc.exit_code)
+
+
+def error_line(exc: SparsesyncError) -> str:
+    """``sparsesync: error: …``; a run stopped by SIGINT/SIGTERM is no error: ``sparsesync: interrupted by …``."""
+    from sparsesync.interrupt import Interrupted
+
+    return f"sparsesync: {exc.one_line()}" if isinstance(exc, Interrupted) else f"sparsesync: error: {exc.one_line()}"
 
 
 def _register() -> None:
@@ -90,7 +97,7 @@ def main() -> None:
     try:
         app()
     except SparsesyncError as exc:  # a library error escaping a command: still one line
-        typer.echo(f"sparsesync: error: {exc.one_line()}", err=True)
+        typer.echo(error_line(exc), err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         typer.echo("sparsesync: interrupted", err=True)

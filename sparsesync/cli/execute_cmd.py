@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -73,7 +74,9 @@ def dask_options(engine: str, *, scheduler, workers, connections, shared_fs):
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
              no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None,
-             consistency="range", engine="local", scheduler=None, connections=None, shared_fs=False) -> None:
+             consistency="range", engine="local", scheduler=None, connections=None, shared_fs=False,
+             resume: str | None = None) -> None:
+    from sparsesync import interrupt
     from sparsesync.executor.run import execute_plan
     from sparsesync.config import merge
 
@@ -89,13 +92,15 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
         raise fail(exc)
     callback, close = (None, lambda: None) if dry_run else _progress_renderer()
     try:
-        report = execute_plan(
-            plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
-            ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
-            verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
-            memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
-            shard=shard, consistency=consistency, dask=dask,
-        )
+        # SIGINT/SIGTERM: the run stops at its next batch, releases its lock and says how to resume.
+        with interrupt.handling(resume=resume):
+            report = execute_plan(
+                plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
+                ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
+                verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
+                memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
+                shard=shard, consistency=consistency, dask=dask,
+            )
     except SparsesyncError as exc:
         close()
         raise fail(exc)
@@ -240,6 +245,7 @@ def run_command(
 
     Example: sparsesync run mysql+pymysql://etl@db:3306/shop orders --dest ./out --rows-per-query 200000
     """
+    from sparsesync import interrupt
     from sparsesync.planner.api import make_plan
     from sparsesync.planner.typemap import TypeOptions
     from sparsesync.config import merge
@@ -247,21 +253,24 @@ def run_command(
     from . import current_config
 
     try:
-        po = merge(
-            current_config(), "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
-            cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,
-            wide_decimal_as_string=wide_decimal_as_string,
-        )
-        plan = make_plan(
-            source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=po.file_size_mb * 1024 * 1024,
-            density=po.density, sparse_threshold=po.sparse_threshold, cache_path=po.cache, refresh=refresh,
-            use_cache=not no_cache,
-            type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
-        )
-        path = plan.save(plans_dir / plan.default_filename())
+        # SIGINT/SIGTERM while planning stop at once (nothing is exported yet), one line, exit 130/143.
+        with interrupt.handling(resume="nothing was exported yet: re-run the same command"):
+            po = merge(
+                current_config(), "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
+                cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,
+                wide_decimal_as_string=wide_decimal_as_string,
+            )
+            plan = make_plan(
+                source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=po.file_size_mb * 1024 * 1024,
+                density=po.density, sparse_threshold=po.sparse_threshold, cache_path=po.cache, refresh=refresh,
+                use_cache=not no_cache,
+                type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
+            )
+            path = plan.save(plans_dir / plan.default_filename())
     except SparsesyncError as exc:
         raise fail(exc)
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
              overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, consistency=consistency)
+             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, consistency=consistency,
+             resume=f"resume with: sparsesync execute {shlex.quote(str(path))} --dest {shlex.quote(dest)} --source SOURCE_URL")

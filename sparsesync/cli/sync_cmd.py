@@ -12,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from sparsesync.errors import SparsesyncError, UsageError
+from sparsesync import interrupt
+from sparsesync.errors import DestinationError, SparsesyncError, UsageError
 
 from . import app, fail
 from .execute_cmd import dask_options, execute_command
@@ -55,11 +56,13 @@ def sync_command(
     shared_fs: bool = _option(execute_command, "shared_fs"),
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while the sync runs."),
     metrics_addr: str = typer.Option("0.0.0.0", "--metrics-addr", help="Address for --metrics-port (127.0.0.1 for this host only)."),
-    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom)."),
+    metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom); its directory is checked before the sync starts."),
 ) -> None:
     """Bring each table's Parquet image up to date: first run, appends, changed spans; many tables at once.
 
     Tables run in parallel, largest first, under one connection budget; a failing table does not stop the others. Prints one line per table, exits non-zero naming the failed ones and writes <dest>/_sync_report.json.
+
+    SIGINT/SIGTERM stop it between file groups: unswapped tables keep their previous image, the summary and report say interrupted, exit 130/143.
 
     Example: sparsesync sync mysql+pymysql://etl@db:3306/shop --all --exclude 'tmp_*' --dest s3://lake/sync --connections 4 --metrics-file /var/lib/node_exporter/sparsesync.prom
     """
@@ -79,6 +82,7 @@ def sync_command(
                              hint="e.g. sparsesync sync URL orders customers --dest ./lake")
         if no_cache and cache is not None:
             raise UsageError("--no-cache cannot be combined with --cache")
+        check_output_paths(dest, metrics_file)  # before any work: not after the sync (issue 16, finding 9)
         cfg = current_config()
         po = merge(cfg, "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
                    sparse_threshold=sparse_threshold, cache=str(cache) if cache else None,
@@ -113,6 +117,8 @@ def sync_command(
     progress, close = _progress()
     try:
         with contextlib.ExitStack() as stack:
+            # SIGINT/SIGTERM stop the tables at their next batch; the summary and report still follow.
+            stack.enter_context(interrupt.handling())
             if dask is not None:
                 from sparsesync.source import parse_url
 
@@ -126,16 +132,69 @@ def sync_command(
     finally:
         metrics.stop()
     close()
+    for line in summary.summary_lines():
+        typer.echo(line)
+    code = summary.exit_code()
+    if summary.failed:
+        typer.echo(f"sparsesync: error: {len(summary.failed)} table(s) failed: {', '.join(summary.failed)}", err=True)
+    if summary.interrupted:
+        committed = sum(1 for t in summary.tables if t["status"] in ("ok", "empty", "skipped"))
+        typer.echo(f"sparsesync: interrupted by {summary.interrupted}; re-run the same command to resume "
+                   f"({committed} table(s) committed, {len(summary.with_status('interrupted'))} interrupted, "
+                   f"{len(summary.with_status('not_started'))} not started)", err=True)
     if metrics_file is not None:
         try:
             metrics.write_textfile(str(metrics_file))
         except OSError as exc:
-            raise fail(UsageError(f"cannot write --metrics-file {metrics_file}: {exc.strerror or exc}"))
-    for line in summary.summary_lines():
-        typer.echo(line)
-    if summary.failed:
-        typer.echo(f"sparsesync: error: {len(summary.failed)} table(s) failed: {', '.join(summary.failed)}", err=True)
-        raise typer.Exit(summary.exit_code())
+            # Checked before the sync, so the path changed meanwhile. The tables' outcome above stands; a sync
+            # that otherwise succeeded exits 8 (an output could not be written), never a silent usage error.
+            code = code or DestinationError.exit_code
+            typer.echo(f"sparsesync: error: cannot write --metrics-file {metrics_file}: {exc.strerror or exc} "
+                       f"(the tables' outcome above stands; exit {code})", err=True)
+    if code:
+        raise typer.Exit(code)
+
+
+def check_output_paths(dest: str, metrics_file: Optional[Path]) -> None:
+    """``--dest`` and ``--metrics-file`` can be written, before the source is even connected to: a local
+    destination is a directory or can be made as one (its nearest existing parent is a writable directory),
+    an S3 destination parses as ``s3://bucket/prefix``; the metrics file's directory exists and is writable.
+    Each failure is one :class:`UsageError` line naming the option."""
+    import os
+    import tempfile
+
+    from sparsesync.executor.dest import is_s3
+    from sparsesync.sync.metrics import check_textfile
+
+    text = (dest or "").strip()
+    if not text:
+        raise UsageError("--dest is empty", hint="pass a directory or s3://bucket/prefix")
+    if is_s3(text):
+        from sparsesync.executor.s3 import parse_s3_url
+
+        try:
+            parse_s3_url(text)
+        except UsageError as exc:
+            raise UsageError(f"--dest: {exc.message}", hint=exc.hint) from None
+    elif "://" in text:
+        raise UsageError(f"--dest: unsupported destination scheme {text.split('://', 1)[0]}://",
+                         hint="pass a directory or s3://bucket/prefix")
+    else:
+        path = os.path.abspath(text)
+        probe_in = path
+        while not os.path.exists(probe_in):  # the nearest existing parent: where the folders would be made
+            probe_in = os.path.dirname(probe_in)
+        if not os.path.isdir(probe_in):
+            raise UsageError(f"--dest {dest}: {probe_in} is not a directory", hint="choose another --dest")
+        try:
+            fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".sparsesync-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise UsageError(f"--dest {dest}: cannot write in {probe_in}: {exc.strerror or exc}",
+                             hint="choose a writable --dest") from None
+    if metrics_file is not None:
+        check_textfile(str(metrics_file))
 
 
 def _sync_options(cls, **values):

@@ -262,6 +262,8 @@ _END = object()
 
 
 def _drive(opts: DaskOptions, plan, dest_text, spec, book, store, todo, counter, lock, retried, stats) -> None:
+    from sparsesync import interrupt
+
     from .run import record_group
 
     client = opts.client
@@ -271,6 +273,7 @@ def _drive(opts: DaskOptions, plan, dest_text, spec, book, store, todo, counter,
     def submit(g):
         if lock is not None:
             lock.check()  # taken over as stale: submit nothing more
+        interrupt.check()  # SIGINT/SIGTERM: submit nothing more (tasks in flight are waited for, run_capped)
         store.transition(book, g.index, "running")
         return client.submit(run_group_task, plan_future, g.index, spec, key=task_key(plan, dest_text, book.runs, g.index),
                              pure=False, retries=opts.task_retries)

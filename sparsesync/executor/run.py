@@ -22,6 +22,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
+from sparsesync import interrupt
 from sparsesync.planner.plan import FileGroup, KeyRange, Plan
 from sparsesync.errors import DestinationError, UsageError, VerifyError
 from sparsesync.logs import get_logger, log_range_done
@@ -174,6 +175,25 @@ class _Cancelled(Exception):
     """Raised inside a worker when another worker failed: stop reading, discard staging."""
 
 
+def _stopped() -> Exception:
+    """What a worker raises when its run's ``stop`` is set: :class:`~sparsesync.interrupt.Interrupted` when a
+    signal set it (SIGINT/SIGTERM, :mod:`sparsesync.interrupt`), else :class:`_Cancelled` (another worker failed)."""
+    sig = interrupt.requested()
+    return interrupt.Interrupted(sig) if sig else _Cancelled()
+
+
+def _run_scope(fn):
+    """SIGINT/SIGTERM stop the run between batches rather than at once (:func:`sparsesync.interrupt.run_scope`)."""
+    @functools.wraps(fn)
+    def scoped(*args, **kwargs):
+        with interrupt.run_scope():
+            interrupt.check()  # a signal before the run: nothing is written
+            return fn(*args, **kwargs)
+
+    return scoped
+
+
+@_run_scope
 def execute_plan(
     plan: Plan,
     dest,
@@ -264,7 +284,9 @@ def execute_plan(
         # A shard takes its own lock instead: shards of one plan run side by side (executor.shard).
         lock = None if dry_run else scope.lock(sink) if scope else \
             destination_lock(sink, lock_relpath(plan), purpose=f"execute plan {plan.plan_id}")
-        with lock or contextlib.nullcontext():
+        # An error the stop caused (a retry's wait cut short, …) is reported as the interruption; the lock is
+        # released after it, and the ledger keeps unfinished groups for the re-run.
+        with lock or contextlib.nullcontext(), interrupt.converting():
             return _execute(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
@@ -381,6 +403,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         finally:
             if early:
                 early.close()
+    interrupt.check()  # a signal stopped the groups (some may be undone): never commit after it
     report.retries = retried.total
     report.retried_ranges = {str(k): v for k, v in sorted(retried.by_range.items())}
     after_counts = None
@@ -406,6 +429,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         report.count_check = {"skipped": "--no-verify: output not compared with the source"}
     if lock is not None:
         lock.check()  # a run that lost its lock must not write the commit marker
+    interrupt.check()
     _write_load_files(report, plan, sink, folder, book, iam_role, t0)
     counter.emit("finish")
     return report
@@ -464,7 +488,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
     """
     if not todo:
         return None
-    stop = threading.Event()
+    stop = interrupt.stop_event()  # set by a failing worker, or by SIGINT/SIGTERM
     retried = retried if retried is not None else RetryStats()
 
     def read(sessions: SessionHolder, g: FileGroup, defer: bool):
@@ -527,7 +551,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
 
     def work(g: FileGroup) -> None:
         if stop.is_set():
-            raise _Cancelled()
+            raise _stopped()
         sessions = SessionHolder(rdr)
         try:
             read(sessions, g, False)
@@ -626,6 +650,9 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
     """
     if lock is not None:
         lock.check()  # taken over as stale (a paused run): stop before writing anything more
+    interrupt.pause("group", g.index)  # test hook (sparsesync.interrupt), nothing unless asked for
+    if stop.is_set():
+        raise _stopped()  # between file groups: the next group never starts
     store.transition(book, g.index, RUNNING)
     close = write_group(plan, sink, folder, session, g, compression, counter, stop, budget=budget, oversize=oversize)
 
@@ -708,11 +735,12 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
             n = 0
             for batch in session.read_range(r):
                 if stop.is_set():
-                    raise _Cancelled()
+                    raise _stopped()
                 if batch.num_rows:
                     batch = guard.apply(batch, r)  # before writing: an oversize value stops the run here
                     writer.write(batch)
                     n += batch.num_rows
+                    interrupt.pause("batch", g.index)  # test hook (sparsesync.interrupt): mid-group
                     counter.emit("batch", rows=batch.num_rows, nbytes=batch.nbytes, group=g.index, range_index=r.index)
             range_rows[str(r.index)] = n
             counter.emit("range", rows=n, group=g.index, range_index=r.index)

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 import sqlalchemy as sa
 
+from sparsesync import interrupt
 from sparsesync.errors import SparsesyncError, UsageError
 from sparsesync.logs import get_logger, redact_text
 from sparsesync.source import create_engine, identity_of, is_mysql
@@ -26,6 +27,7 @@ from .budget import ConnectionBudget, Share, budget_engine
 
 REPORT = "_sync_report.json"
 OK_STATUSES = ("ok", "empty", "skipped")
+STOPPED_STATUSES = ("interrupted", "not_started")  # SIGINT/SIGTERM: nothing of the table committed by this sync
 log = get_logger("sparsesync.sync")
 
 
@@ -41,14 +43,21 @@ class SyncSummary:
     seconds: float = 0.0
     peak_connections: int = 0
     tables: list[dict] = field(default_factory=list)
+    interrupted: str | None = None  # SIGINT / SIGTERM when a signal stopped the sync
 
     @property
     def failed(self) -> list[str]:
-        """Names of the tables that failed."""
-        return [t["table"] for t in self.tables if t["status"] not in OK_STATUSES]
+        """Names of the tables that failed (an interrupted or unstarted table did not fail)."""
+        return [t["table"] for t in self.tables if t["status"] not in OK_STATUSES + STOPPED_STATUSES]
+
+    def with_status(self, status: str) -> list[str]:
+        return [t["table"] for t in self.tables if t["status"] == status]
 
     def exit_code(self) -> int:
-        """0 when every table synced; else the failures' exit code when they agree, else 1."""
+        """130/143 when SIGINT/SIGTERM stopped the sync; 0 when every table synced; else the failures' exit
+        code when they agree, else 1."""
+        if self.interrupted:
+            return interrupt.exit_code(self.interrupted)
         codes = {t.get("exit_code") or 1 for t in self.tables if t["status"] not in OK_STATUSES}
         return 0 if not codes else (codes.pop() if len(codes) == 1 else 1)
 
@@ -58,15 +67,23 @@ class SyncSummary:
     def summary_lines(self) -> list[str]:
         """One line per table, then the total."""
         lines = [table_line(t) for t in self.tables]
-        ok = len(self.tables) - len(self.failed)
+        ok = sum(1 for t in self.tables if t["status"] in OK_STATUSES)
+        stopped = ""
+        if self.interrupted:
+            stopped = f"; INTERRUPTED by {self.interrupted}: {len(self.with_status('interrupted'))} interrupted, " \
+                      f"{len(self.with_status('not_started'))} not started"
         lines.append(f"{ok}/{len(self.tables)} table(s) synced in {self.seconds:.1f} s"
                      f" (at most {self.peak_connections} of {self.connections} connections)"
-                     + (f"; FAILED: {', '.join(self.failed)}" if self.failed else ""))
+                     + (f"; FAILED: {', '.join(self.failed)}" if self.failed else "") + stopped)
         return lines
 
 
 def table_line(t: dict) -> str:
     """``orders  ok  changed  seq 3  rows read 1,234  image 50,000 rows  2 span(s) re-exported  1.2 s``."""
+    if t["status"] == "interrupted":
+        return f"{t['table']}  interrupted  nothing committed, the previous image stays in force  {t.get('seconds') or 0:.1f} s"
+    if t["status"] == "not_started":
+        return f"{t['table']}  not started (interrupted before its turn)"
     if t["status"] not in OK_STATUSES:
         return f"{t['table']}  FAILED  {t.get('error') or 'unknown error'}"
     bits = [t["table"], t["status"]]
@@ -121,6 +138,9 @@ def outcome_of(result: Any) -> dict:
 
 
 def _failed(table: str, exc: BaseException, seconds: float) -> dict:
+    if isinstance(exc, interrupt.Interrupted):  # stopped before its swap: the previous image is in force
+        return {"table": table, "status": "interrupted", "error": exc.one_line(), "exit_code": exc.exit_code,
+                "seconds": round(seconds, 3)}
     if isinstance(exc, SparsesyncError):
         text, code = exc.one_line(), exc.exit_code
     else:  # a bug or a driver error we did not map: still one line, never a password
@@ -182,7 +202,19 @@ def sync_many(
     share of :func:`table_share` connections. ``sync_fn`` defaults to
     :func:`sparsesync.sync.table.sync_table` and is called with ``engine=`` (the budgeted engine) and
     ``events=``. Bad arguments raise :class:`UsageError`; a table's failure is recorded, not raised.
+
+    SIGINT/SIGTERM (:mod:`sparsesync.interrupt`, or :func:`sparsesync.interrupt.request`): running tables stop
+    at their next batch and are ``interrupted`` (unless their image was already swapped: then they report
+    their committed run), no table starts after it (``not_started``); the summary's ``interrupted`` names
+    the signal. The report is written either way.
     """
+    with interrupt.run_scope():
+        return _sync_many(source_url, tables, dest, options, exclude=exclude, connections=connections,
+                          schema=schema, events=events, wait_s=wait_s, sync_fn=sync_fn)
+
+
+def _sync_many(source_url, tables, dest, options, *, exclude, connections, schema, events, wait_s,
+               sync_fn) -> SyncSummary:
     from sparsesync.executor.dest import open_sink
 
     extra: dict = {}
@@ -219,8 +251,18 @@ def sync_many(
                          f"for the driver + {need - DASK_DRIVER_SLOTS} tasks in flight), more than --connections "
                          f"{connections}", hint=f"raise --connections to {need} or lower --workers")
 
+    def not_started(table: str) -> dict:
+        out = {"table": table, "status": "not_started", "last_success": _last_success(sink, table),
+               "error": f"not started: interrupted by {interrupt.requested()}"}
+        _emit(emit, {"event": "table_done", **out})
+        return out
+
     def one(table: str) -> dict:
+        if interrupt.requested():  # no table starts after SIGINT/SIGTERM
+            return not_started(table)
         with budget.reserve(need) as share:
+            if interrupt.requested():  # the signal came while this table waited for its connections
+                return not_started(table)
             start = time.monotonic()
             _emit(emit, {"event": "table_start", "table": table})
             engine = None
@@ -246,8 +288,10 @@ def sync_many(
         summary.seconds = round(time.monotonic() - t0, 3)
         summary.finished_at = _now()
         summary.peak_connections = budget.peak
+        summary.interrupted = interrupt.requested()
         sink.put_bytes(REPORT, (json.dumps(summary.to_dict(), indent=2, default=str) + "\n").encode("utf-8"))
-        _emit(emit, {"event": "sync_summary", "tables": len(chosen), "failed": summary.failed, "seconds": summary.seconds})
+        _emit(emit, {"event": "sync_summary", "tables": len(chosen), "failed": summary.failed, "seconds": summary.seconds,
+                     "interrupted": summary.interrupted})
     finally:
         if sink is not dest and hasattr(sink, "close"):
             sink.close()

@@ -14,7 +14,7 @@ from datetime import datetime
 from prometheus_client import CollectorRegistry, Gauge, start_http_server, write_to_textfile
 
 PREFIX = "sparsesync_sync"
-STATUSES = ("running", "ok", "empty", "skipped", "failed")
+STATUSES = ("running", "ok", "empty", "skipped", "failed", "interrupted", "not_started")
 
 
 class SyncMetrics:
@@ -34,6 +34,8 @@ class SyncMetrics:
                                   "Unix time the table's last successful run finished", t, registry=r)
         self.tables = Gauge(f"{PREFIX}_tables", "Tables of this sync by status", ["status"], registry=r)
         self.total = Gauge(f"{PREFIX}_seconds", "Duration of the whole sync so far", registry=r)
+        self.interrupted = Gauge(f"{PREFIX}_interrupted", "1 when SIGINT/SIGTERM stopped the sync (label: the signal)",
+                                 ["signal"], registry=r)
         self._lock = threading.Lock()
         self._state: dict[str, str] = {}
 
@@ -47,6 +49,8 @@ class SyncMetrics:
                 self._done(table, ev)
             elif kind == "sync_summary":
                 self.total.set(float(ev.get("seconds") or 0))
+                for sig in ("SIGINT", "SIGTERM"):
+                    self.interrupted.labels(sig).set(1 if ev.get("interrupted") == sig else 0)
             elif table and "rows_done" in ev:  # live progress of a running table
                 self.rows.labels(table).set(float(ev["rows_done"] or 0))
 
@@ -84,3 +88,28 @@ class SyncMetrics:
     def write_textfile(self, path: str) -> None:
         """Write the node-exporter textfile (atomically: a temporary file renamed into place)."""
         write_to_textfile(path, self.registry)
+
+
+def check_textfile(path: str, option: str = "--metrics-file") -> None:
+    """Refuse (UsageError, one line naming ``option``) a textfile path that cannot be written, before any work:
+    its directory must exist and take a new file (the write is a temporary file renamed into place), and the
+    path must not be a directory. A probe file is created in the directory and removed again."""
+    import os
+    import tempfile
+
+    from sparsesync.errors import UsageError
+
+    parent = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path} is a directory", hint="name a file, e.g. /var/lib/node_exporter/sparsesync.prom")
+    if not os.path.isdir(parent):
+        what = "is not a directory" if os.path.exists(parent) else "does not exist"
+        raise UsageError(f"{option} {path}: its directory {parent} {what}", hint="create the directory or choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".sparsesync-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot write in {parent}: {exc.strerror or exc}",
+                         hint="choose a writable path") from None
+    # The file itself needs no write permission: the textfile replaces it by a rename in that directory.

@@ -32,6 +32,7 @@ from sparsesync.planner.introspect import introspect
 from sparsesync.planner.partition import DEFAULT_SPARSE_THRESHOLD
 from sparsesync.planner.plan import Plan
 from sparsesync.planner.typemap import TypeOptions
+from sparsesync import interrupt
 from sparsesync.errors import DriftError, SparsesyncError, UsageError
 from sparsesync.naming import table_folder
 from sparsesync.source import create_engine
@@ -123,7 +124,7 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
         with destination_lock(sink, f"{table_folder(table)}/{SYNC_LOCK}", purpose=f"sync {table}") as lock:
             _Run(engine, sink, table, options, detect, result, emit, lock).go()
     except SparsesyncError as exc:
-        result.status, result.error = "failed", exc.one_line()
+        result.status, result.error = "interrupted" if isinstance(exc, interrupt.Interrupted) else "failed", exc.one_line()
         emit({"event": "sync_failed", "table": table, "run_id": result.run_id, "error": result.error})
         if raise_errors:
             raise
@@ -221,6 +222,8 @@ class _Run:
         )
         new_state = self._load_sql(new_state, run)
         self.lock.check()  # a lock lost meanwhile (S3 takeover): stop before the image is swapped
+        interrupt.pause("swap")  # test hook (sparsesync.interrupt)
+        interrupt.check()  # SIGINT/SIGTERM before the swap: the previous image stays in force
         save_state(self.sink, self.table, new_state)  # LAST: from here on the new image is in force
 
         r.kind, r.rows_read, r.bytes_written = kind, report.rows, report.bytes
@@ -332,7 +335,7 @@ class _Run:
                 attempt += 1
                 self.result.retries = attempt
                 self.emit({"event": "sync_retry", "table": self.table, "attempt": attempt, "error": exc.one_line()})
-                time.sleep(min(30.0, 0.5 * 2**attempt))
+                interrupt.sleep(min(30.0, 0.5 * 2**attempt))  # cut short by SIGINT/SIGTERM
 
     def _progress(self, ev) -> None:
         """The executor's progress as sync events: export start, each file group, finish (not batches)."""
