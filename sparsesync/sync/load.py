@@ -63,7 +63,7 @@ class LoadResult:
         """One line for the terminal."""
         head = f"{self.table} → {self.target}: "
         if self.from_image is None and not self.applied:
-            return head + f"up to date (sequence {self.already}, schema version {self.schema_version})"
+            return head + f"up to date (sequence {self.already}), schema version {self.schema_version}"
         said = []
         if self.from_image is not None:
             said.append(f"loaded the image (sequence {self.from_image}) from {CURRENT_MANIFEST} because {self.reason}")
@@ -362,8 +362,14 @@ def _check_columns(files: list[str], columns, what: str) -> None:
     import pyarrow.parquet as pq
 
     want = [c["name"] for c in columns]
+    import pyarrow as pa
+
     for f in files:
-        have = pq.read_schema(f).names
+        try:
+            have = pq.read_schema(f).names
+        except (pa.ArrowException, OSError) as exc:
+            raise LoadError(f"{what}: part {os.path.basename(f)} is not a readable Parquet file ({exc})", file=f,
+                            hint="restore the part, or re-sync the table with --full (a full run replaces it)") from exc
         if have != want:
             raise PartMismatch(f"{what}: part {os.path.basename(f)} has columns {have}, expected {want}", file=f)
 

@@ -173,11 +173,7 @@ def evolution(state: dict, from_version: int, to_version: int, dialect: str) -> 
                 if col["name"] not in cur:
                     ops.append(Op("add", column=col["name"], col=dict(col)))
                     cur[col["name"]] = dict(col)
-            elif ch["kind"] in ("widen", "length"):
-                name = renames.get(ch["column"], ch["column"])
-                after = ch.get("after") or next((c for c in columns_of(state, v) if c["name"] == name), None)
-                if name in cur and after is not None:
-                    cur[name] = dict(after)
+            # widen / length: the target keeps its old type until the swap below (decided by comparing types)
     final = columns_of(state, to_version)
     if set(cur) != {c["name"] for c in final}:
         raise LoadError(
