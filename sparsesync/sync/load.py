@@ -382,7 +382,8 @@ def _fail(exc, steps, label: str):
     if "has not applied sequence" in msg:
         return LoadError(f"refusing run {steps.run_id} (sequence {steps.sequence}): {label} has not applied the "
                          "run before it", table=steps.table, hint="load with `sparsesync load` (it follows the runs in order)")
-    return LoadError(f"applying {'the image' if steps.image else 'run ' + steps.run_id} failed: {msg}", table=steps.table)
+    return LoadError(f"applying {'the image' if steps.image else 'run ' + steps.run_id} failed: {msg}", table=steps.table,
+                     hint="nothing was changed (one transaction); " + FROM_IMAGE_HINT)
 
 
 def _execute(con, statements: list[str]) -> None:
@@ -492,7 +493,9 @@ def _load_redshift(sink, state: dict, url: str, label: str, iam_role: str | None
 
     from sparsesync.source import redact, short_db_error
 
-    if not sink.url("").startswith("s3://"):
+    from sparsesync.executor.dest import is_local
+
+    if is_local(sink):
         raise UsageError("Redshift loads from S3 only", hint="sync to --dest s3://bucket/prefix")
     try:
         engine = sa.create_engine(url)

@@ -501,3 +501,72 @@ def test_evolving_image_on_s3_loads_run_by_run_and_from_the_image(s3_bucket, s3_
     fresh = tmp_path / "fresh.duckdb"
     assert load_pending(dest, "orders", f"duckdb:///{fresh}", from_image=True).from_image == 2
     assert_equal(fresh, img)
+
+
+@pytest.mark.s3
+def test_redshift_loader_chooses_the_image_or_the_runs_and_migrates_sparsesync_loads(s3_bucket, s3_client, tmp_path, monkeypatch):
+    """The SQLAlchemy path (no Redshift here): a recording engine stands in; what it is sent is checked."""
+    import sqlalchemy
+
+    root = tmp_path / "lake"
+    img = EvoImage(root, [ID, V, N, OLD])
+    rows = rows_v1(range(1, 6))
+    img.sync(rows)
+    cols = [ID, V, N, OLD, col("w", "int64", "BIGINT")]
+    rows[7] = {"v": "r", "n": 1, "old": "o", "w": 2}
+    img.evolve([{"kind": "add", "column": "w", "before": None, "after": cols[-1]}], cols, rows)
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            s3_client.put_object(Bucket=s3_bucket, Key=f"lake/{path.relative_to(root).as_posix()}", Body=path.read_bytes())
+    dest = f"s3://{s3_bucket}/lake"
+
+    class Conn:
+        def __init__(self, eng):
+            self.eng = eng
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def execution_options(self, **kw):
+            return self
+
+        def exec_driver_sql(self, sql):
+            self.eng.sent.append(sql)
+            if any(f in sql for f in self.eng.fail):
+                raise sqlalchemy.exc.ProgrammingError(sql, {}, Exception("does not exist"))
+
+        def execute(self, clause, params=None):
+            self.eng.sent.append(str(clause))
+            row = self.eng.row
+            return type("R", (), {"fetchone": lambda self: row})()
+
+    class Engine:
+        def __init__(self, row, fail):
+            self.row, self.fail, self.sent = row, fail, []
+
+        def begin(self):
+            return Conn(self)
+
+        connect = begin
+
+        def dispose(self):
+            pass
+
+    new = Engine(None, ['FROM "orders" WHERE 1 = 0'])
+    monkeypatch.setattr(sqlalchemy, "create_engine", lambda url: new)
+    res = load_pending(dest, "orders", "redshift+redshift_connector://u@h:5439/db", iam_role="arn:aws:iam::1:role/x")
+    assert res.from_image == 2 and res.applied == [] and "the target is new" in res.summary()
+    sent = "\n".join(new.sent)
+    assert f"FROM 's3://{s3_bucket}/lake/orders/current.manifest.json'" in sent
+    assert 'ALTER TABLE "orders__sparsesync_swap" RENAME TO "orders"' in sent
+
+    lagging = Engine((1, None), ["SELECT schema_version FROM sparsesync_loads WHERE 1 = 0"])  # made before versions
+    monkeypatch.setattr(sqlalchemy, "create_engine", lambda url: lagging)
+    res = load_pending(dest, "orders", "redshift+redshift_connector://u@h:5439/db")
+    assert res.applied == [img.runs[-1]["run_id"]] and res.from_image is None and res.schema_version == 2
+    assert "ALTER TABLE sparsesync_loads ADD COLUMN schema_version BIGINT" in lagging.sent
+    assert 'ALTER TABLE "orders" ADD COLUMN "w" BIGINT' in lagging.sent
+    assert f"FROM 's3://{s3_bucket}/lake/orders/{img.runs[-1]['run_id']}/manifest.json'" in "\n".join(lagging.sent)
