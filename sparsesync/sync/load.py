@@ -27,7 +27,7 @@ from sparsesync.errors import LoadError, UsageError
 from sparsesync.naming import table_folder
 
 from . import loadsql
-from .loadsql import (LOADS_TABLE, WHOLE_KINDS, as_dict, image_steps, load_steps, quote_ident,  # noqa: F401 - contract names
+from .loadsql import (LOADS_TABLE, WHOLE_KINDS, NotFromParts, as_dict, image_steps, load_steps, quote_ident,  # noqa: F401 - contract names
                       run_version, sql_string, staging_name, write_image_load_sql, write_load_sql)
 
 STATE_FILE = "_state.json"
@@ -35,11 +35,11 @@ CURRENT_MANIFEST = "current.manifest.json"
 FROM_IMAGE_HINT = "sparsesync load DEST TABLE --into … --from-image loads the current image"
 
 
-class PartMissing(LoadError):
+class PartMissing(NotFromParts):
     """A part a run (or the image) lists is not at the destination (removed by gc)."""
 
 
-class PartMismatch(LoadError):
+class PartMismatch(NotFromParts):
     """A part's columns are not those of its run's schema version."""
 
 
@@ -263,7 +263,7 @@ def _load_duckdb(sink, state: dict, path: str, label: str, from_image: bool) -> 
             for run in plan.runs:
                 try:
                     steps = apply_run_duckdb(con, sink, state, run, label, tmp)
-                except (PartMissing, PartMismatch) as exc:  # gc raced us, or the parts were rewritten
+                except NotFromParts as exc:  # gc raced us, the parts were rewritten, no way through the history
                     plan.from_image = f"run {run['run_id']} cannot be applied from its parts: {exc.message}" + \
                         (f" ({os.path.basename(exc.file)})" if exc.file else "")
                     result.superseded += [r["run_id"] for r in plan.runs if r["run_id"] not in result.applied]
@@ -445,12 +445,12 @@ def load_image_duckdb(con, sink, state: dict, label: str, tmp: str):
     steps = image_steps(state, target=label)
     try:
         return _rebuild_duckdb(con, sink, state, steps, image_part_paths(state), tmp)
-    except PartMismatch as exc:
-        raise LoadError(f"the image is inconsistent: {exc.args[0] if exc.args else exc}", table=state["table"],
-                        hint="re-sync the table with --full") from exc
     except PartMissing as exc:
-        raise LoadError("a part of the current image is missing", table=state["table"], file=getattr(exc, "file", None),
+        raise LoadError("a part of the current image is missing", table=state["table"], file=exc.file,
                         hint="the image is damaged (a part removed by hand?); re-sync the table with --full") from exc
+    except NotFromParts as exc:
+        raise LoadError(f"the image is inconsistent: {exc.message}", table=state["table"], file=exc.file,
+                        hint="re-sync the table with --full") from exc
 
 
 def _rebuild_duckdb(con, sink, state: dict, steps, rels: list[str], tmp: str):
@@ -533,7 +533,16 @@ def _load_redshift(sink, state: dict, url: str, label: str, iam_role: str | None
                                                 manifest_url=sink.url(f"{folder}/{CURRENT_MANIFEST}")))
             result.from_image, result.reason = int(state["sequence"]), plan.from_image
         for run in plan.runs:
-            steps = load_steps(state, run, target=label, from_version=version)
+            try:
+                steps = load_steps(state, run, target=label, from_version=version)
+            except NotFromParts as exc:  # no way through the schema history: the image holds it all
+                scripts = [write_image_load_sql(state, target=label, iam_role=iam_role,
+                                                manifest_url=sink.url(f"{folder}/{CURRENT_MANIFEST}"))]
+                plan.from_image = f"run {run['run_id']} cannot be applied from its parts: {exc.message}"
+                result.from_image, result.reason = int(state["sequence"]), plan.from_image
+                result.superseded += [r["run_id"] for r in plan.runs]
+                result.evolved, plan.runs = [], []
+                break
             scripts.append(write_load_sql(state, run, target=label, iam_role=iam_role, from_version=version,
                                           manifest_url=sink.url(f"{folder}/{run.get('manifest') or run['run_id'] + '/manifest.json'}")))
             result.evolved += [f"{run['run_id']}: {op.describe()}" for op in steps.evolve]

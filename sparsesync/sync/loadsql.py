@@ -31,7 +31,13 @@ from sparsesync.executor.redshift import sql_string as _literal
 LOADS_TABLE = "sparsesync_loads"
 MIN_SIGNED = -(2**63)
 IAM_ROLE_PLACEHOLDER = "<IAM_ROLE_ARN>"
-WHOLE_KINDS = ("first", "full")  # runs that hold every row of the table: they replace the target
+WHOLE_KINDS = ("first", "full")
+
+
+class NotFromParts(LoadError):
+    """A run cannot be applied from its own parts (schema history without a way there, parts gone or
+    rewritten): ``load`` then loads the current image instead."""
+  # runs that hold every row of the table: they replace the target
 SWAP_SUFFIX = "__sparsesync_swap"
 
 
@@ -89,7 +95,7 @@ def columns_of(state: dict, version: int) -> tuple[dict, ...]:
         return tuple(state["columns"])
     entry = _schema_entry(state, version)
     if entry is None:
-        raise LoadError(f"schema version {version} is not in the image's schema history", table=state.get("table"),
+        raise NotFromParts(f"schema version {version} is not in the image's schema history", table=state.get("table"),
                         hint="load the current image instead: sparsesync load … --from-image")
     return tuple(entry["columns"])
 
@@ -176,7 +182,7 @@ def evolution(state: dict, from_version: int, to_version: int, dialect: str) -> 
             # widen / length: the target keeps its old type until the swap below (decided by comparing types)
     final = columns_of(state, to_version)
     if set(cur) != {c["name"] for c in final}:
-        raise LoadError(
+        raise NotFromParts(
             f"the image's schema history does not lead from version {from_version} to {to_version} "
             f"(columns {sorted(cur)} vs {sorted(c['name'] for c in final)})", table=state.get("table"),
             hint="load the current image instead: sparsesync load … --from-image")
@@ -273,7 +279,7 @@ def load_steps(state, run, *, target: str | None = None, from_version: int | Non
         prev = next((as_dict(r) for r in st.get("runs", []) if int(as_dict(r)["sequence"]) == seq - 1), None)
         from_version = run_version(prev) if prev is not None else version
     if from_version > version and not whole:
-        raise LoadError(f"run {rn['run_id']} has schema version {version}, older than the target's {from_version}",
+        raise NotFromParts(f"run {rn['run_id']} has schema version {version}, older than the target's {from_version}",
                         table=st["table"], hint="load the current image instead: sparsesync load … --from-image")
     return LoadSteps(
         table=st["table"], target=quote_target(label), target_label=label, key=st["key"], run_id=rn["run_id"],
@@ -469,7 +475,16 @@ def write_load_sql(state, run, *, target: str | None = None, iam_role: str | Non
     a run without parts (an empty table, or spans whose rows were all deleted) skips COPY and INSERT but
     still deletes its spans. Returns the text; the caller stores it as ``<run_id>/load.sql``.
     """
-    steps = load_steps(state, run, target=target, from_version=from_version)
+    try:
+        steps = load_steps(state, run, target=target, from_version=from_version)
+    except LoadError as exc:
+        # The run cannot be expressed as steps (e.g. a schema history without a way from the previous
+        # version): the script refuses, and the sync that writes it still commits.
+        rid = as_dict(run).get("run_id", "?")
+        why = " ".join(exc.message.split())
+        return (f"-- sparsesync: run {rid} cannot be applied from its parts: {why}\n"
+                "-- Load the current image instead: sparsesync load DEST TABLE --into … --from-image\n"
+                f"SELECT CAST({sql_string('sparsesync: run ' + rid + ' cannot be applied; load the image (--from-image)')} AS INTEGER);\n")
     role = sql_string(iam_role or IAM_ROLE_PLACEHOLDER)
     manifest = sql_string(manifest_url or f"<MANIFEST_URL of {steps.run_id}/manifest.json>")
     return _render(steps, role, manifest, f"apply run {steps.run_id} (sequence {steps.sequence})")
