@@ -68,12 +68,23 @@ class EvoImage:
             p["path"], p["bytes"] = rel, path.stat().st_size
         return p
 
-    def sync(self, rows: dict, *, full: bool = False, rewrite: bool = False) -> dict:
-        """One run against the source ``rows`` (key → {column: value}); ``rewrite`` re-writes every part."""
+    def sync(self, rows: dict, *, full: bool = False, rewrite: bool = False, cow: list | None = None) -> dict:
+        """One run against the source ``rows`` (key → {column: value}); ``rewrite`` re-exports every part;
+        ``cow`` (the version's changes) first rewrites every part at the destination as a part of this run
+        that is NOT in its delta (the warehouse evolves its own rows by ALTER), as sync.evolve does."""
         self.sequence += 1
         self.clock += timedelta(minutes=10)
         run_id = f"{self.clock:%Y%m%dT%H%M%SZ}-{self.sequence:06d}"
         new, replaced = [], []
+        if cow is not None:
+            renames = {ch["column"]: ch["new_name"] for ch in cow if ch["kind"] == "rename"}
+            names = [c["name"] for c in self.columns]
+            for i, p in enumerate(list(self.parts)):
+                if p["_rows"]:
+                    moved = [{renames.get(k, k): v for k, v in r.items()} for r in p["_rows"]]
+                    q = self._part(run_id, 9000 + i, int(p["lo"]), None if p["hi"] is None else int(p["hi"]),
+                                   [{k: r.get(k) for k in names} for r in moved])
+                    self.parts[i] = q
         if not self.parts or full:
             kind = "full" if self.parts else "first"
             top = max(rows) + 1 if rows else MIN
@@ -115,12 +126,15 @@ class EvoImage:
         self.write()
         return run
 
-    def evolve(self, changes: list[dict], columns, rows: dict, *, rewrite: bool = True) -> dict:
-        """A new schema version (``changes`` as the contract records them) and the run that carries it."""
+    def evolve(self, changes: list[dict], columns, rows: dict, *, rewrite=True) -> dict:
+        """A new schema version (``changes`` as the contract records them) and the run that carries it:
+        ``rewrite=True`` re-exports every part in the run's delta, ``"cow"`` rewrites them outside it."""
         self.version += 1
         self.columns = [dict(c) for c in columns]
         self.schemas.append({"version": self.version, "schema_hash": f"{self.version:x}" * 64 if self.version < 16 else "f" * 64,
                              "columns": self.columns, "changes": changes})
+        if rewrite == "cow":
+            return self.sync(rows, cow=changes)
         return self.sync(rows, rewrite=rewrite)
 
     def body(self) -> dict:
@@ -172,15 +186,16 @@ def rows_v1(keys, tag="a"):
     return {k: {"v": f"{tag}{k}", "n": k * 10, "old": f"o{k}"} for k in keys}
 
 
-def scenario(img: EvoImage, step):
-    """Runs of every schema change kind, ``step(label)`` after each (a load, or nothing)."""
+def scenario(img: EvoImage, step, mode=True):
+    """Runs of every schema change kind, ``step(label)`` after each (a load, or nothing); ``mode`` is how
+    a schema change rewrites the parts (re-exported in the run's delta, or copy-on-write outside it)."""
     rows = rows_v1(range(1, 41))
     img.sync(rows); step("first")
     rows[3]["old"] = "changed"; rows[50] = {"v": "new", "n": 500, "old": "o50"}
     img.sync(rows); step("v1 run with old")
     # v2: ADD w (nullable); every part rewritten with w = NULL, then new rows carry values.
     cols = [ID, V, N, OLD, col("w", "int64", "BIGINT", "bigint")]
-    img.evolve([{"kind": "add", "column": "w", "before": None, "after": cols[-1]}], cols, rows); step("add")
+    img.evolve([{"kind": "add", "column": "w", "before": None, "after": cols[-1]}], cols, rows, rewrite=mode); step("add")
     rows[60] = {"v": "w", "n": 600, "old": "o60", "w": 7}
     rows[5]["w"] = 5
     img.sync(rows); step("v2 rows")
@@ -188,17 +203,17 @@ def scenario(img: EvoImage, step):
     cols = [ID, V, N, cols[-1]]
     for r in rows.values():
         r.pop("old", None)
-    img.evolve([{"kind": "drop", "column": "old", "before": OLD, "after": None}], cols, rows); step("drop")
+    img.evolve([{"kind": "drop", "column": "old", "before": OLD, "after": None}], cols, rows, rewrite=mode); step("drop")
     # v4: RENAME v -> label.
     label = dict(V, name="label")
     cols = [ID, label, N, cols[-1]]
     for r in rows.values():
         r["label"] = r.pop("v")
-    img.evolve([{"kind": "rename", "column": "v", "new_name": "label", "before": V, "after": label}], cols, rows); step("rename")
+    img.evolve([{"kind": "rename", "column": "v", "new_name": "label", "before": V, "after": label}], cols, rows, rewrite=mode); step("rename")
     # v5: widen n INT -> BIGINT, with a value only the wide type holds.
     wide = col("n", "int64", "BIGINT", "bigint")
     cols = [ID, label, wide, cols[-1]]
-    img.evolve([{"kind": "widen", "column": "n", "before": N, "after": wide}], cols, rows)
+    img.evolve([{"kind": "widen", "column": "n", "before": N, "after": wide}], cols, rows, rewrite=mode)
     rows[70] = {"label": "big", "n": 2**40, "w": None}
     img.sync(rows); step("widen")
     # v6: VARCHAR length: the Arrow type is unchanged, no part is rewritten; the next run carries it.
@@ -213,8 +228,8 @@ def scenario(img: EvoImage, step):
 
 
 # ---- findings 3 and 4: each run with its own columns ----------------------------------------------------------
-@pytest.mark.parametrize("when", ["each", "end", "twice"])
-def test_every_schema_change_reaches_the_warehouse_run_by_run(tmp_path, when):
+@pytest.mark.parametrize("when, mode", [("each", True), ("end", True), ("twice", True), ("each", "cow"), ("end", "cow")])
+def test_every_schema_change_reaches_the_warehouse_run_by_run(tmp_path, when, mode):
     """ADD, DROP, RENAME, widen and VARCHAR length across pending runs, applied one at a time, all at once,
     or in two batches: afterwards the warehouse equals the image (rows and columns); every run was applied."""
     img = EvoImage(tmp_path / "dest", [ID, V, N, OLD])
@@ -233,11 +248,14 @@ def test_every_schema_change_reaches_the_warehouse_run_by_run(tmp_path, when):
                 assert con.execute("SELECT old FROM orders WHERE id = 3").fetchall() == [("changed",)]
                 con.close()
 
-    scenario(img, step)
+    scenario(img, step, mode)
     res = load_pending(dest, "orders", f"duckdb:///{wh}")
     types = assert_equal(wh, img)
     assert types["n"] == "BIGINT" and types["w"] == "BIGINT" and "label" in types and "old" not in types
     assert res.from_image is None
+    fresh = tmp_path / "fresh.duckdb"  # and the image itself (every part of the current schema) loads
+    assert load_pending(dest, "orders", f"duckdb:///{fresh}").from_image == img.sequence
+    assert_equal(fresh, img)
     if when == "end":
         # Every pending run applied in order, each with its own columns, the target evolved between them.
         assert res.applied == [r["run_id"] for r in img.runs[1:]]
