@@ -188,9 +188,9 @@ def load_command(
     dest: str = typer.Argument(..., metavar="DEST", help="The --dest of the sync (directory or s3://bucket/prefix)."),
     table: str = typer.Argument(..., metavar="TABLE", help="Table whose pending runs to apply."),
     into: str = typer.Option(..., "--into", help="Warehouse: duckdb:///file.duckdb (relative; four slashes for absolute) or redshift+<driver>://user@host:5439/db."),
-    target: Optional[str] = typer.Option(None, "--target", help="Warehouse table, TABLE or SCHEMA.TABLE [default: the source table's name]."),
-    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN for Redshift's COPY [default: <IAM_ROLE_ARN> placeholder]."),
-    from_image: bool = typer.Option(False, "--from-image", help="Rebuild the target from the current image (current.manifest.json) instead of applying runs [default: only when the target is new or behind the runs still kept]."),
+    target: Optional[str] = typer.Option(None, "--target", help="Warehouse table, TABLE or SCHEMA.TABLE (default: the source table's name)."),
+    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN for Redshift's COPY (default: none; load.sql then says <IAM_ROLE_ARN>)."),
+    from_image: bool = typer.Option(False, "--from-image", help="Rebuild the target from the current image (current.manifest.json) instead of applying runs (default: off; load does it by itself when the target is new, missing or behind the runs gc kept)."),
 ) -> None:
     """Apply the runs the warehouse has not seen yet, in order, each exactly once (a run is one transaction).
 

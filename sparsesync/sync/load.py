@@ -68,7 +68,8 @@ class LoadResult:
         if self.from_image is not None:
             said.append(f"loaded the image (sequence {self.from_image}) from {CURRENT_MANIFEST} because {self.reason}")
         if self.applied:
-            said.append(f"applied {len(self.applied)} run(s) {self.applied[0]} … {self.applied[-1]}")
+            said.append(f"applied run {self.applied[0]}" if len(self.applied) == 1 else
+                        f"applied {len(self.applied)} runs {self.applied[0]} … {self.applied[-1]}")
         if self.superseded:
             said.append(f"{len(self.superseded)} earlier pending run(s) superseded")
         if self.evolved:
@@ -129,9 +130,9 @@ def plan_load(state: dict, applied: int | None, *, exists: bool, target_version:
                         "(was the image re-created?)", table=state["table"],
                         hint="load into a new --target, or remove the target's rows from sparsesync_loads")
 
-    def image(reason: str) -> LoadPlan:
-        skipped = [r["run_id"] for r in runs if applied is None or int(r["sequence"]) > applied]
-        return LoadPlan(runs=[], from_image=reason, superseded=skipped[:-1] if skipped else [])
+    def image(reason: str) -> LoadPlan:  # the image holds every pending run (a new target had none pending)
+        skipped = [] if applied is None else [r["run_id"] for r in runs if int(r["sequence"]) > applied]
+        return LoadPlan(runs=[], from_image=reason, superseded=skipped[:-1])
 
     if from_image:
         return image("--from-image was given")

@@ -48,8 +48,8 @@ def quote_target(target: str) -> str:
 
 def target_parts(target: str) -> list[str]:
     parts = [p for p in target.split(".")]
-    if not 1 <= len(parts) <= 2 or not all(parts):
-        raise UsageError(f"bad target table name {target!r}", hint="use TABLE or SCHEMA.TABLE")
+    if not 1 <= len(parts) <= 2 or not all(parts) or any(ord(ch) < 32 for ch in target):
+        raise UsageError(f"bad target table name {target!r}", hint="use TABLE or SCHEMA.TABLE (no control characters)")
     return parts
 
 
@@ -110,6 +110,7 @@ class Op:
     new_name: str | None = None
     col: dict | None = None
     columns: tuple[dict, ...] = ()
+    retyped: tuple[str, ...] = ()  # swap: the columns whose type changes
 
     def describe(self) -> str:
         if self.kind == "add":
@@ -118,7 +119,7 @@ class Op:
             return f"drop {self.column}"
         if self.kind == "rename":
             return f"rename {self.column} to {self.new_name}"
-        return "new column types (table rebuilt and swapped in)"
+        return f"new type of {', '.join(self.retyped)} (table rebuilt and swapped in)"
 
 
 def _type_key(col: dict, dialect: str) -> str:
@@ -186,8 +187,9 @@ def evolution(state: dict, from_version: int, to_version: int, dialect: str) -> 
             f"the image's schema history does not lead from version {from_version} to {to_version} "
             f"(columns {sorted(cur)} vs {sorted(c['name'] for c in final)})", table=state.get("table"),
             hint="load the current image instead: sparsesync load … --from-image")
-    if any(_type_key(cur[c["name"]], dialect) != _type_key(c, dialect) for c in final):
-        ops.append(Op("swap", columns=tuple(final)))
+    retyped = tuple(c["name"] for c in final if _type_key(cur[c["name"]], dialect) != _type_key(c, dialect))
+    if retyped:
+        ops.append(Op("swap", columns=tuple(final), retyped=retyped))
     return tuple(ops)
 
 

@@ -260,7 +260,7 @@ def test_every_schema_change_reaches_the_warehouse_run_by_run(tmp_path, when, mo
         # Every pending run applied in order, each with its own columns, the target evolved between them.
         assert res.applied == [r["run_id"] for r in img.runs[1:]]
         assert [e.split(": ", 1)[1] for e in res.evolved] == [
-            "add w", "drop old", "rename v to label", "new column types (table rebuilt and swapped in)"]
+            "add w", "drop old", "rename v to label", "new type of n (table rebuilt and swapped in)"]
     con = duckdb.connect(str(wh))
     recorded = con.execute("SELECT sequence, schema_version FROM sparsesync_loads ORDER BY sequence DESC LIMIT 1").fetchall()
     con.close()
@@ -372,8 +372,10 @@ def test_load_from_image_on_request_through_the_cli(tmp_path):
     assert out.exit_code == 0, out.output
     assert "loaded the image (sequence 2)" in out.output and "--from-image was given" in out.output
     assert_equal(wh, img)
-    help_text = CliRunner().invoke(app, ["load", "--help"]).output
+    help_text = CliRunner().invoke(app, ["load", "--help"], terminal_width=250).output
     assert "--from-image" in help_text and "Example" in help_text
+    # Defaults are visible (a "[default: …]" in help text is swallowed as markup).
+    assert "(default: the source table's name)" in help_text and "(default: off;" in help_text
 
 
 def test_a_full_run_gets_past_an_earlier_run_that_failed_to_apply(tmp_path):
