@@ -261,9 +261,11 @@ def _load_duckdb(sink, state: dict, path: str, label: str, from_image: bool) -> 
         with tempfile.TemporaryDirectory(prefix="sparsesync-load-") as tmp:
             if plan.from_image is None and plan.runs and plan.runs[0].get("kind") not in WHOLE_KINDS:
                 check_target_columns_duckdb(con, state, label, version)
+            status = (result.already, version)
             for run in plan.runs:
                 try:
-                    steps = apply_run_duckdb(con, sink, state, run, label, tmp)
+                    steps = apply_run_duckdb(con, sink, state, run, label, tmp, status=status)
+                    status = (steps.sequence, steps.schema_version)
                 except NotFromParts as exc:  # gc raced us, the parts were rewritten, no way through the history
                     plan.from_image = f"run {run['run_id']} cannot be applied from its parts: {exc.message}" + \
                         (f" ({os.path.basename(exc.file)})" if exc.file else "")
@@ -392,15 +394,18 @@ def _execute(con, statements: list[str]) -> None:
         con.execute(stmt).fetchall()  # DuckDB keeps a result open until it is fetched
 
 
-def apply_run_duckdb(con, sink, state: dict, run: dict, label: str, tmp: str):
+def apply_run_duckdb(con, sink, state: dict, run: dict, label: str, tmp: str, *, status=None):
     """The Redshift ``load.sql`` steps for one run, in one DuckDB transaction; returns its :class:`LoadSteps`.
 
     The target is evolved from the schema version it records to the run's; a run older than the target's
-    latest is refused; re-applying the latest run changes nothing (no schema step runs twice)."""
+    latest is refused; re-applying the latest run changes nothing (no schema step runs twice). ``status``:
+    the target's ``(sequence, schema version)`` when the caller has just read it."""
     import duckdb
 
-    prepare_loads_duckdb(con)
-    applied, version = _status_duckdb(con, label, state)
+    if status is None:
+        prepare_loads_duckdb(con)
+        status = _status_duckdb(con, label, state)
+    applied, version = status
     if run.get("kind") not in WHOLE_KINDS and not _exists_duckdb(con, label):
         raise LoadError(f"the target {label} does not exist", table=state["table"], hint=FROM_IMAGE_HINT)
     rver = run_version(run)
