@@ -247,17 +247,24 @@ def load_command(
     dest: str = typer.Argument(..., metavar="DEST", help="The --dest of the sync (directory or s3://bucket/prefix)."),
     table: str = typer.Argument(..., metavar="TABLE", help="Table whose pending runs to apply."),
     into: str = typer.Option(..., "--into", help="Warehouse: duckdb:///file.duckdb (relative; four slashes for absolute) or redshift+<driver>://user@host:5439/db."),
-    target: Optional[str] = typer.Option(None, "--target", help="Warehouse table, TABLE or SCHEMA.TABLE [default: the source table's name]."),
-    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN for Redshift's COPY."),
+    target: Optional[str] = typer.Option(None, "--target", help="Warehouse table, TABLE or SCHEMA.TABLE (default: the source table's name)."),
+    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN for Redshift's COPY (default: none; load.sql then says <IAM_ROLE_ARN>)."),
+    from_image: bool = typer.Option(False, "--from-image", help="Rebuild the target from the current image (current.manifest.json) instead of applying runs (default: off; load does it by itself when the target is new, missing or behind the runs gc kept)."),
 ) -> None:
     """Apply the runs the warehouse has not seen yet, in order, each exactly once (a run is one transaction).
 
+    Each run is applied with its own columns; the target is evolved (ALTER … ADD/DROP/RENAME COLUMN, a
+    rebuilt table for a type change) before a run of a newer schema. A new target, or one behind the runs
+    gc left, is loaded from the current image; a full run replaces every earlier pending run.
+
     Example: sparsesync load ./lake orders --into duckdb:///warehouse.duckdb
+
+    Example: sparsesync load ./lake orders --into duckdb:///warehouse.duckdb --from-image
     """
     from sparsesync.sync.load import load_pending
 
     try:
-        result = load_pending(dest, table, into, target=target, iam_role=iam_role)
+        result = load_pending(dest, table, into, target=target, iam_role=iam_role, from_image=from_image)
     except SparsesyncError as exc:
         raise fail(exc)
     typer.echo(result.summary())

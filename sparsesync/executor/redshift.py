@@ -28,10 +28,19 @@ _TYPE_RE = re.compile(r"^[A-Z][A-Z ]*[A-Z](\((\d+|MAX)(, ?\d+)?\))?$")
 _ROLE_RE = re.compile(r"^arn:aws[a-z-]*:iam::\d+:role/[A-Za-z0-9+=,.@_/-]+$")
 
 
-def sql_string(text: str) -> str:
-    """A Redshift string literal: quotes doubled, and backslashes too (Redshift reads ``\\'`` as an
-    escaped quote, so a lone backslash before a doubled quote would end the literal early)."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+SQL_DIALECTS = ("redshift", "duckdb")
+
+
+def sql_string(text: str, dialect: str = "redshift") -> str:
+    """A string literal for every SQL file and statement sparsesync generates (``copy.sql``, ``load.sql``,
+    the DuckDB load): quotes doubled; for Redshift backslashes doubled too (Redshift reads ``\\'`` as an
+    escaped quote, so a lone backslash before a doubled quote would end the literal early). DuckDB takes
+    a backslash literally, so there it stays single (doubling it would change the value)."""
+    if dialect not in SQL_DIALECTS:
+        raise ValueError(f"unknown SQL dialect {dialect!r}")
+    if dialect == "redshift":
+        text = text.replace("\\", "\\\\")
+    return "'" + text.replace("'", "''") + "'"
 
 
 def checked_type(column: str, redshift_type: str) -> str:

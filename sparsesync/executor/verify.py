@@ -189,7 +189,7 @@ def _output_checksums(plan, sink, entries, rel_of, spans, columns) -> tuple[list
             if not urls:
                 continue
             paths = urls if tmp is None else [_fetch(plan, sink, rel_of, urls[0], tmp / "part.parquet")]
-            listing = "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+            listing = "[" + ", ".join(redshift.sql_string(str(p), "duckdb") for p in paths) + "]"
             try:
                 got, n = parquet_span_checksums(con, f"read_parquet({listing})", plan, spans, columns=columns)
             except duckdb.Error as exc:

@@ -41,7 +41,7 @@ def test_load_into_duckdb_and_up_to_date_the_second_time(tmp_path):
     wh = tmp_path / "wh.duckdb"
     res = invoke("load", str(tmp_path / "lake"), "orders", "--into", f"duckdb:///{wh}", "--target", "main.orders_copy")
     assert res.exit_code == 0, res.output
-    assert "applied 2 run(s)" in res.stdout
+    assert "loaded the image (sequence 2)" in res.stdout  # a new target: from the image
     rows = duckdb.connect(str(wh)).execute('SELECT id, v FROM main.orders_copy ORDER BY id').fetchall()
     assert rows == [(1, "a"), (5, "B"), (9, "c")]
     res = invoke("load", str(tmp_path / "lake"), "orders", "--into", f"duckdb:///{wh}", "--target", "main.orders_copy")

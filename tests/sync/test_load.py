@@ -44,28 +44,30 @@ def test_span_keys_must_be_integers():
 
 # ---- Redshift golden -------------------------------------------------------------------------------------------
 GOLDEN_APPEND = '''-- sparsesync: apply run 20260101T002000Z-000002 (sequence 2) of orders to "analytics"."orders"
+-- schema version 1
 -- Safe to run twice; refused (cast error, transaction rolled back) after a newer run of this target.
+-- A sparsesync_loads made before schema versions needs once: ALTER TABLE sparsesync_loads ADD COLUMN schema_version BIGINT;
 BEGIN;
-CREATE TABLE IF NOT EXISTS sparsesync_loads (target VARCHAR(512) NOT NULL, run_id VARCHAR(64) NOT NULL, sequence BIGINT NOT NULL, applied_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS sparsesync_loads (target VARCHAR(512) NOT NULL, run_id VARCHAR(64) NOT NULL, sequence BIGINT NOT NULL, applied_at TIMESTAMP, schema_version BIGINT);
 LOCK sparsesync_loads;
-CREATE TABLE IF NOT EXISTS "analytics"."orders" (
+SELECT CASE WHEN (SELECT MAX(sequence) FROM sparsesync_loads WHERE target = 'analytics.orders') > 2
+  THEN CAST('sparsesync: refusing run 20260101T002000Z-000002 (sequence 2): a newer run of analytics.orders is already applied' AS INTEGER) END;
+SELECT CASE WHEN COALESCE((SELECT MAX(sequence) FROM sparsesync_loads WHERE target = 'analytics.orders'), -1) < 1
+  THEN CAST('sparsesync: refusing run 20260101T002000Z-000002 (sequence 2): analytics.orders has not applied sequence 1; load it with sparsesync load (it loads the image when runs are gone)' AS INTEGER) END;
+CREATE TEMP TABLE "sparsesync_stage_2" (
   "id" BIGINT,
   "v" VARCHAR(256)
-)
-SORTKEY ("id");
-SELECT CASE WHEN (SELECT MAX(sequence) FROM sparsesync_loads WHERE target = 'analytics.orders') > 2
-  THEN CAST('sparsesync: refusing run 20260101T002000Z-000002 (sequence 2): a newer run of ' || 'analytics.orders' || ' is already applied' AS INTEGER) END;
-CREATE TEMP TABLE "sparsesync_stage_2" (LIKE "analytics"."orders");
+);
 COPY "sparsesync_stage_2"
 FROM 's3://lake/x/orders/20260101T002000Z-000002/manifest.json'
 IAM_ROLE 'arn:aws:iam::1:role/load'
 FORMAT AS PARQUET
 MANIFEST;
 DELETE FROM "analytics"."orders" WHERE "id" >= 4;
-INSERT INTO "analytics"."orders" SELECT * FROM "sparsesync_stage_2";
+INSERT INTO "analytics"."orders" ("id", "v") SELECT "id", "v" FROM "sparsesync_stage_2";
 DROP TABLE "sparsesync_stage_2";
 DELETE FROM sparsesync_loads WHERE target = 'analytics.orders' AND sequence = 2;
-INSERT INTO sparsesync_loads (target, run_id, sequence, applied_at) VALUES ('analytics.orders', '20260101T002000Z-000002', 2, GETDATE());
+INSERT INTO sparsesync_loads (target, run_id, sequence, applied_at, schema_version) VALUES ('analytics.orders', '20260101T002000Z-000002', 2, GETDATE(), 1);
 COMMIT;
 '''
 
@@ -84,7 +86,8 @@ def test_redshift_load_sql_of_an_empty_first_run_skips_copy_but_deletes(tmp_path
     run = img.sync({}, [])
     sql = write_load_sql(img.state(), run)
     assert "COPY" not in sql and "INSERT INTO \"orders\"" not in sql
-    assert 'DELETE FROM "orders" WHERE ("id" IS NOT NULL) OR ("id" IS NULL);' in sql
+    # A first run replaces the target: a new (here empty) table swapped in.
+    assert 'DROP TABLE IF EXISTS "orders";\nALTER TABLE "orders__sparsesync_swap" RENAME TO "orders";' in sql
     assert sql.rstrip().endswith("COMMIT;")
 
 
@@ -111,7 +114,9 @@ def test_load_applies_pending_runs_in_order_and_refuses_an_older_one(tmp_path):
     img.sync(rows, nulls)
     wh = tmp_path / "wh.duckdb"
     res = load_pending(str(tmp_path / "dest"), "orders", f"duckdb:///{wh}")
-    assert res.applied == [img.runs[0]["run_id"]] and warehouse_rows(wh) == source_rows(rows, nulls)
+    # A new target is loaded from the image (current.manifest.json), recorded as the image's sequence.
+    assert res.applied == [] and res.from_image == 1 and warehouse_rows(wh) == source_rows(rows, nulls)
+    assert "loaded the image (sequence 1)" in res.summary() and "the target is new" in res.summary()
     rows.update({3: "d", 11: "e"})
     del rows[1]
     nulls.append("n2")
