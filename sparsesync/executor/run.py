@@ -327,6 +327,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         )
     if sink.exists(manifest_rel) and not overwrite:
         report.status = "already-complete"
+        if scope:
+            scope.already_finalized(report)  # its line must not suggest --overwrite, which --shard refuses
         report.manifest = sink.url(manifest_rel)
         report.duration_s = time.monotonic() - t0
         return report
