@@ -36,6 +36,9 @@ def test_demo_cli(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--out", str(out), "--rows", "2000"])
     assert r.exit_code == 0, r.output
     assert "fixed stride" in r.output and "matches the source" in r.output
+    # The execute step's line tells what happened to the output: verified by the step after it (issue 17, 7).
+    assert "verified: skipped" not in r.output and "verified: yes, by the verify step below" in r.output
+    assert "--no-verify" not in r.output and "output not compared with the source" not in r.output
     # Running again over a previous demo output is allowed.
     r = CliRunner().invoke(app, ["demo", "--out", str(out), "--rows", "2000"])
     assert r.exit_code == 0, r.output
