@@ -3,7 +3,7 @@
 export AIRFLOW_HOME=/tmp/airflow-home
 export AIRFLOW__CORE__DAGS_FOLDER=/work/wt/recipes/examples/airflow
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
-export AIRFLOW_CONN_MYSQL_ETL="mysql://af_etl:${AF_ETL_PASSWORD:?the af_etl account's password}@127.0.0.1:3306/af_recipes"
+export AIRFLOW_CONN_MYSQL_ETL="mysql://af_etl:${AF_ETL_PASSWORD:?set the password of af_etl}@127.0.0.1:3306/af_recipes"
 export SPARSESYNC_DAG_PLAN=/tmp/af/plans/orders.json
 export SPARSESYNC_DAG_DEST=/tmp/af/dest
 export SPARSESYNC_DAG_SHARDS=2
