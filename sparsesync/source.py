@@ -45,17 +45,60 @@ class SourceIdentity:
         return self.describe()
 
 
-def resolve_url(url: str | None) -> str:
-    """Return the URL given, else ``$SPARSESYNC_SOURCE_URL``; refuse when neither is set."""
-    if url:
-        return url
+def resolve_url(url: str | None, *, required: bool = True) -> str | None:
+    """The source URL of a command (``plan``, ``run``, ``execute --source``, ``sync``): one rule for all.
+
+    The URL given, else ``$SPARSESYNC_SOURCE_URL``; with neither, refused (or ``None`` when not
+    ``required``: ``execute`` then rebuilds the URL from the plan). A given URL that names no password
+    gets ``$SPARSESYNC_SOURCE_PASSWORD`` when it is parsed (:func:`with_password`), or, when that is not
+    set, the password of ``$SPARSESYNC_SOURCE_URL`` if that names the same account (user, host, port):
+    ``export SPARSESYNC_SOURCE_URL=mysql+pymysql://etl:secret@db/shop`` then
+    ``sparsesync run mysql+pymysql://etl@db/shop orders`` connects as ``plan`` does. Another account's
+    password is never sent to a server.
+    """
     env = os.environ.get(SOURCE_URL_ENV)
+    if url:
+        return url if not env or os.environ.get(PASSWORD_ENV) else _password_from(url, env)
     if env:
         return env
+    if not required:
+        return None
     raise UsageError(
         "no source URL given",
         hint=f"pass SOURCE_URL (e.g. mysql+pymysql://user@host:3306/db) or set {SOURCE_URL_ENV}",
     )
+
+
+def _parse_plain(url: str):
+    """``url`` parsed without any password from the environment (the direct parser first: no SQLAlchemy import)."""
+    from .direct import parse_direct
+
+    parsed = parse_direct(url)
+    if parsed is None:
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+    return _password_with_at(parsed)
+
+
+def _password_from(url: str, env_url: str) -> str:
+    """``url`` with the password of ``env_url`` when ``url`` names none and both name the same account."""
+    try:
+        given, env = _parse_plain(url), _parse_plain(env_url)
+    except Exception:  # noqa: BLE001 - a bad URL is refused, in one line, where it is parsed for use
+        return url
+    if given.password is not None or env.password is None:
+        return url
+
+    def account(u):
+        backend = u.get_backend_name()
+        family = "mysql" if backend in ("mysql", "mariadb") else backend
+        port = u.port or (3306 if family == "mysql" else None)
+        return family, (u.host or "").lower(), port, u.username
+
+    if given.get_backend_name() == "sqlite" or account(given) != account(env):
+        return url
+    return given.set(password=env.password).render_as_string(hide_password=False)
 
 
 def parse_url(url: str) -> URL:

@@ -36,8 +36,32 @@ def test_demo_cli(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--out", str(out), "--rows", "2000"])
     assert r.exit_code == 0, r.output
     assert "fixed stride" in r.output and "matches the source" in r.output
+    # The execute step's line tells what happened to the output: verified by the step after it (issue 17, 7).
+    assert "verified: skipped" not in r.output and "verified: yes, by the verify step below" in r.output
+    assert "--no-verify" not in r.output and "output not compared with the source" not in r.output
     # Running again over a previous demo output is allowed.
     r = CliRunner().invoke(app, ["demo", "--out", str(out), "--rows", "2000"])
     assert r.exit_code == 0, r.output
     bad = CliRunner().invoke(app, ["demo", "--out", str(out), "--rows", "5"])
     assert bad.exit_code != 0 and "at least 1000" in bad.output
+
+
+def test_make_demo_installs_without_the_test_extras(tmp_path):
+    """`make demo` from a fresh clone installs the package alone (issue 17, 7); `make test` keeps the extras."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("make") is None:
+        pytest.fail("make is not installed")
+    root = Path(__file__).resolve().parents[1]
+
+    def dry(target: str) -> str:
+        res = subprocess.run(["make", "-n", "-C", str(root), target, f"VENV={tmp_path / 'venv'}"],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, res.stderr
+        return res.stdout
+
+    demo, test = dry("demo"), dry("test")
+    assert "pip install --quiet -e ." in demo and "[test]" not in demo and "sparsesync demo" in demo
+    assert "pip install --quiet -e '.[test]'" in test and "pytest" in test

@@ -216,8 +216,8 @@ def verify_command(
 
 @app.command("run")
 def run_command(
-    source_url: str = typer.Argument(..., metavar="SOURCE_URL", help="SQLAlchemy URL of the source (never written anywhere)."),
-    table: str = typer.Argument(..., metavar="TABLE", help="Table to export."),
+    source_url: str = typer.Argument(..., metavar="SOURCE_URL", help="SQLAlchemy URL of the source, as for `sparsesync plan`; with only TABLE given, SPARSESYNC_SOURCE_URL is used. Never written anywhere."),
+    table: Optional[str] = typer.Argument(None, metavar="TABLE", help="Table to export."),
     dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix."),
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
     rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000]."),
@@ -244,17 +244,23 @@ def run_command(
     """Plan and execute in one go (the plan is saved under plans/ for review and resume).
 
     Example: sparsesync run mysql+pymysql://etl@db:3306/shop orders --dest ./out --rows-per-query 200000
+
+    Example (URL in SPARSESYNC_SOURCE_URL): sparsesync run orders --dest ./out
     """
     from sparsesync import interrupt
     from sparsesync.planner.api import make_plan
     from sparsesync.planner.typemap import TypeOptions
     from sparsesync.config import merge
+    from sparsesync.source import resolve_url
 
     from . import current_config
 
+    if table is None:  # `sparsesync run TABLE` with the URL in the environment, as `plan TABLE`
+        source_url, table = None, source_url
     try:
         # SIGINT/SIGTERM while planning stop at once (nothing is exported yet), one line, exit 130/143.
         with interrupt.handling(resume="nothing was exported yet: re-run the same command"):
+            source_url = resolve_url(source_url)  # the same rule as `plan` (password from the environment)
             po = merge(
                 current_config(), "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
                 cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,

@@ -104,6 +104,10 @@ class RunReport:
             return [
                 f"dry run of plan {self.plan_id} ({self.table}): drift check passed, {len(self.queries_sql)} queries, nothing read or written"
             ]
+        if self.status == "already-complete" and self.shard.get("shard"):
+            from .shard import already_finalized_line
+
+            return [already_finalized_line(self.plan_id, self.dest, self.shard["shard"])]
         if self.status == "already-complete":
             return [f"plan {self.plan_id} already completed into {self.dest} (manifest exists); pass --overwrite to redo it"]
         lines = [

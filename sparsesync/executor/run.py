@@ -28,13 +28,13 @@ from sparsesync.errors import DestinationError, UsageError, VerifyError
 from sparsesync.logs import get_logger, log_range_done
 from sparsesync.naming import table_folder
 from sparsesync.source import (
-    SOURCE_URL_ENV,
     SourceIdentity,
     create_engine,
     direct_url_for_identity,
     identity_of,
     parse_direct_url,
     quoted_table,
+    resolve_url,
     url_for_identity,
 )
 
@@ -120,7 +120,7 @@ def connect_source(plan: Plan, source_url: str | None = None) -> "Engine":
     """
     from sparsesync.direct import DirectSource
 
-    url = source_url or os.environ.get(SOURCE_URL_ENV)
+    url = resolve_url(source_url, required=False)  # the CLI's one rule (sparsesync.source.resolve_url)
     if url:
         parts = parse_direct_url(url)
         check_source_matches(plan, identity_of(parts if parts is not None else url))
@@ -349,6 +349,8 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         )
     if sink.exists(manifest_rel) and not overwrite:
         report.status = "already-complete"
+        if scope:
+            scope.already_finalized(report)  # its line must not suggest --overwrite, which --shard refuses
         report.manifest = sink.url(manifest_rel)
         report.duration_s = time.monotonic() - t0
         return report

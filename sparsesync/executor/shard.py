@@ -267,6 +267,10 @@ class ShardScope:
                 sink.delete(rel)  # a part of one of our unfinished groups (a killed run's)
         return sorted(skipped)
 
+    def already_finalized(self, report) -> None:
+        """Mark ``report`` (status already-complete) as this shard's: its line must not say --overwrite."""
+        report.shard = {"shard": str(self.shard), "groups": self.groups, "done_now": []}
+
     def todo(self, book: Ledger):
         return [self.plan.files[i] for i in self.groups if book.groups[i].state not in (DONE, "elsewhere")]
 
@@ -287,6 +291,13 @@ class ShardScope:
         if lock is not None:
             lock.check()
         sink.put_bytes(name, report.to_json())
+
+
+def already_finalized_line(plan_id: str, dest: str, shard: str) -> str:
+    """What a shard of a finalized run says (``--overwrite`` does not combine with ``--shard``)."""
+    return (f"plan {plan_id} already completed into {dest} (finalized, manifest exists): shard {shard} has nothing "
+            "to do (--overwrite does not combine with --shard); to export again, run the whole plan with `execute "
+            "--overwrite` and no --shard, or delete that folder and run every shard and finalize again")
 
 
 # ---- finalize -------------------------------------------------------------------------------------------------
