@@ -51,10 +51,37 @@ def parse_detect(text: str) -> Detect:
 # ---- checksum ---------------------------------------------------------------------------------------------
 NULLS = "nulls"  # the span of the rows whose key is NULL, beside the (lo, hi) key spans
 
+# The checksum's format in ``_state.json``: ``"<rows>:sum:<16 hex>"``, the rows' hashes summed modulo 2^64.
+# Images made before it recorded ``"<rows>:<16 hex>"``, a xor (two identical rows cancelled): such a text
+# never equals a new one, so each of their spans is re-exported once and then carries the new format.
+CHECKSUM_FORMAT = "sum:"
+
+
+def checksum_text(rows: int, checksum: str) -> str:
+    """A span's checksum as ``_state.json`` keeps it (see :data:`CHECKSUM_FORMAT`)."""
+    return f"{int(rows)}:{CHECKSUM_FORMAT}{checksum}"
+
+
+def merge_checksum_texts(a: str | None, b: str | None) -> str | None:
+    """The checksum text of the union of two disjoint row sets (e.g. two adjacent parts merged into one
+    span), from their :func:`checksum_text`: rows added, sums added modulo 2^64. ``None`` when either is
+    missing or in an older format (the merged span is then re-exported once by the next checksum run)."""
+    from sparsesync.executor.checksum import SpanChecksum, Span
+
+    parsed = []
+    for t in (a, b):
+        rows, sep, rest = (t or "").partition(":")
+        if not sep or not rest.startswith(CHECKSUM_FORMAT) or not rows.isdigit():
+            return None
+        parsed.append(SpanChecksum(Span(), int(rows), rest[len(CHECKSUM_FORMAT):]))
+    m = parsed[0].merge(parsed[1])
+    return checksum_text(m.rows, m.checksum)
+
 
 def span_checksums(engine: Engine, info, spans: list) -> list[str]:
-    """``"<rows>:<checksum>"`` per span ((lo, hi) or :data:`NULLS`), from :mod:`sparsesync.executor.checksum`:
-    the server's ``COUNT(*)`` and order-independent MD5 row checksum over every column, keys bound."""
+    """:func:`checksum_text` per span ((lo, hi) or :data:`NULLS`), from :mod:`sparsesync.executor.checksum`:
+    the server's ``COUNT(*)`` and order-independent MD5 row checksum over every column (a sum modulo 2^64,
+    so duplicate rows count), keys bound."""
     from sparsesync.executor.checksum import Span
     from sparsesync.executor.checksum import span_checksums as shared
 
@@ -64,7 +91,7 @@ def span_checksums(engine: Engine, info, spans: list) -> list[str]:
     if not spans:
         return []
     found = shared(engine, info, [Span.null_keys() if s == NULLS else Span(s[0], s[1]) for s in spans])
-    return [f"{c.rows}:{c.checksum}" for c in found]
+    return [checksum_text(c.rows, c.checksum) for c in found]
 
 
 def checksum_statements(info, spans: list) -> int:
