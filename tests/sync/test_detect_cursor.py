@@ -53,18 +53,18 @@ def ahead_notes(r) -> list[str]:
 @pytest.mark.parametrize("col_type", ["DATETIME(6)", "TIMESTAMP(6)"])
 def test_a_future_timestamp_does_not_freeze_the_watermark(mysql_url, mysql_engine, mysql_table, tmp_path, col_type):
     t = table_with_a_future_row(mysql_table, mysql_engine, col_type)
-    r = sync(mysql_url, t, tmp_path)
-    assert r.kind == "first"
-    assert ahead_notes(r) and ahead_notes(r)[0].startswith(f"1 row(s) of {t} have updated_at ahead")
+    first = sync(mysql_url, t, tmp_path)
+    assert first.kind == "first"
     wm = det.cursor_value(state_of(tmp_path, t)["cursor"]["watermark"])
-    assert wm < datetime(2030, 1, 1)  # capped at the server's clock
 
     # An update of another row (stamped now by ON UPDATE) and an insert below the max key.
     execute(mysql_engine, f"UPDATE `{t}` SET v = 'updated' WHERE id = 300",
             f"INSERT INTO `{t}` (id, v) VALUES (701, 'below the max')")
     r = sync(mysql_url, t, tmp_path)
-    assert r.kind == "changed"
     assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
+    assert r.kind == "changed"
+    assert wm < datetime(2030, 1, 1)  # capped at the server's clock
+    assert ahead_notes(first) and ahead_notes(first)[0].startswith(f"1 row(s) of {t} have updated_at ahead")
     assert len(ahead_notes(r)) == 1  # reported every run while it is ahead
 
     # A delete inside the lookback (id 300 was stamped a moment ago), and the future row updated in place
@@ -96,9 +96,9 @@ def test_an_image_frozen_by_a_future_watermark_is_reread_once(mysql_url, mysql_e
     save_state(sink, t, replace(state, cursor=frozen))
     execute(mysql_engine, f"UPDATE `{t}` SET v = 'missed before' WHERE id = 40")
     r = sync(mysql_url, t, tmp_path)
+    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
     assert any("is ahead of the server clock" in n and "re-read once" in n for n in r.notes)
     assert r.kind == "changed" and r.spans_reexported == len(state.parts)
-    assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
     assert det.cursor_value(state_of(tmp_path, t)["cursor"]["watermark"]) < datetime(2030, 1, 1)
 
     execute(mysql_engine, f"UPDATE `{t}` SET v = 'seen' WHERE id = 42")
