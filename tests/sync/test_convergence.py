@@ -52,7 +52,7 @@ DUP_STEPS = st.lists(st.lists(DUP_OP, min_size=1, max_size=6), min_size=2, max_s
 # cursor: rows moved to (or inserted at) a far-future COL among the usual inserts and updates.
 FUTURE_OP = st.one_of(OP, st.tuples(st.just("future"), st.integers(0, 10_000)),
                       st.tuples(st.just("insert_future"), KEYS))
-FUTURE_STEPS = st.lists(st.lists(FUTURE_OP, min_size=1, max_size=8), min_size=2, max_size=4)
+FUTURE_STEPS = st.lists(st.lists(FUTURE_OP, min_size=1, max_size=8), min_size=2, max_size=3)
 DUP_DDL = "CREATE TABLE {name} (k BIGINT NOT NULL, v VARCHAR(40), n INT NULL, KEY (k))"
 
 
@@ -157,14 +157,14 @@ def test_cursor_sync_converges_without_deletes(mysql_url, mysql_engine, tmp_path
     run_sequence(mysql_url, mysql_engine, tmp_path, steps, "cursor:updated_at", deletes=False)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=DUP_STEPS)
 def test_checksum_sync_converges_with_duplicate_rows_under_a_non_unique_key(mysql_url, mysql_engine, tmp_path, steps):
     # Every row twice, no primary key, --key k: equal rows must not cancel in the span checksum.
     run_sequence(mysql_url, mysql_engine, tmp_path, steps, "checksum", dup=True)
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=FUTURE_STEPS)
 def test_cursor_sync_converges_with_future_timestamps(mysql_url, mysql_engine, tmp_path, steps):
     # Rows stamped in 2030/2031 among inserts and updates: the watermark is capped at the server's clock.
