@@ -3,8 +3,8 @@ as an exact twin, by DuckDB over the Parquet parts.
 
 The check is independent of the export: the source side never goes through the export's reader, it
 asks the server (as pt-table-checksum does) for, per key span (many spans in one grouped statement),
-``COUNT(*)`` and ``BIT_XOR(h)`` where ``h`` is the first 64 bits of the MD5 of a canonical text of the
-row. The Parquet side computes the same ``h`` from the Arrow values with DuckDB.
+``COUNT(*)`` and ``SUM(h)`` modulo 2^64, where ``h`` is the first 64 bits of the MD5 of a canonical text of
+the row. The Parquet side computes the same ``h`` from the Arrow values with DuckDB.
 
 The canonical text is one field per column joined with ``|``; a NULL is ``N`` (no other field text can
 be ``N``). Per Arrow type of the plan:
@@ -22,11 +22,13 @@ be ``N``). Per Arrow type of the plan:
   (MariaDB's ``CAST(float AS CHAR)`` has 6 significant digits, fewer than the value the export holds); DuckDB
   casts the Parquet float to DOUBLE and renders it the same way.
 
-The checksum string is the xor as 16 hex digits; checksums of disjoint pieces of one span combine with
-:meth:`SpanChecksum.merge`. Only the xor, no second aggregate: building the row text is most of the cost
-(``benchmarks/results/checksum.md``), and a second aggregate over ``h`` makes the server build it twice.
-The xor cancels a row that appears twice; that changes the count, unless another row of the range went
-missing too, whose hash then stays missing from the xor.
+The checksum string is the sum modulo 2^64 as 16 hex digits; checksums of disjoint pieces of one span
+combine with :meth:`SpanChecksum.merge` (their sum). A sum, not a xor: under a non-unique key two identical
+rows are two equal hashes, which a xor cancels (an update of both copies, or one duplicated pair deleted and
+another inserted, left the xor and the count unchanged); in a sum each copy counts. Only the sum, no second
+aggregate: building the row text is most of the cost (``benchmarks/results/checksum.md``), and a second
+aggregate over ``h`` makes the server build it twice. The server's ``SUM`` of 64-bit unsigned values is an
+exact DECIMAL (DuckDB's a HUGEINT); the modulo is taken here.
 """
 
 from __future__ import annotations
@@ -93,12 +95,13 @@ class SpanChecksum:
         """The checksum of the union of two disjoint row sets of the same span."""
         if self.checksum is None or other.checksum is None:
             return SpanChecksum(self.span, self.rows + other.rows, None)
-        x = int(self.checksum, 16) ^ int(other.checksum, 16)
+        x = int(self.checksum, 16) + int(other.checksum, 16)
         return SpanChecksum(self.span, self.rows + other.rows, _fmt(x))
 
 
-def _fmt(xor: int) -> str:
-    return f"{int(xor) & _MASK:016x}"
+def _fmt(total: int) -> str:
+    """The checksum text: a sum of row hashes modulo 2^64 as 16 hex digits."""
+    return f"{int(total) & _MASK:016x}"
 
 
 def spans_of_plan(plan, *, unplanned: bool = False) -> list[Span]:
@@ -205,11 +208,11 @@ def _source_checksums(conn, table, schema, key, signed, specs, spans, counts_onl
     elif is_mysql(dialect):
         row = "CONCAT_WS('|', " + ", ".join(_mysql_field(c, quote(c.name)) for c in specs) + ")"
         h = f"CAST(CONV(SUBSTRING(MD5({row}), 1, 16), 16, 10) AS UNSIGNED)"
-        agg = f"COUNT(*), BIT_XOR({h})"
+        agg = f"COUNT(*), SUM({h})"  # an exact DECIMAL: the modulo 2^64 is taken in _fmt
     elif dialect.name == "sqlite":
         _register_sqlite(conn, specs)
         args = ", ".join(quote(c.name) for c in specs)
-        agg = f"COUNT(*), sparsesync_xor(sparsesync_row_hash({args}))"
+        agg = f"COUNT(*), sparsesync_sum64(sparsesync_row_hash({args}))"
     else:
         raise UsageError(f"checksums are computed on MySQL/MariaDB and SQLite, not {dialect.name}",
                          hint="verify without --all-columns, or export from MySQL/MariaDB")
@@ -521,13 +524,15 @@ def row_hash(text: str) -> int:
     return int(hashlib.md5(text.encode("utf-8")).hexdigest()[:16], 16)
 
 
-class _SqliteXor:
+class _SqliteSum64:
+    """SUM of 64-bit row hashes modulo 2^64 (SQLite's own SUM overflows; its integers are signed)."""
+
     def __init__(self) -> None:
         self.v = 0
 
     def step(self, h) -> None:
         if h is not None:
-            self.v ^= int(h) & _MASK
+            self.v = (self.v + (int(h) & _MASK)) & _MASK
 
     def finalize(self) -> str:
         return str(self.v)
@@ -544,7 +549,7 @@ def _register_sqlite(conn: sa.Connection, specs) -> None:
 
     raw = conn.connection.driver_connection
     raw.create_function("sparsesync_row_hash", len(specs), row, deterministic=True)
-    raw.create_aggregate("sparsesync_xor", 1, _SqliteXor)
+    raw.create_aggregate("sparsesync_sum64", 1, _SqliteSum64)
 
 
 # ---- Parquet side (DuckDB) --------------------------------------------------------------------------------
@@ -619,7 +624,7 @@ def parquet_span_checksums(
     sql = (
         f"WITH o AS (SELECT {k} AS k, {h} AS h FROM {relation_sql}) "
         f"SELECT COALESCE(s.idx, CASE WHEN o.k IS NULL THEN {null_idx} ELSE -1 END) AS idx, count(*), "
-        "CAST(COALESCE(bit_xor(o.h), 0) AS VARCHAR) "
+        "CAST(COALESCE(sum(o.h), 0) AS VARCHAR) "  # HUGEINT: exact; the modulo 2^64 is taken in _fmt
         "FROM o LEFT JOIN sparsesync_spans s ON o.k >= s.lo AND o.k < s.hi GROUP BY 1"
     )
     got = {int(i): (int(n), int(x)) for i, n, x in con.execute(sql).fetchall()}

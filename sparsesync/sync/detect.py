@@ -51,10 +51,37 @@ def parse_detect(text: str) -> Detect:
 # ---- checksum ---------------------------------------------------------------------------------------------
 NULLS = "nulls"  # the span of the rows whose key is NULL, beside the (lo, hi) key spans
 
+# The checksum's format in ``_state.json``: ``"<rows>:sum:<16 hex>"``, the rows' hashes summed modulo 2^64.
+# Images made before it recorded ``"<rows>:<16 hex>"``, a xor (two identical rows cancelled): such a text
+# never equals a new one, so each of their spans is re-exported once and then carries the new format.
+CHECKSUM_FORMAT = "sum:"
+
+
+def checksum_text(rows: int, checksum: str) -> str:
+    """A span's checksum as ``_state.json`` keeps it (see :data:`CHECKSUM_FORMAT`)."""
+    return f"{int(rows)}:{CHECKSUM_FORMAT}{checksum}"
+
+
+def merge_checksum_texts(a: str | None, b: str | None) -> str | None:
+    """The checksum text of the union of two disjoint row sets (e.g. two adjacent parts merged into one
+    span), from their :func:`checksum_text`: rows added, sums added modulo 2^64. ``None`` when either is
+    missing or in an older format (the merged span is then re-exported once by the next checksum run)."""
+    from sparsesync.executor.checksum import SpanChecksum, Span
+
+    parsed = []
+    for t in (a, b):
+        rows, sep, rest = (t or "").partition(":")
+        if not sep or not rest.startswith(CHECKSUM_FORMAT) or not rows.isdigit():
+            return None
+        parsed.append(SpanChecksum(Span(), int(rows), rest[len(CHECKSUM_FORMAT):]))
+    m = parsed[0].merge(parsed[1])
+    return checksum_text(m.rows, m.checksum)
+
 
 def span_checksums(engine: Engine, info, spans: list) -> list[str]:
-    """``"<rows>:<checksum>"`` per span ((lo, hi) or :data:`NULLS`), from :mod:`sparsesync.executor.checksum`:
-    the server's ``COUNT(*)`` and order-independent MD5 row checksum over every column, keys bound."""
+    """:func:`checksum_text` per span ((lo, hi) or :data:`NULLS`), from :mod:`sparsesync.executor.checksum`:
+    the server's ``COUNT(*)`` and order-independent MD5 row checksum over every column (a sum modulo 2^64,
+    so duplicate rows count), keys bound."""
     from sparsesync.executor.checksum import Span
     from sparsesync.executor.checksum import span_checksums as shared
 
@@ -64,7 +91,7 @@ def span_checksums(engine: Engine, info, spans: list) -> list[str]:
     if not spans:
         return []
     found = shared(engine, info, [Span.null_keys() if s == NULLS else Span(s[0], s[1]) for s in spans])
-    return [f"{c.rows}:{c.checksum}" for c in found]
+    return [checksum_text(c.rows, c.checksum) for c in found]
 
 
 def checksum_statements(info, spans: list) -> int:
@@ -80,15 +107,74 @@ def _table(table: str, schema: str | None, *cols: str) -> sa.TableClause:
     return sa.table(table, *[sa.column(c) for c in cols], schema=schema)
 
 
-def cursor_watermark(engine: Engine, table: str, column: str, *, schema: str | None = None) -> Any:
-    """``MAX(COL)`` now (one index lookup); read before the export so later changes are above it."""
+# The server's clock caps the watermark (a row stamped in the future must not freeze it). Which clock, per
+# cursor column type: a TIMESTAMP is read in the session's time zone, as NOW() is; a DATETIME or DATE carries
+# no zone (an application writes local time or UTC into it), so its clock is the EARLIER of the server's
+# local time and UTC — a cap too low costs re-reads, one too high would skip rows. Any other type (an integer
+# version, a decimal, text) has no clock: its watermark is its MAX, as written.
+CLOCK_KINDS = ("timestamp", "datetime", "date")
+AHEAD_SLACK = timedelta(seconds=1)  # NOW(6) stored into a DATETIME/TIMESTAMP of fewer digits may round up
+
+
+def clock_kind(info, column: str) -> str | None:
+    """``timestamp``, ``datetime`` or ``date`` for a cursor column of that MySQL type, else ``None`` (no clock:
+    a numeric or text cursor, an unknown column, a source other than MySQL/MariaDB)."""
+    spec = next((c for c in getattr(info, "columns", ()) if c.name == column), None)
+    t = (getattr(spec, "source_type", "") or "").lower().split("(")[0].strip()
+    return t if t in CLOCK_KINDS else None
+
+
+def _clock_columns(engine: Engine, kind: str | None) -> list:
+    if kind is None or not is_mysql(engine):
+        return []
+    return [sa.func.now(6).label("sparsesync_now"), sa.func.utc_timestamp(6).label("sparsesync_utc")]
+
+
+def _clock_of(kind: str | None, now: Any, utc: Any) -> Any:
+    """The cap for a cursor column of ``kind`` from the server's ``NOW(6)`` and ``UTC_TIMESTAMP(6)``."""
+    if kind is None or now is None:
+        return None
+    if kind == "timestamp":
+        return now
+    clock = min(now, utc) if utc is not None else now
+    return datetime(clock.year, clock.month, clock.day) if kind == "date" else clock
+
+
+def cursor_watermark(engine: Engine, table: str, column: str, *, schema: str | None = None,
+                     clock: str | None = None) -> Any:
+    """``MAX(COL)`` now (one index lookup), capped at the server's clock (:func:`clock_kind`; read in the
+    same statement); read before the export so later changes are above it."""
     t = _table(table, schema, column)
+    clocks = _clock_columns(engine, clock)
     try:
         with engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(t.c[column]))).scalar()
+            row = conn.execute(sa.select(sa.func.max(t.c[column]), *clocks)).one()
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"cannot read MAX({column}) for --detect cursor:{column}: {short_db_error(exc)}",
                           hint="the cursor column must exist (ideally indexed)", table=table) from exc
+    top = _norm(row[0])
+    cap = _clock_of(clock, *row[1:3]) if clocks else None
+    return capped(top, cap)
+
+
+def later(a: Any, b: Any) -> Any:
+    """The later of two watermarks; ``a`` when they do not compare, the other when one is ``None``."""
+    if a is None or b is None:
+        return b if a is None else a
+    try:
+        return max(a, b)
+    except TypeError:
+        return a
+
+
+def capped(value: Any, clock: Any) -> Any:
+    """``min(value, clock)``; ``value`` when there is no clock or the two do not compare."""
+    if value is None or clock is None:
+        return value
+    try:
+        return min(value, clock)
+    except TypeError:
+        return value
 
 
 def watermark_out(value: Any) -> str | None:
@@ -139,25 +225,76 @@ class CursorProbe:
 
     bound: Any
     pairs: tuple[tuple[Any, Any], ...]
+    clock: Any = None  # the server's clock for this column (:func:`clock_kind`) at the probe; None: no clock
+    kind: str | None = None  # the clock's kind (a DATE's clock is today, no rounding slack)
 
     @property
     def watermark(self) -> Any:
-        """``MAX(COL)`` at the probe (the largest value it returned), ``None`` when it returned nothing."""
-        return max((v for _, v in self.pairs), default=None)
+        """``MAX(COL)`` at the probe (the largest value it returned), capped at the server's clock: a row
+        stamped in the future never becomes the watermark (every later probe would start above the rows
+        written since). ``None`` when it returned nothing."""
+        return capped(max((v for _, v in self.pairs), default=None), self.clock)
+
+    @property
+    def ahead(self) -> tuple[tuple[Any, Any], ...]:
+        """The pairs stamped ahead of the server's clock (beyond a second's rounding). They lie above every
+        watermark, so each run re-reads their spans (they are always suspect) until the clock passes them."""
+        if self.clock is None:
+            return ()
+        try:
+            limit = self.clock + (timedelta(0) if self.kind == "date" else AHEAD_SLACK)
+            return tuple((k, v) for k, v in self.pairs if v is not None and v > limit)
+        except TypeError:
+            return ()
 
 
 def cursor_probe(engine: Engine, table: str, key: str, column: str, bound: Any, *,
-                 schema: str | None = None) -> CursorProbe:
+                 schema: str | None = None, clock: str | None = None) -> CursorProbe:
     """``SELECT key, COL WHERE COL >= bound``: an index range on COL (its secondary index holds the key),
-    so the cost is the rows in the window, never the table."""
+    so the cost is the rows in the window, never the table. With a ``clock`` kind (:func:`clock_kind`) the
+    same statement reads the server's clock: a one-row derived table LEFT JOINed to the range (one row of
+    NULLs when the range is empty; the range is still one index range on COL)."""
     t = _table(table, schema, key, column)
-    stmt = sa.select(t.c[key], t.c[column]).where(t.c[column] >= sa.bindparam("since", bound))
+    cond = t.c[column] >= sa.bindparam("since", bound)
+    clocks = _clock_columns(engine, clock)
+    if clocks:
+        c = sa.select(*clocks).subquery("sparsesync_clock")
+        stmt = sa.select(c.c.sparsesync_now, c.c.sparsesync_utc, t.c[key], t.c[column]).select_from(
+            c.outerjoin(t, cond))
+    else:
+        stmt = sa.select(t.c[key], t.c[column]).where(cond)
+    now = utc = None
     try:
         with engine.connect() as conn:
-            pairs = tuple((k, _norm(v)) for k, v in conn.execute(stmt))
+            rows = conn.execute(stmt).all()
     except sa.exc.SQLAlchemyError as exc:
         raise SourceError(f"cursor query on {column} failed: {short_db_error(exc)}", table=table) from exc
-    return CursorProbe(bound, pairs)
+    if clocks:
+        now, utc = (rows[0][0], rows[0][1]) if rows else (None, None)
+        rows = [r[2:] for r in rows if r[3] is not None]  # COL >= bound is never NULL: the empty range's row
+    pairs = tuple((k, _norm(v)) for k, v in rows)
+    return CursorProbe(bound, pairs, _clock_of(clock, now, utc) if clocks else None, clock if clocks else None)
+
+
+def ahead_note(table: str, column: str, probe: CursorProbe) -> str | None:
+    """The run report's line about rows stamped ahead of the server's clock, ``None`` when there are none."""
+    ahead = probe.ahead
+    if not ahead:
+        return None
+    return (f"{len(ahead)} row(s) of {table} have {column} ahead of the server clock ({watermark_out(probe.clock)}; "
+            f"up to {watermark_out(max(v for _, v in ahead))}): they are re-read every run until the clock passes them")
+
+
+def watermark_ahead(cursor: dict, probe: CursorProbe) -> bool:
+    """The recorded watermark is ahead of the server's clock now: an image whose watermark a future value
+    froze (before the clock cap), or a clock that went back. Every span is then suspect once."""
+    wm = cursor_value(cursor.get("watermark"))
+    if wm is None or probe.clock is None:
+        return False
+    try:
+        return wm > probe.clock
+    except TypeError:
+        return False
 
 
 def _locator(spans: list):
@@ -187,12 +324,13 @@ def _pair_hash(k: Any, v: Any) -> int:
 
 
 def _window_digests(spans: list, pairs, lo: Any, hi: Any) -> dict[str, str]:
-    """Per span id, ``"<rows>:<sum of 64-bit pair hashes>"`` over the pairs with ``lo <= COL <= hi``: a
-    multiset digest (a sum, not a xor, so two equal pairs under a non-unique key do not cancel)."""
+    """Per span id, ``"<rows>:<sum of 64-bit pair hashes>"`` over the pairs with ``lo <= COL <= hi`` (``hi``
+    None: no upper bound): a multiset digest (a sum, not a xor, so two equal pairs under a non-unique key do
+    not cancel)."""
     locate = _locator(spans)
     acc: dict[str, list[int]] = {}
     for k, v in pairs:
-        if v is None or v < lo or v > hi:
+        if v is None or v < lo or (hi is not None and v > hi):
             continue
         i = locate(k)
         if i is None:
@@ -251,7 +389,9 @@ def _changed_by_window(spans, locate, probe: CursorProbe, wm, window: dict) -> l
         i = locate(k)
         if i is not None and (v > wm or v < wlo):
             hit.add(i)
-    now = _window_digests(spans, probe.pairs, wlo, wm)
+    # Open above, as window_record keeps it: rows above the watermark (written since, or stamped ahead of the
+    # clock) hit their span anyway; a row ahead of the clock that was deleted leaves its span's digest.
+    now = _window_digests(spans, probe.pairs, wlo, None)
     seen = window.get("parts") or {}
     for i, sp in enumerate(spans):
         if now.get(_span_id(sp)) != seen.get(_span_id(sp)):
@@ -261,16 +401,16 @@ def _changed_by_window(spans, locate, probe: CursorProbe, wm, window: dict) -> l
 
 def window_record(spans: list, probe: CursorProbe | None, watermark: Any, lookback_s: float) -> dict | None:
     """The ``cursor.window`` to keep in ``_state.json`` for the next run: per span of the new image, the
-    digest of the ``(key, COL)`` pairs with ``watermark − lookback <= COL <= watermark`` that the probe
-    (taken BEFORE the export, so the image holds those rows or newer versions of them) returned.
-    ``None`` when the probe did not reach down to that bound."""
+    digest of the ``(key, COL)`` pairs with ``COL >= watermark − lookback`` that the probe (taken BEFORE the
+    export, so the image holds those rows or newer versions of them) returned — the window up to the
+    watermark and the rows stamped ahead of the clock above it (none when the watermark is the MAX), so a
+    deleted row of either changes its span's digest. ``None`` when the probe did not reach down to that bound."""
     if probe is None or watermark is None:
         return None
-    wm = _norm(watermark)
     lo = window_bound(watermark, lookback_s)
     try:
         if probe.bound is None or lo is None or probe.bound > lo:
             return None
-        return {"lo": watermark_out(lo), "parts": _window_digests(spans, probe.pairs, lo, wm)}
+        return {"lo": watermark_out(lo), "parts": _window_digests(spans, probe.pairs, lo, None)}
     except TypeError:  # values that do not compare with the bound: no window, the next run is conservative
         return None

@@ -265,30 +265,52 @@ class _Run:
             cur = state.cursor or {}
             if cur.get("column") != self.detect.column or cur.get("watermark") is None:
                 return list(keep)  # no watermark for this column yet: every span is suspect once
-            # One statement: the (key, COL) pairs of the window; its largest COL is the new watermark, read
-            # before the export so later changes are above it.
+            # One statement: the (key, COL) pairs of the window and the server's clock; its largest COL, capped
+            # at the clock, is the new watermark, read before the export so later changes are above it.
             self.probe = det.cursor_probe(self.engine, self.table, state.key, self.detect.column,
-                                          det.probe_bound(cur, self.o.lookback_s), schema=self.o.schema)
+                                          det.probe_bound(cur, self.o.lookback_s), schema=self.o.schema,
+                                          clock=self._clock())
             self.queries += 1
-            self.watermark = self.probe.watermark
+            if det.watermark_ahead(cur, self.probe):  # frozen by a future value (before the cap), or the clock went back
+                self.result.notes.append(
+                    f"the recorded watermark of {self.table} ({cur.get('watermark')}) is ahead of the server clock "
+                    f"({det.watermark_out(self.probe.clock)}): every span is re-read once")
+                self.probe = None  # go() reads MAX and the window below it again (_first_probe)
+                return list(keep)
+            self._note_ahead()
+            # Never below the last one (which the clock capped): a watermark that drops (its row deleted, or
+            # the capped clock giving way to the MAX) would put the window above where this probe started.
+            self.watermark = det.later(self.probe.watermark, det.cursor_value(cur.get("watermark")))
             if self.watermark is None:  # nothing at or above the bound any more (rows deleted): ask MAX
                 self.watermark = self._max_cursor()
             hit = det.cursor_changed(spans, self.probe, cur)
         return [keep[i] for i in hit]
 
+    def _clock(self) -> str | None:
+        """Which server clock caps the cursor's watermark (none for a numeric cursor), see detect.clock_kind."""
+        return det.clock_kind(self._table_info(), self.detect.column)
+
+    def _note_ahead(self) -> None:
+        note = det.ahead_note(self.table, self.detect.column, self.probe)
+        if note:
+            self.result.notes.append(note)
+
     def _max_cursor(self):
         self.queries += 1
-        return det.cursor_watermark(self.engine, self.table, self.detect.column, schema=self.o.schema)
+        return det.cursor_watermark(self.engine, self.table, self.detect.column, schema=self.o.schema,
+                                    clock=self._clock())
 
     def _first_probe(self) -> None:
-        """A run with no usable watermark (first run, new cursor column): read ``MAX(COL)`` and the window
-        below it before the export, so the next run can tell the window's rows it has from late ones."""
+        """A run with no usable watermark (first run, new cursor column): read ``MAX(COL)`` (capped at the
+        server's clock) and the window below it before the export, so the next run can tell the window's
+        rows it has from late ones."""
         self.watermark = self._max_cursor()
         if self.watermark is not None:
             bound = det.window_bound(self.watermark, self.o.lookback_s)
             self.probe = det.cursor_probe(self.engine, self.table, self._table_info().key, self.detect.column,
-                                          bound, schema=self.o.schema)
+                                          bound, schema=self.o.schema, clock=self._clock())
             self.queries += 1
+            self._note_ahead()
 
     def _checksums(self, spans) -> list[str]:
         info = self._table_info()
