@@ -366,9 +366,8 @@ class Evolution:
                         new_files.append(PartFile(rel, rows, size))
                         paths.append(path)
                         self._staged[rel] = path
-                    checksum = self._checksum(con, paths, p, self.info)
                     parts[i] = replace(p, path=new_files[0].path, bytes=sum(f.bytes for f in new_files),
-                                       more=tuple(new_files[1:]), checksum=checksum)
+                                       more=tuple(new_files[1:]))
                     local[(p.nulls, p.lo)] = paths
                     self._by_part[(p.nulls, p.lo)] = [f.path for f in new_files]
                     self._rows_by_part[(p.nulls, p.lo)] = p.rows
@@ -376,6 +375,10 @@ class Evolution:
                     self.files_rewritten += len(new_files)
                     self.bytes_rewritten += sum(f.bytes for f in new_files)
                     self.rows_rewritten += p.rows
+                # Each rewritten part's checksum, from its new content: one DuckDB pass over all of them.
+                todo = [i for i, p in enumerate(parts) if (p.nulls, p.lo) in local]
+                for i, c in zip(todo, self._checksums(con, [parts[i] for i in todo], local)):
+                    parts[i] = replace(parts[i], checksum=c)
                 if detect_mode == "checksum":
                     self.verified = "by the run's checksum detection"
                 else:
@@ -444,12 +447,20 @@ class Evolution:
     def _relation(paths: list[str]) -> str:
         return "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "])"
 
-    def _checksum(self, con, paths: list[str], p: Part, info, columns=None) -> str:
+    def _checksums(self, con, parts: list[Part], local: dict, columns=None) -> list[str]:
+        """``"<rows>:<checksum>"`` of each part's rewritten files (the DuckDB twin of the server's checksum,
+        over the new column set or ``columns``), all parts in one pass: their spans are disjoint."""
         from sparsesync.executor.checksum import Span, parquet_span_checksums
 
-        span = Span.null_keys() if p.nulls else Span(p.lo, p.hi)
-        (c,), _ = parquet_span_checksums(con, self._relation(paths), info, [span], columns=columns)
-        return f"{c.rows}:{c.checksum}"
+        if not parts:
+            return []
+        spans = [Span.null_keys() if p.nulls else Span(p.lo, p.hi) for p in parts]
+        paths = [x for p in parts for x in local[(p.nulls, p.lo)]]
+        found, stray = parquet_span_checksums(con, self._relation(paths), self.info, spans, columns=columns)
+        if stray:
+            raise DestinationError(f"{stray} row(s) of the rewritten parts of {self.table} lie outside their "
+                                   "part's key span", hint=HINT, table=self.table)
+        return [f"{c.rows}:{c.checksum}" for c in found]
 
     def _verify(self, con, engine, parts: list[Part], local: dict) -> None:
         """``cursor``/``none``: a checksum pass over the image's spans, on the key and the columns whose new
@@ -479,9 +490,9 @@ class Evolution:
         spans = [Span.null_keys() if p.nulls else Span(p.lo, p.hi if p.hi is not None else p.read_hi) for p in todo]
         server = span_checksums(engine, self.info, spans, columns=cols)
         self.queries += det.checksum_statements(self.info, [det.NULLS if s.nulls else (s.lo, s.hi) for s in spans])
-        for p, s in zip(todo, server):
-            mine = self._checksum(con, local[(p.nulls, p.lo)], p, self.info, columns=cols)
-            if mine != f"{s.rows}:{s.checksum}":
+        mine = self._checksums(con, todo, local, columns=cols)
+        for p, m, s in zip(todo, mine, server):
+            if m != f"{s.rows}:{s.checksum}":
                 self.forced.add((p.nulls, p.lo))
         self.verified = f"server checksum pass over {len(todo)} span(s) on {', '.join(cols[1:])}"
 
