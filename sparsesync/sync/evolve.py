@@ -375,8 +375,9 @@ class Evolution:
                     self.files_rewritten += len(new_files)
                     self.bytes_rewritten += sum(f.bytes for f in new_files)
                     self.rows_rewritten += p.rows
-                # Each rewritten part's checksum, from its new content: one DuckDB pass over all of them.
-                todo = [i for i, p in enumerate(parts) if (p.nulls, p.lo) in local]
+                # Each rewritten part's checksum, from its new content: one DuckDB pass over all of them. A part
+                # without one (written by a cursor/none run, which measures none) stays without.
+                todo = [i for i, p in enumerate(parts) if (p.nulls, p.lo) in local and p.checksum is not None]
                 for i, c in zip(todo, self._checksums(con, [parts[i] for i in todo], local)):
                     parts[i] = replace(parts[i], checksum=c)
                 if detect_mode == "checksum":

@@ -301,3 +301,32 @@ def test_schema_change_on_s3(mysql_url, mysql_engine, mysql_table, s3_bucket, s3
         assert pq.read_schema(p).remove_metadata().equals(want)
         paths.append(str(p))
     assert image_all(paths, source_columns(mysql_engine, t)) == source_all(mysql_engine, t)
+
+
+def test_nullable_non_unique_key_and_hostile_names(mysql_url, mysql_engine, mysql_table, tmp_path):
+    """--key k (nullable, not unique, duplicate rows, NULL keys: a part of their own) and columns named with
+    quotes, a backtick and a space: renamed, added and widened, the NULL-key part rewritten like the others."""
+    t = mysql_table("CREATE TABLE {name} (k BIGINT NULL, `we``ird \"col\"` INT NULL, v VARCHAR(20), KEY (k))", prefix="evk")
+    with mysql_engine.begin() as conn:
+        conn.exec_driver_sql(f"INSERT INTO `{t}` SELECT IF(MOD(seq, 50) = 0, NULL, seq DIV 2), seq, CONCAT('v', seq) "
+                             "FROM seq_1_to_400")
+        conn.exec_driver_sql(f"INSERT INTO `{t}` SELECT k, `we``ird \"col\"`, v FROM `{t}` WHERE k < 20")  # duplicates
+    opts = SyncOptions(key="k", **SMALL)
+    sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
+    alter(mysql_engine, t, "ALTER TABLE {t} RENAME COLUMN `we``ird \"col\"` TO `it's new`, ADD COLUMN `a b` INT NULL, "
+                           "MODIFY v VARCHAR(30)")
+    r = sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
+    assert r.status == "ok", r.error
+    assert sorted(c["kind"] for c in r.schema_change["changes"]) == ["add", "length", "rename"]
+    assert r.spans_reexported == 0 and r.schema_change["parts_rewritten"] >= 2
+    st = state_of(tmp_path, t)
+    nulls = next(p for p in st["parts"] if p["nulls"])
+    assert nulls["path"].startswith(f"{r.run_id}/evolve-") and nulls["rows"] == 8
+    want = arrow_schema(introspect(mysql_engine, t, key="k").columns)
+    files = image_files(tmp_path, t)
+    assert all(pq.read_schema(f).remove_metadata().equals(want) for f in files)
+    order = "k NULLS FIRST, \"it's new\""
+    got = duckdb.sql(f"SELECT k, \"it's new\", v, \"a b\" FROM read_parquet({files!r}) ORDER BY {order}").fetchall()
+    with mysql_engine.connect() as conn:
+        src = [tuple(x) for x in conn.exec_driver_sql(f"SELECT k, `it's new`, v, `a b` FROM `{t}` ORDER BY k, `it's new`")]
+    assert got == src
