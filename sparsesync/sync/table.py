@@ -4,6 +4,8 @@ One run, in this order (a crash at any point leaves the previous image in force,
 simply starts again — the run's files live in their own ``<table>/<run_id>/`` folder):
 
 1. read ``_state.json`` (none: a first run) and repair ``current.manifest.json`` if a crash left it ahead;
+   and carry a schema change over (:mod:`sparsesync.sync.evolve`: a new schema version, the parts rewritten
+   at the destination where the source need not be read) — before detection, which then checks them too;
 2. narrow the image's open tail part to the keys it really read (``read_hi``): later keys are appends;
 3. detect changed spans (``--detect``) — before anything is exported (the cursor's window probe too);
 4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
