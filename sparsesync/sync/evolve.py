@@ -282,6 +282,8 @@ class Evolution:
     rows_rewritten: int = 0
     forced: set = field(default_factory=set)  # (nulls, lo) of parts re-exported because of the change
     verified: str | None = None  # how rewritten parts were checked against the source
+    # rows of rewritten parts that the run's detection re-exported after all (a wrong guess, or rows changed)
+    rows_replaced_after_rewrite: int = 0
     seconds: float = 0.0
     _staged: dict[str, str] = field(default_factory=dict)  # final relpath -> local file
     _by_part: dict = field(default_factory=dict)  # (nulls, lo) -> the final relpaths of its rewritten files
@@ -315,6 +317,7 @@ class Evolution:
             "parts_rewritten": self.parts_rewritten, "files_rewritten": self.files_rewritten,
             "bytes_rewritten": self.bytes_rewritten, "bytes_read": self.bytes_read,
             "rows_rewritten": self.rows_rewritten, "spans_forced": len(self.forced), "verified": self.verified,
+            "rows_replaced_after_rewrite": self.rows_replaced_after_rewrite,
             "seconds": round(self.seconds, 3)}
 
     # -- the image state ----------------------------------------------------------------------------------
@@ -520,6 +523,7 @@ class Evolution:
             self.files_rewritten -= len(rels)
             self.bytes_rewritten -= sum(_size(self._staged[r]) for r in rels)
             self.rows_rewritten -= self._rows_by_part.get(key, 0)
+            self.rows_replaced_after_rewrite += self._rows_by_part.get(key, 0)
         self.cleanup()
 
     def cleanup(self) -> None:
