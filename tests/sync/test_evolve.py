@@ -134,7 +134,7 @@ def test_schema_change_then_plain_sync(mysql_url, mysql_engine, mysql_table, tmp
             assert {p["path"] for p in st["parts"] if p["run_id"] == r1.run_id} == old_paths
 
 
-@pytest.mark.parametrize("detect", ["checksum", "none"])
+@pytest.mark.parametrize("detect", ["checksum", "none", "cursor:s"])
 def test_a_wrong_rename_guess_is_caught_in_the_same_run(mysql_url, mysql_engine, mysql_table, tmp_path, detect):
     """DROP v + ADD w VARCHAR(40) in v's place looks exactly like a rename; the new column's values are not
     v's: the checksum detection (checksum) or the verifying pass (none) re-exports every span that differs."""
