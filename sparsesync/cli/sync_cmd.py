@@ -36,7 +36,7 @@ def sync_command(
     connections: int = typer.Option(4, "--connections", help="At most this many source connections at once, over all tables, idle ones included."),
     detect: str = typer.Option("checksum", "--detect", help="checksum (server-side per-span checksums; sees updates and deletes), cursor:COL (e.g. cursor:updated_at; no deletes) or none (appends only)."),
     lookback: str = typer.Option("10m", "--lookback", help="With --detect cursor:COL, re-read rows changed this long before the last watermark; a number and a unit s, m, h, d or w (e.g. 90s, 10m, 1h).", show_default=True),
-    full: bool = typer.Option(False, "--full", help="Start a new image: re-read every span (e.g. after a schema change)."),
+    full: bool = typer.Option(False, "--full", help="Start a new image: re-read every span (needed only after a schema change that sync refuses to carry over)."),
     key: Optional[str] = _option(plan_command, "key"),
     rows_per_query: Optional[int] = _option(plan_command, "rows_per_query"),
     file_size: Optional[int] = _option(plan_command, "file_size"),

@@ -4,6 +4,8 @@ One run, in this order (a crash at any point leaves the previous image in force,
 simply starts again — the run's files live in their own ``<table>/<run_id>/`` folder):
 
 1. read ``_state.json`` (none: a first run) and repair ``current.manifest.json`` if a crash left it ahead;
+   and carry a schema change over (:mod:`sparsesync.sync.evolve`: a new schema version, the parts rewritten
+   at the destination where the source need not be read) — before detection, which then checks them too;
 2. narrow the image's open tail part to the keys it really read (``read_hi``): later keys are appends;
 3. detect changed spans (``--detect``) — before anything is exported (the cursor's window probe too);
 4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
@@ -38,6 +40,7 @@ from sparsesync.naming import table_folder
 from sparsesync.source import create_engine
 
 from . import detect as det
+from . import evolve as evo_mod
 from .state import ImageState, Part, PartFile, Run, load_state, narrowed, repair_manifest, save_state
 
 RUN_KINDS = ("first", "append", "changed", "full")
@@ -90,6 +93,9 @@ class TableSyncResult:
     queries: int | None = None
     detect: str | None = None
     notes: list[str] = field(default_factory=list)
+    schema_version: int | None = None
+    # A schema change carried over by this run (sync.evolve.Evolution.to_dict): changes and their cost
+    schema_change: dict | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -151,9 +157,10 @@ class _Run:
         o, r = self.o, self.result
         started = datetime.now(timezone.utc)
         state = load_state(self.sink, self.table)
+        evo = None
         if state is not None:
             repair_manifest(self.sink, state)
-            self._check_shape(state)
+            evo = self._check_shape(state)  # a schema change: how it is carried over (sync.evolve), or refused
         fresh = state is None or o.full
         kind = "full" if (state is not None and o.full) else ("first" if state is None else "append")
         seq = (state.sequence if state else 0) + 1
@@ -171,7 +178,13 @@ class _Run:
         self.watermark = None
         keep: list[Part] = []
         changed: list[Part] = []
+        if evo is not None:
+            state = evo.state(state)  # the new schema version (also for --full)
         if not fresh:
+            if evo is not None:  # BEFORE detection: it then checks the rewritten parts like any other
+                state = evo.rewrite(self.sink, state, run_id, compression=o.compression,
+                                    detect_mode=self.detect.mode, engine=self.engine)
+                self.queries += evo.queries
             keep = narrowed(state.parts)
             keyed = [p for p in keep if not p.nulls]
             tail_lo = keyed[-1].hi if keyed else None
@@ -179,6 +192,8 @@ class _Run:
                 fresh, keep = True, []
             else:
                 changed = self._changed(state, keep, tail_lo, checksums)
+                if evo is not None and evo.forced:  # spans the schema change needs from the source
+                    changed = [p for p in keep if p in changed or (p.nulls, p.lo) in evo.forced]
                 if changed:
                     kind = "changed"
         if self.detect.mode == "cursor" and self.probe is None:
@@ -192,6 +207,9 @@ class _Run:
             spans = [(p.lo, p.hi) for p in changed if not p.nulls] + [(tail_lo, None)]
             null_read = any(p.nulls for p in changed)
         plan = replace(self._plan(spans, null_read), plan_id=run_id).sealed()
+        if state is not None and plan.fingerprint.schema_hash != state.schema_hash:
+            raise DriftError(f"the columns of {self.table} changed while this sync ran",
+                             hint="run sync again", table=self.table)
         replaced = [(lo, hi) for lo, hi in _plan_spans(plan)]
         null_read = plan.null_range is not None
         if self.detect.mode == "checksum":
@@ -202,6 +220,8 @@ class _Run:
         parts = [p for p in keep
                  if not (p.nulls and null_read) and not (not p.nulls and any(_within(p, lo, hi) for lo, hi in replaced))]
         parts = sorted(parts + new_parts, key=lambda p: (p.nulls, p.lo or 0))
+        if evo is not None:
+            evo.commit(self.sink, self.folder, parts)  # the rewritten parts that stay (after the export)
         finished = datetime.now(timezone.utc)
         run = Run(run_id=run_id, sequence=seq, kind=kind, detect=str(self.detect),
                   started_at=started.isoformat(timespec="seconds"), finished_at=finished.isoformat(timespec="seconds"),
@@ -229,6 +249,11 @@ class _Run:
         r.kind, r.rows_read, r.bytes_written = kind, report.rows, report.bytes
         r.rows_in_image = new_state.rows
         r.spans_reexported = len(changed)
+        r.schema_version = new_state.schema_version
+        if evo is not None:
+            r.schema_change = evo.to_dict() | {"rows_reexported": sum(p.rows for p in changed if (p.nulls, p.lo) in evo.forced)}
+            r.notes.append(evo.summary())
+            self.emit({"event": "schema_change", "table": self.table, "run_id": run_id, **r.schema_change})
         r.queries = self.queries + int(report.queries or 0)
         r.status = "ok" if new_state.files else "empty"
         if self.detect.mode == "cursor":
@@ -239,15 +264,11 @@ class _Run:
                    "rows_read": r.rows_read, "rows_in_image": r.rows_in_image, "bytes": r.bytes_written,
                    "spans_reexported": r.spans_reexported, "parts": len(new_state.files)})
 
-    def _check_shape(self, state: ImageState) -> None:
-        """Every file of an image has one Arrow schema: a changed table needs a new image (--full)."""
-        if self.o.full:
-            return
-        info = self._table_info(state.key)
-        if info.schema_hash != state.schema_hash or info.key != state.key:
-            raise DriftError(
-                f"the schema of {self.table} changed since its image was made (sequence {state.sequence})",
-                hint="re-sync with --full to start a new image with the new columns", table=self.table)
+    def _check_shape(self, state: ImageState):
+        """Every file of an image has one Arrow schema: a changed table's image gets a new schema version
+        (:mod:`sparsesync.sync.evolve`), or one line refusing what cannot be carried over (--full)."""
+        return evo_mod.plan_evolution(self.engine, state, self._table_info(state.key), full=self.o.full,
+                                      schema=self.o.schema, cache_path=self.o.cache_path, use_cache=self.o.use_cache)
 
     def _changed(self, state: ImageState, keep: list[Part], tail_lo, checksums: dict) -> list[Part]:
         """The image parts whose rows changed on the source, per ``--detect``."""

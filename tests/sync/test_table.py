@@ -93,14 +93,15 @@ def test_empty_table_has_no_manifest_then_fills(mysql_url, mysql_engine, sync_ta
 
 
 def test_schema_change_is_refused_with_one_line(mysql_url, mysql_engine, sync_table_name, tmp_path):
+    """A change sync cannot carry over (a type family change; ADD/DROP/rename/widening are: test_evolve)."""
     t = sync_table_name()
     fill(mysql_engine, t, 1, 10)
     sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL), raise_errors=True)
     before = (tmp_path / t / "_state.json").read_bytes()
     with mysql_engine.begin() as conn:
-        conn.exec_driver_sql(f"ALTER TABLE `{t}` ADD COLUMN extra INT")
+        conn.exec_driver_sql(f"ALTER TABLE `{t}` MODIFY n VARCHAR(20)")
     r = sync_table(mysql_url, t, tmp_path, SyncOptions(**SMALL))
-    assert r.status == "failed" and "--full" in r.error and "\n" not in r.error
+    assert r.status == "failed" and "--full" in r.error and "\n" not in r.error and "column 'n'" in r.error
     assert (tmp_path / t / "_state.json").read_bytes() == before
     r = sync_table(mysql_url, t, tmp_path, SyncOptions(full=True, **SMALL), raise_errors=True)
     assert (r.kind, r.rows_in_image) == ("full", 10)
