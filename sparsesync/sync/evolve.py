@@ -452,7 +452,7 @@ class Evolution:
         return "read_parquet([" + ", ".join("'" + p.replace("'", "''") + "'" for p in paths) + "])"
 
     def _checksums(self, con, parts: list[Part], local: dict, columns=None) -> list[str]:
-        """``"<rows>:<checksum>"`` of each part's rewritten files (the DuckDB twin of the server's checksum,
+        """:func:`~sparsesync.sync.detect.checksum_text` of each part's rewritten files (the DuckDB twin of the server's checksum,
         over the new column set or ``columns``), all parts in one pass: their spans are disjoint."""
         from sparsesync.executor.checksum import Span, parquet_span_checksums
 
@@ -464,7 +464,7 @@ class Evolution:
         if stray:
             raise DestinationError(f"{stray} row(s) of the rewritten parts of {self.table} lie outside their "
                                    "part's key span", hint=HINT, table=self.table)
-        return [f"{c.rows}:{c.checksum}" for c in found]
+        return [det.checksum_text(c.rows, c.checksum) for c in found]
 
     def _verify(self, con, engine, parts: list[Part], local: dict) -> None:
         """``cursor``/``none``: a checksum pass over the image's spans, on the key and the columns whose new
@@ -496,7 +496,7 @@ class Evolution:
         self.queries += det.checksum_statements(self.info, [det.NULLS if s.nulls else (s.lo, s.hi) for s in spans])
         mine = self._checksums(con, todo, local, columns=cols)
         for p, m, s in zip(todo, mine, server):
-            if m != f"{s.rows}:{s.checksum}":
+            if m != det.checksum_text(s.rows, s.checksum):
                 self.forced.add((p.nulls, p.lo))
         self.verified = f"server checksum pass over {len(todo)} span(s) on {', '.join(cols[1:])}"
 
