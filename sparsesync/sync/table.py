@@ -37,6 +37,7 @@ from sparsesync.naming import table_folder
 from sparsesync.source import create_engine
 
 from . import detect as det
+from . import tidy
 from .state import ImageState, Part, PartFile, Run, load_state, narrowed, repair_manifest, save_state
 
 RUN_KINDS = ("first", "append", "changed", "full")
@@ -89,6 +90,7 @@ class TableSyncResult:
     queries: int | None = None
     detect: str | None = None
     notes: list[str] = field(default_factory=list)
+    tidy: dict | None = None  # parts split and merged by the run, and what it cost (sync.tidy.TidyStats)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -197,10 +199,13 @@ class _Run:
             self._pre_export_checksums(plan, checksums)
 
         report = self._execute(plan, verify=not plan.strategy.key_spans)
-        new_parts = self._new_parts(plan, run_id, seq, checksums)
+        tidied = tidy.TidyStats()  # a span is one file; small parts merged at the destination (sync/tidy.py)
+        new_parts = tidy.split_rolled(self.sink, self.folder, plan, self._new_parts(plan, run_id, seq, checksums), tidied)
         parts = [p for p in keep
                  if not (p.nulls and null_read) and not (not p.nulls and any(_within(p, lo, hi) for lo, hi in replaced))]
         parts = sorted(parts + new_parts, key=lambda p: (p.nulls, p.lo or 0))
+        parts = tidy.merge_small(self.sink, self.folder, run_id, plan, parts, file_size=int(o.file_size_mb * 1024 * 1024),
+                                 compression=o.compression, sequence=seq, stats=tidied)
         finished = datetime.now(timezone.utc)
         run = Run(run_id=run_id, sequence=seq, kind=kind, detect=str(self.detect),
                   started_at=started.isoformat(timespec="seconds"), finished_at=finished.isoformat(timespec="seconds"),
@@ -226,6 +231,9 @@ class _Run:
         r.kind, r.rows_read, r.bytes_written = kind, report.rows, report.bytes
         r.rows_in_image = new_state.rows
         r.spans_reexported = len(changed)
+        r.tidy = tidied.to_dict()
+        if tidied.did_anything:
+            r.notes.append(tidied.describe())
         r.queries = self.queries + int(report.queries or 0)
         r.status = "ok" if new_state.files else "empty"
         if self.detect.mode == "cursor":
@@ -234,7 +242,7 @@ class _Run:
             r.notes.append("--detect none reads appends only: updates, deletes and inserts below the max are not seen")
         self.emit({"event": "sync_done", "table": self.table, "run_id": run_id, "kind": kind,
                    "rows_read": r.rows_read, "rows_in_image": r.rows_in_image, "bytes": r.bytes_written,
-                   "spans_reexported": r.spans_reexported, "parts": len(new_state.files)})
+                   "spans_reexported": r.spans_reexported, "parts": len(new_state.files), "tidy": r.tidy})
 
     def _check_shape(self, state: ImageState) -> None:
         """Every file of an image has one Arrow schema: a changed table needs a new image (--full)."""
