@@ -133,13 +133,14 @@ def test_small_appends_are_merged_within_the_bound_and_the_warehouse_follows(
                 k = int(target["hi"] or target["read_hi"]) - 1  # its last row (keys are consecutive here)
                 conn.exec_driver_sql(f"UPDATE `{t}` SET v = 'upd' WHERE id = {k}")
         r = sync_table(mysql_url, t, dest, opts, raise_errors=True)
-        merged += r.tidy["parts_merged"]
-        folded += r.tidy["spans_folded"]
-        if i == 6:
-            assert r.spans_reexported == 1 and r.rows_read == target["rows"] + 15
         parts = keyed(state_of(dest, t))
         assert len(parts) <= part_cap(sum(p["bytes"] for p in parts), f), (i, [p["bytes"] for p in parts])
-        assert r.tidy["bytes_written"] <= MAX_MERGED * f * max(1, r.tidy["merged_into"])
+        if i == 6:
+            assert r.spans_reexported == 1 and r.rows_read == target["rows"] + 15
+        tidied = getattr(r, "tidy", None) or {}  # what the run's tidy step did (absent before it existed)
+        merged += tidied.get("parts_merged", 0)
+        folded += tidied.get("spans_folded", 0)
+        assert tidied.get("bytes_written", 0) <= MAX_MERGED * f * max(1, tidied.get("merged_into", 0))
         load_pending(str(dest), t, f"duckdb:///{wh}")  # run by run
     assert merged > 0 and folded > 0
     want = source_rows(mysql_engine, t)
