@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from sparsesync.sync.load import load_pending
 from sparsesync.sync.table import SyncOptions, sync_table
 from sparsesync.sync.tidy import MAX_MERGED, merge_plan, part_cap
-from tests.sync.conftest import image_rows, source_rows, state_of
+from tests.sync.conftest import image_rows, s3_bucket, s3_client, s3_env, s3_server, source_rows, state_of  # noqa: F401 - S3 fixtures
 
 ROLL = dict(rows_per_query=100_000, file_size_mb=0.004, reader="pymysql")  # one range; its file group rolls at 4 KiB
 F = int(0.004 * 1024 * 1024)
@@ -196,3 +196,28 @@ def test_merge_policy_keeps_the_bound_and_rewrites_little():
         assert sorted(i for g in groups for i in g) == list(range(len(sizes)))
         got = [sum(sizes[i] for i in g) for g in groups]
         assert len(groups) <= part_cap(sum(sizes), f) or all(a + b > MAX_MERGED * f for a, b in zip(got, got[1:]))
+
+
+@pytest.mark.mysql
+@pytest.mark.s3
+def test_split_and_merge_on_s3(mysql_url, mysql_engine, sync_table_name, s3_bucket, s3_client, tmp_path):
+    """On S3 the parts are downloaded to a private temporary folder to be cut, checksummed and merged; a larger
+    ``--file-size`` on a later run lowers the bound, so that run merges several pairs at once."""
+    from tests.sync.test_s3 import PREFIX, s3_image
+
+    t = sync_table_name()
+    fill(mysql_engine, t, 1, 900)
+    dest = f"s3://{s3_bucket}/{PREFIX}"
+
+    def state():
+        return json.loads(s3_client.get_object(Bucket=s3_bucket, Key=f"{PREFIX}/{t}/_state.json")["Body"].read())
+
+    r = sync_table(mysql_url, t, dest, SyncOptions(**ROLL), raise_errors=True)
+    assert r.tidy["groups_split"] == 1 and len(keyed(state())) >= 3
+    fill(mysql_engine, t, 901, 920)
+    r = sync_table(mysql_url, t, dest, SyncOptions(**dict(ROLL, file_size_mb=0.05)), raise_errors=True)
+    parts = keyed(state())
+    assert r.tidy["parts_merged"] >= 3 and len(parts) <= part_cap(sum(p["bytes"] for p in parts), int(0.05 * 2**20))
+    assert s3_image(s3_client, s3_bucket, t, tmp_path / "img") == source_rows(mysql_engine, t)
+    r = sync_table(mysql_url, t, dest, SyncOptions(**dict(ROLL, file_size_mb=0.05)), raise_errors=True)
+    assert (r.spans_reexported, r.rows_read) == (0, 0)
