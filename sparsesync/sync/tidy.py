@@ -138,14 +138,21 @@ class _Files:
             return self.sink.url(full)
         if self._tmp is None:
             self._tmp = tempfile.mkdtemp(prefix="sparsesync-tidy-")  # 0700: private to this user
-        data = self.sink.get_bytes(full)
-        if data is None:
-            raise DestinationError("a part of the image is missing", file=self.sink.url(full),
-                                   hint="restore it, or re-sync the table with --full")
-        self.read(rel, len(data))  # a download reads the whole file
         local = os.path.join(self._tmp, rel.replace("/", "__"))
-        with open(local, "wb") as fh:
-            fh.write(data)
+        if os.path.exists(local):
+            return local
+        try:  # streamed in 1 MiB chunks: never a whole part in memory
+            body = self.sink.client.get_object(Bucket=self.sink.bucket, Key=self.sink.key(full))["Body"]
+            n = 0
+            with open(local, "wb") as fh:
+                for chunk in body.iter_chunks(1 << 20):
+                    fh.write(chunk)
+                    n += len(chunk)
+        except Exception as exc:  # noqa: BLE001 - botocore/S3 transfer errors: one line naming the part
+            raise DestinationError(f"cannot download a part of the image: {str(exc).splitlines()[0][:200]}",
+                                   file=self.sink.url(full),
+                                   hint="check the S3 credentials and that the object exists") from exc
+        self.read(rel, n)  # a download reads the whole file
         return local
 
     def close(self) -> None:
