@@ -9,7 +9,9 @@ simply starts again — the run's files live in their own ``<table>/<run_id>/`` 
 4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
 5. record each new part's span checksum, measured BEFORE its export (see :func:`_pre_export_checksums`);
 6. ``execute_plan`` into ``<table>/<run_id>/`` (ledger-resumable, manifest.json = the run's delta);
-7. swap the image: new parts in, replaced parts out (with the cursor's window digest per new span);
+7. tidy the image (:mod:`sparsesync.sync.tidy`): a rolled file group becomes one part per file, and small
+   adjacent parts are merged at the destination (no source read) while the image is over its part bound;
+8. swap the image: new parts in, replaced parts out (with the cursor's window digest per new span);
    write ``current.manifest.json``, then ``_state.json`` LAST (each atomically).
 """
 
