@@ -10,7 +10,9 @@ from tests.sync.conftest import image_rows, source_rows, state_of
 
 pytestmark = pytest.mark.mysql
 
-SMALL = dict(rows_per_query=200, file_size_mb=1e-6, reader="pymysql")
+# A few-KiB --file-size: ~one range per file group. (1e-6 MB, one file per row, now means one image part per row:
+# a span is one file, sync/tidy.py — thousands of spans per test.)
+SMALL = dict(rows_per_query=200, file_size_mb=0.004, reader="pymysql")
 
 
 def fill(engine, table, lo, hi, v="a"):
