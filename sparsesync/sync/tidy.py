@@ -22,11 +22,13 @@ files in ``more`` (images written before this step may also hold ``more`` elsewh
 1. A part without a file (a span with no rows: an empty open tail after a run with nothing new, a span whose
    rows were all deleted) is folded into its neighbour: the span grows, nothing is read or written, the
    neighbour's checksum stands (no rows are added to it; count, xor and sum of an empty set are neutral).
-2. The image may hold at most ``cap = max(1, ⌊1.5 × ⌈image bytes / --file-size⌉⌋)`` keyed parts. While it
-   holds more, the adjacent pair (of parts, or of groups already chosen for merging) with the **smallest
-   combined size** is merged — preferring pairs that fit in one ``--file-size`` file, and never making a file
-   over ``1.5 × --file-size``. Nothing is merged while the image is within the cap, so a run that adds one
-   small part to an image at its cap rewrites one small pair, and an image below it rewrites nothing.
+2. The image may hold at most ``cap = max(1, ⌊1.5 × ⌈image bytes / --file-size⌉⌋)`` keyed parts. Nothing is
+   merged while the image is within the cap. When it holds more, the adjacent pair (of parts, or of groups
+   already chosen for merging) with the **smallest combined size** is merged — preferring pairs that fit in
+   one ``--file-size`` file, and never making a file over ``1.5 × --file-size`` — until the image is
+   ``slack = max(1, ⌊cap / 4⌋)`` parts below the cap. The slack is what keeps appends cheap: the next
+   ``slack`` appends add parts without merging, and the next merge then finds small parts side by side (small
+   with small, as in a log-structured merge) instead of rewriting a full neighbour on every run.
 3. Each chosen group of two or more files is rewritten AT THE DESTINATION from the parts themselves (no source
    read) as one new file in the run's folder, ``<table_folder>/<run_id>/part-NNNNN.parquet`` numbered after
    the run's own file groups and listed in no delta ``manifest.json`` (copy-on-write: the old files stay
@@ -40,9 +42,9 @@ Why the bound holds: merging stops either within the cap, or when every adjacent
 with at most ``⌊1.5 ⌈B/F⌉⌋`` keyed parts (+ the NULL-key part).
 
 What it costs per run: each merge writes one file of at most ``1.5 F`` (usually far less: the cheapest pair
-goes first) and reads its inputs once; the number of merges is the number of parts the run took the image over
-its cap — one for an append run of an image at its cap. Appends therefore cost ``O(F)`` bytes per run at
-worst, and amortised far less: the smallest parts are the ones merged again.
+goes first) and reads its inputs once; a run merges only when the image is over its cap, and then at most
+(parts over the cap + slack) times, so a run rewrites at most ``(excess + slack) × 1.5 F`` bytes, and most
+runs of an append stream rewrite nothing. ``benchmarks/results/tidy.md`` has the figures for 100 appends.
 
 Warehouse: a merge or split changes no row and no run's ``replaced`` spans or delta manifest; a merged part
 is in no run's delta (a lagging warehouse replays the runs' deltas, whose parts stay until ``gc``); a later run
@@ -269,6 +271,11 @@ def _runs(p: Part, bounds) -> list[list[int]] | None:
 
 
 # ---- 2. merges --------------------------------------------------------------------------------------------
+def slack(cap: int) -> int:
+    """How far below the cap a run that has to merge goes: a quarter of it, at least one part."""
+    return max(1, cap // 4)
+
+
 def merge_plan(sizes: Sequence[int], file_size: int) -> list[list[int]]:
     """The policy of the module docstring on part sizes (bytes, 0 = no file), in key order: the groups of
     consecutive indices that become one part each."""
@@ -290,7 +297,11 @@ def merge_plan(sizes: Sequence[int], file_size: int) -> list[list[int]]:
     def size(g):
         return sum(sizes[i] for i in g)
 
-    while len(groups) > cap:
+    # Over the cap: merge down to cap − slack, so the next appends find free slots and merge among themselves
+    # (small with small) instead of each rewriting a big neighbour (an image that starts at its cap, e.g. a
+    # first run's under-filled files, would otherwise rewrite about one file per append run).
+    goal = max(1, cap - slack(cap)) if len(groups) > cap else cap
+    while len(groups) > goal:
         best = None
         for j in range(len(groups) - 1):
             s = size(groups[j]) + size(groups[j + 1])
@@ -392,4 +403,4 @@ def _rewrite(sink, folder, rel, plan, members: list[Part], files: _Files, compre
                 sequence=members[0].sequence, checksum=c, read_hi=span["read_hi"])
 
 
-__all__ = ["TidyStats", "split_rolled", "merge_small", "merge_plan", "part_cap", "checksum_text"]
+__all__ = ["TidyStats", "split_rolled", "merge_small", "merge_plan", "part_cap", "slack", "checksum_text"]
