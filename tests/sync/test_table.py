@@ -154,5 +154,7 @@ def test_reexported_spans_keep_the_detection_checksum(mysql_url, mysql_engine, s
     # into two files this time (each file is a part) — every one inside an old span that was re-read
     reread = [(int(p["lo"]), int(p["hi"] or p["read_hi"])) for p in hit + [old[-1]]]
     assert all(any(lo <= int(p["lo"]) and int(p["hi"]) <= hi for lo, hi in reread) for p in recut)
-    assert checksum_statements == -(-(len(old) + 1) // MAX_SPANS_PER_STATEMENT) + (1 if recut else 0)
+    # detection: one grouped statement per 500 spans; one more only for file groups the planner re-cut (a piece
+    # of a group that rolled gets its content checksum from DuckDB, no statement)
+    assert checksum_statements <= -(-(len(old) + 1) // MAX_SPANS_PER_STATEMENT) + (1 if recut else 0)
     assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
