@@ -60,7 +60,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from .state import Part, PartFile
+from .state import Part
 
 CAP_FACTOR = 1.5  # parts ≤ CAP_FACTOR × ⌈image bytes / --file-size⌉
 MAX_MERGED = 1.5  # a merged file is at most MAX_MERGED × --file-size
