@@ -27,7 +27,7 @@ CONFIG_ENV = "SPARSESYNC_CONFIG"
 @dataclass(frozen=True)
 class PlanSection:
     rows_per_query: int = 100_000
-    file_size_mb: int = 256
+    file_size_mb: float = 256.0  # fractions allowed: 0.5 = 512 KiB
     density: str = "auto"
     sparse_threshold: float = 0.10
     cache: str | None = None
@@ -138,7 +138,7 @@ ENUMS: dict[str, tuple[str, ...]] = {
 }
 FRACTIONS = {"plan.sparse_threshold", "detection.efficiency_threshold"}  # 0..1 inclusive
 NON_NEGATIVE = {"bench.latency_ms", "detection.consecutive_sparse_limit", "execute.retries"}
-POSITIVE_FLOAT = {"bench.time_cap_s", "adaptive_scaling.max_scale_factor"}
+POSITIVE_FLOAT = {"bench.time_cap_s", "adaptive_scaling.max_scale_factor", "plan.file_size_mb"}
 
 
 # ---- loading ----------------------------------------------------------------------------------------
@@ -230,7 +230,7 @@ def check_value(path: str, hint: Any, value: Any, origin: str = "<config>") -> A
         if path in NON_NEGATIVE and value < 0:
             raise _bad(origin, path, f"must be ≥ 0, got {value:g}")
         if path in POSITIVE_FLOAT and value <= 0:
-            raise _bad(origin, path, f"must be > 0, got {value:g}")
+            raise _bad(origin, path, f"must be positive (> 0), got {value:g}")
         return value
     if "str" in base:
         if not isinstance(value, str):

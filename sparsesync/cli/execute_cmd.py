@@ -221,7 +221,7 @@ def run_command(
     dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix."),
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
     rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000]."),
-    file_size: Optional[int] = typer.Option(None, "--file-size", help="Target Parquet file size in MB [default: 256]."),
+    file_size: Optional[float] = typer.Option(None, "--file-size", help="Target Parquet file size in MB; fractions allowed (0.5 = 512 KiB) [default: 256]."),
     density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact, sampled or auto [default: auto]."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default as for `sparsesync plan`)."),
     refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
@@ -267,7 +267,7 @@ def run_command(
                 wide_decimal_as_string=wide_decimal_as_string,
             )
             plan = make_plan(
-                source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=po.file_size_mb * 1024 * 1024,
+                source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=max(1, int(po.file_size_mb * 1024 * 1024)),
                 density=po.density, sparse_threshold=po.sparse_threshold, cache_path=po.cache, refresh=refresh,
                 use_cache=not no_cache,
                 type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),

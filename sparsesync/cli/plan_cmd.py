@@ -20,7 +20,7 @@ def plan_command(
     table: Optional[str] = typer.Argument(None, metavar="TABLE", help="Table to plan."),
     key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
     rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000, or plan.rows_per_query of --config]."),
-    file_size: Optional[int] = typer.Option(None, "--file-size", help="Target Parquet file size in MB [default: 256]."),
+    file_size: Optional[float] = typer.Option(None, "--file-size", help="Target Parquet file size in MB; fractions allowed (0.5 = 512 KiB) [default: 256]."),
     density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact (one index scan, exact counts), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size and --rows-per-query) [default: auto]."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default $XDG_CACHE_HOME/sparsesync/histograms.duckdb, else ~/.cache/sparsesync/histograms.duckdb)."),
     refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
@@ -58,7 +58,7 @@ def plan_command(
             raise UsageError(f"-o {output} is a directory", hint="give a file name, e.g. -o plans/orders.json")
         plan = make_plan(
             resolve_url(source_url), table, key=key, rows_per_query=opts.rows_per_query,
-            file_size=opts.file_size_mb * 1024 * 1024, density=opts.density, sparse_threshold=opts.sparse_threshold,
+            file_size=max(1, int(opts.file_size_mb * 1024 * 1024)), density=opts.density, sparse_threshold=opts.sparse_threshold,
             type_options=TypeOptions(
                 tinyint1_as_bool=opts.tinyint1_as_bool, wide_decimal_as_string=opts.wide_decimal_as_string
             ),

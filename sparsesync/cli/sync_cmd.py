@@ -39,7 +39,7 @@ def sync_command(
     full: bool = typer.Option(False, "--full", help="Start a new image: re-read every span (needed only after a schema change that sync refuses to carry over)."),
     key: Optional[str] = _option(plan_command, "key"),
     rows_per_query: Optional[int] = _option(plan_command, "rows_per_query"),
-    file_size: Optional[int] = _option(plan_command, "file_size"),
+    file_size: Optional[float] = _option(plan_command, "file_size"),
     density: Optional[str] = _option(plan_command, "density"),
     cache: Optional[Path] = _option(plan_command, "cache"),
     no_cache: bool = _option(plan_command, "no_cache"),

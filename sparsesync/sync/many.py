@@ -96,6 +96,9 @@ def table_line(t: dict) -> str:
         bits.append(f"image {t['rows_in_image']:,} rows")
     if t.get("spans_reexported"):
         bits.append(f"{t['spans_reexported']} span(s) re-exported")
+    tidied = t.get("tidy") or {}
+    if tidied.get("parts_merged"):
+        bits.append(f"{tidied['parts_merged']} small parts merged into {tidied['merged_into']}")
     bits.append(f"{t.get('seconds') or 0:.1f} s")
     return "  ".join(bits)
 

@@ -11,7 +11,9 @@ simply starts again — the run's files live in their own ``<table>/<run_id>/`` 
 4. plan only the changed spans and the new tail (the planner re-cuts them into its ranges and files);
 5. record each new part's span checksum, measured BEFORE its export (see :func:`_pre_export_checksums`);
 6. ``execute_plan`` into ``<table>/<run_id>/`` (ledger-resumable, manifest.json = the run's delta);
-7. swap the image: new parts in, replaced parts out (with the cursor's window digest per new span);
+7. tidy the image (:mod:`sparsesync.sync.tidy`): a rolled file group becomes one part per file, and small
+   adjacent parts are merged at the destination (no source read) while the image is over its part bound;
+8. swap the image: new parts in, replaced parts out (with the cursor's window digest per new span);
    write ``current.manifest.json``, then ``_state.json`` LAST (each atomically).
 """
 
@@ -41,6 +43,7 @@ from sparsesync.source import create_engine
 
 from . import detect as det
 from . import evolve as evo_mod
+from . import tidy
 from .state import ImageState, Part, PartFile, Run, load_state, narrowed, repair_manifest, save_state
 
 RUN_KINDS = ("first", "append", "changed", "full")
@@ -96,6 +99,7 @@ class TableSyncResult:
     schema_version: int | None = None
     # A schema change carried over by this run (sync.evolve.Evolution.to_dict): changes and their cost
     schema_change: dict | None = None
+    tidy: dict | None = None  # parts split and merged by the run, and what it cost (sync.tidy.TidyStats)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
@@ -216,12 +220,15 @@ class _Run:
             self._pre_export_checksums(plan, checksums)
 
         report = self._execute(plan, verify=not plan.strategy.key_spans)
-        new_parts = self._new_parts(plan, run_id, seq, checksums)
+        tidied = tidy.TidyStats()  # a span is one file; small parts merged at the destination (sync/tidy.py)
+        new_parts = tidy.split_rolled(self.sink, self.folder, plan, self._new_parts(plan, run_id, seq, checksums), tidied)
         parts = [p for p in keep
                  if not (p.nulls and null_read) and not (not p.nulls and any(_within(p, lo, hi) for lo, hi in replaced))]
         parts = sorted(parts + new_parts, key=lambda p: (p.nulls, p.lo or 0))
         if evo is not None:
             evo.commit(self.sink, self.folder, parts)  # the rewritten parts that stay (after the export)
+        parts = tidy.merge_small(self.sink, self.folder, run_id, plan, parts, file_size=int(o.file_size_mb * 1024 * 1024),
+                                 compression=o.compression, sequence=seq, stats=tidied)
         finished = datetime.now(timezone.utc)
         run = Run(run_id=run_id, sequence=seq, kind=kind, detect=str(self.detect),
                   started_at=started.isoformat(timespec="seconds"), finished_at=finished.isoformat(timespec="seconds"),
@@ -254,6 +261,9 @@ class _Run:
             r.schema_change = evo.to_dict() | {"rows_reexported": sum(p.rows for p in changed if (p.nulls, p.lo) in evo.forced)}
             r.notes.append(evo.summary())
             self.emit({"event": "schema_change", "table": self.table, "run_id": run_id, **r.schema_change})
+        r.tidy = tidied.to_dict()
+        if tidied.did_anything:
+            r.notes.append(tidied.describe())
         r.queries = self.queries + int(report.queries or 0)
         r.status = "ok" if new_state.files else "empty"
         if self.detect.mode == "cursor":
@@ -262,7 +272,7 @@ class _Run:
             r.notes.append("--detect none reads appends only: updates, deletes and inserts below the max are not seen")
         self.emit({"event": "sync_done", "table": self.table, "run_id": run_id, "kind": kind,
                    "rows_read": r.rows_read, "rows_in_image": r.rows_in_image, "bytes": r.bytes_written,
-                   "spans_reexported": r.spans_reexported, "parts": len(new_state.files)})
+                   "spans_reexported": r.spans_reexported, "parts": len(new_state.files), "tidy": r.tidy})
 
     def _check_shape(self, state: ImageState):
         """Every file of an image has one Arrow schema: a changed table's image gets a new schema version

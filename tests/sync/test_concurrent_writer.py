@@ -38,7 +38,7 @@ def test_writes_racing_the_export_are_caught_by_the_next_sync(mysql_url, mysql_e
     table = mysql_table(SYNC_DDL, prefix="cw")
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql(f"INSERT INTO `{table}` (id, v) SELECT seq, 'a' FROM seq_1_to_5000")
-    opts = SyncOptions(rows_per_query=100, file_size_mb=1e-6, reader="pymysql")
+    opts = SyncOptions(rows_per_query=100, file_size_mb=0.004, reader="pymysql")
     sync_table(mysql_url, table, tmp_path, opts, raise_errors=True)
     for _ in range(3):  # syncs while the writer runs: each may race it
         stop = threading.Event()

@@ -107,7 +107,7 @@ def run_sequence(mysql_url, engine, tmp_path, steps, detect: str, *, deletes: bo
             conn.exec_driver_sql(SYNC_DDL.format(name=table))
             conn.execute(sa.text(f"INSERT INTO `{table}` (id, v, n, updated_at) VALUES (:id, :v, 1, '2020-01-01')"),
                          [{"id": k, "v": f"init{k}"} for k in INITIAL])
-    opts = SyncOptions(detect=detect, lookback_s=0, rows_per_query=25, file_size_mb=1e-6, reader="pymysql",
+    opts = SyncOptions(detect=detect, lookback_s=0, rows_per_query=25, file_size_mb=0.002, reader="pymysql",
                        key="k" if dup else None)
     warehouse = tmp_path / f"{table}-warehouse.duckdb"
 

@@ -69,7 +69,7 @@ def run(mysql_url, engine, tmp_path, steps, detect, deletes=True):
         conn.execute(sa.text(f"INSERT INTO `{table}` (ext_id, v, updated_at) VALUES (:e, 'init', '2020-01-01')"),
                      [{"e": None if k % 4 == 0 else k * 3} for k in range(1, 200)])
     dest = tmp_path / table
-    opts = SyncOptions(key="ext_id", detect=detect, lookback_s=0, rows_per_query=30, file_size_mb=1e-6,
+    opts = SyncOptions(key="ext_id", detect=detect, lookback_s=0, rows_per_query=30, file_size_mb=0.002,
                        reader="pymysql")
     try:
         sync_table(mysql_url, table, dest, opts, raise_errors=True)

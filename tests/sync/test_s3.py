@@ -39,7 +39,7 @@ def test_sync_to_s3(mysql_url, mysql_engine, mysql_table, s3_bucket, s3_client, 
     with mysql_engine.begin() as conn:
         conn.exec_driver_sql(f"INSERT INTO `{table}` (id, v) SELECT seq, 'a' FROM seq_1_to_800")
     dest = f"s3://{s3_bucket}/{PREFIX}"
-    opts = SyncOptions(rows_per_query=100, file_size_mb=1e-6, reader="pymysql")
+    opts = SyncOptions(rows_per_query=100, file_size_mb=0.004, reader="pymysql")
     for step, sql in enumerate([
         None,
         f"INSERT INTO `{table}` (id, v) SELECT seq, 'b' FROM seq_801_to_900",

@@ -33,7 +33,7 @@ OP = st.one_of(
     st.tuples(st.just("update"), st.integers(0, 10_000)),
     st.tuples(st.just("delete"), st.integers(0, 10_000)),
 )
-OPTS = SyncOptions(detect="checksum", rows_per_query=25, file_size_mb=1e-6, reader="pymysql", use_cache=False)
+OPTS = SyncOptions(detect="checksum", rows_per_query=25, file_size_mb=0.002, reader="pymysql", use_cache=False)
 
 
 def ordered(rows) -> list[tuple]:
