@@ -223,7 +223,7 @@ def run_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
     tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean."),
     wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string", help="Export DECIMAL(p>38) as text."),
-    plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Where the plan is saved."),
+    plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Folder the plan is saved in (made if missing; must be writable)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="File groups read in parallel [default: 1]."),
     compression: Optional[str] = typer.Option(None, "--compression", help="zstd, snappy, gzip or none [default: zstd]."),
@@ -245,6 +245,7 @@ def run_command(
     from sparsesync.config import merge
 
     from . import current_config
+    from .paths import plans_dir_error, writable_plans_dir
 
     try:
         po = merge(
@@ -252,13 +253,17 @@ def run_command(
             cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,
             wide_decimal_as_string=wide_decimal_as_string,
         )
+        writable_plans_dir(plans_dir)  # before the pre-scan: a read-only working directory is one line
         plan = make_plan(
             source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=po.file_size_mb * 1024 * 1024,
             density=po.density, sparse_threshold=po.sparse_threshold, cache_path=po.cache, refresh=refresh,
             use_cache=not no_cache,
             type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
         )
-        path = plan.save(plans_dir / plan.default_filename())
+        try:
+            path = plan.save(plans_dir / plan.default_filename())
+        except OSError as exc:
+            raise plans_dir_error(plans_dir, exc) from exc
     except SparsesyncError as exc:
         raise fail(exc)
     typer.echo(f"plan written to {path}")
