@@ -102,3 +102,38 @@ def test_help_states_the_documented_defaults():
     assert "[default: 512, or execute.memory_limit_mb]" in execute["--memory-limit"]
     assert "[default: 5]" in execute["--retries"] and "[default: range]" in execute["--consistency"]
     assert "[default: plans]" in run["--plans-dir"] and "[default: zstd]" in run["--compression"]
+
+
+# ---------------------------------------------------------------------------------------------- 4(e)
+@pytest.mark.mysql
+def test_bench_latency_ms_works_from_the_package_alone(mysql_url, mysql_engine, tmp_path, monkeypatch):
+    """``bench --latency-ms`` needs the latency proxy: it ships in the package (``sparsesync.bench.proxy``),
+    not only in the checkout's ``benchmarks/`` (before: ModuleNotFoundError: sparsesync.bench.proxy)."""
+    import subprocess
+    import sys
+
+    import sparsesync.bench.counters as counters
+    import sparsesync.bench.proxy as proxy_mod
+
+    # the package alone: from a folder where benchmarks/ cannot be imported, the module is there
+    res = subprocess.run([sys.executable, "-c", "import sparsesync.bench.proxy as p, importlib.util as u; "
+                          "print(p.LatencyProxy.__module__, u.find_spec('benchmarks') is None)"],
+                         cwd=tmp_path, capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"})
+    assert res.stdout.split() == ["sparsesync.bench.proxy", "True"], res.stderr
+    # The shared test server's general log (a CSV table every count scans) is huge: counting is stubbed,
+    # everything else (fixture, proxy, export) is real.
+    monkeypatch.setattr(counters.QueryLog, "count", lambda self, table, **kw: 1)
+    used = []
+    real_exit = proxy_mod.LatencyProxy.__exit__
+
+    def exit_(self, *exc):
+        used.append((self.connections, self.bytes_down))
+        return real_exit(self, *exc)
+
+    monkeypatch.setattr(proxy_mod.LatencyProxy, "__exit__", exit_)
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["bench", "--source", mysql_url, "--fixtures", "dense", "--rows", "200",
+                                   "--strategies", "fixed", "--latency-ms", "1", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, (res.output, res.exception)
+    assert used and used[0][0] >= 1 and used[0][1] > 0, used  # the export's connections went through the proxy
+    assert "latency 1 ms per round trip" in (tmp_path / "out" / "results.md").read_text()

@@ -72,7 +72,7 @@ def dask_options(engine: str, *, scheduler, workers, connections, shared_fs):
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None,
+             no_verify, iam_role, memory_limit=None, oversize="fail", nul="fail", retries=None, staging=None, shard=None,
              consistency="range", engine="local", scheduler=None, connections=None, shared_fs=False) -> None:
     from sparsesync.executor.run import execute_plan
     from sparsesync.config import merge
@@ -93,7 +93,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
             plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
             ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
             verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
-            memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
+            memory_limit_mb=opts.memory_limit_mb, oversize=oversize, nul=nul, retries=opts.retries, staging=opts.staging,
             shard=shard, consistency=consistency, dask=dask,
         )
     except SparsesyncError as exc:
@@ -117,6 +117,9 @@ _CONSISTENCY_HELP = ("range: each range is read consistently on its own (a seria
                      "reads one snapshot); snapshot: the whole table at ONE point in time with any reader and "
                      "--workers (MySQL/MariaDB: InnoDB, and the LOCK TABLES privilege when more than one "
                      "connection is used), or a one-line error before anything is written [default: range].")
+_NUL_HELP = ("A NUL byte inside a text value (Redshift's COPY rejects it in a VARCHAR): fail (stop at the first, "
+             "naming column and key), strip (remove the NUL bytes, counted in the report) or keep (write it; report "
+             "and copy.sql warn) [default: fail].")
 _ENGINE_HELP = ("local (threads in this process) or dask (each file group a task on a Dask cluster; needs the "
                 "package's dask extra).")
 _SCHEDULER_HELP = ("--engine dask: scheduler address, e.g. tcp://host:8786 (default: $SPARSESYNC_DASK_SCHEDULER, "
@@ -145,6 +148,7 @@ def execute_command(
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
     memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
+    nul: str = typer.Option("fail", "--nul", help=_NUL_HELP),
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=_SHARD_HELP),
@@ -181,7 +185,7 @@ def execute_command(
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
              overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, shard=shard,
+             memory_limit=memory_limit, oversize=oversize, nul=nul, retries=retries, staging=staging, shard=shard,
              consistency=consistency, engine=engine, scheduler=scheduler, connections=connections,
              shared_fs=shared_fs)
 
@@ -232,6 +236,7 @@ def run_command(
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
     memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
+    nul: str = typer.Option("fail", "--nul", help=_NUL_HELP),
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
     consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
@@ -269,4 +274,5 @@ def run_command(
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
              overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, consistency=consistency)
+             memory_limit=memory_limit, oversize=oversize, nul=nul, retries=retries, staging=staging,
+             consistency=consistency)
