@@ -11,7 +11,7 @@ Measured per run:
 - for planner runs, **sparse-region detection** scored against the fixture's truth (see
   :func:`score_regions` for the exact metric).
 
-``--latency-ms`` routes the strategies' connections through :class:`benchmarks.proxy.LatencyProxy`
+``--latency-ms`` routes the strategies' connections through :class:`sparsesync.bench.proxy.LatencyProxy`
 (fixture creation and query counting stay direct).
 """
 

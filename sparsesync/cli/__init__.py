@@ -90,6 +90,41 @@ def _register() -> None:
     from . import bench_cmd  # noqa: F401
     from . import sync_cmd  # noqa: F401
 
+    _escape_help_markup(app)
+
+
+_escaped: set[int] = set()  # ids of help holders already escaped (_register may run more than once)
+
+
+def _escape_help_markup(typer_app: typer.Typer) -> None:
+    """Help texts are plain text: escape what rich would read as markup, once, for every command.
+
+    typer renders help through rich markup, which takes ``[default: 100000]`` (and any ``[...]``) for a
+    style tag and drops it ("… rows per range query ."). Escaping every option's, argument's and command's
+    help here keeps each ``[default: …]`` visible without touching the command modules.
+    """
+    import inspect
+
+    try:
+        from rich.markup import escape
+    except ImportError:  # no rich: typer prints plain click help, nothing is read as markup
+        return
+    for info in typer_app.registered_commands:
+        if id(info) not in _escaped:
+            _escaped.add(id(info))
+            doc = info.help if info.help is not None else inspect.getdoc(info.callback)
+            if doc:
+                info.help = escape(doc)
+        for param in inspect.signature(info.callback).parameters.values():
+            holder = param.default
+            if isinstance(getattr(holder, "help", None), str) and id(holder) not in _escaped:
+                _escaped.add(id(holder))
+                if "[default:" in holder.help and hasattr(holder, "show_default"):
+                    holder.show_default = False  # the text states its default: typer must not repeat it
+                holder.help = escape(holder.help)
+    for group in typer_app.registered_groups:
+        _escape_help_markup(group.typer_instance)
+
 
 def main() -> None:
     """Console entry point."""

@@ -73,7 +73,7 @@ def dask_options(engine: str, *, scheduler, workers, connections, shared_fs):
 
 
 def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwrite, dry_run, strict_dates,
-             no_verify, iam_role, memory_limit=None, oversize="fail", retries=None, staging=None, shard=None,
+             no_verify, iam_role, memory_limit=None, oversize="fail", nul="fail", retries=None, staging=None, shard=None,
              consistency="range", engine="local", scheduler=None, connections=None, shared_fs=False,
              resume: str | None = None) -> None:
     from sparsesync import interrupt
@@ -98,7 +98,7 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
                 plan, dest, source_url=source, reader=opts.reader, workers=opts.workers, compression=opts.compression,
                 ledger=opts.ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=opts.strict_dates,
                 verify=not no_verify, iam_role=iam_role, progress=callback, batch_rows=opts.batch_rows,
-                memory_limit_mb=opts.memory_limit_mb, oversize=oversize, retries=opts.retries, staging=opts.staging,
+                memory_limit_mb=opts.memory_limit_mb, oversize=oversize, nul=nul, retries=opts.retries, staging=opts.staging,
                 shard=shard, consistency=consistency, dask=dask,
             )
     except SparsesyncError as exc:
@@ -122,6 +122,9 @@ _CONSISTENCY_HELP = ("range: each range is read consistently on its own (a seria
                      "reads one snapshot); snapshot: the whole table at ONE point in time with any reader and "
                      "--workers (MySQL/MariaDB: InnoDB, and the LOCK TABLES privilege when more than one "
                      "connection is used), or a one-line error before anything is written [default: range].")
+_NUL_HELP = ("A NUL byte inside a text value (Redshift's COPY rejects it in a VARCHAR): fail (stop at the first, "
+             "naming column and key), strip (remove the NUL bytes, counted in the report) or keep (write it; report "
+             "and copy.sql warn) [default: fail].")
 _ENGINE_HELP = ("local (threads in this process) or dask (each file group a task on a Dask cluster; needs the "
                 "package's dask extra).")
 _SCHEDULER_HELP = ("--engine dask: scheduler address, e.g. tcp://host:8786 (default: $SPARSESYNC_DASK_SCHEDULER, "
@@ -150,6 +153,7 @@ def execute_command(
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
     memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
+    nul: str = typer.Option("fail", "--nul", help=_NUL_HELP),
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
     shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=_SHARD_HELP),
@@ -186,7 +190,7 @@ def execute_command(
         raise fail(exc)
     _execute(plan, dest, source=source, reader=reader, workers=workers, compression=compression, ledger=ledger,
              overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, shard=shard,
+             memory_limit=memory_limit, oversize=oversize, nul=nul, retries=retries, staging=staging, shard=shard,
              consistency=consistency, engine=engine, scheduler=scheduler, connections=connections,
              shared_fs=shared_fs)
 
@@ -228,7 +232,7 @@ def run_command(
     no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
     tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean."),
     wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string", help="Export DECIMAL(p>38) as text."),
-    plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Where the plan is saved."),
+    plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Folder the plan is saved in (made if missing; must be writable)."),
     reader: Optional[str] = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="File groups read in parallel [default: 1]."),
     compression: Optional[str] = typer.Option(None, "--compression", help="zstd, snappy, gzip or none [default: zstd]."),
@@ -237,6 +241,7 @@ def run_command(
     iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
     memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
     oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
+    nul: str = typer.Option("fail", "--nul", help=_NUL_HELP),
     retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
     staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
     consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
@@ -254,6 +259,7 @@ def run_command(
     from sparsesync.source import resolve_url
 
     from . import current_config
+    from .paths import plans_dir_error, writable_plans_dir
 
     if table is None:  # `sparsesync run TABLE` with the URL in the environment, as `plan TABLE`
         source_url, table = None, source_url
@@ -266,17 +272,21 @@ def run_command(
                 cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,
                 wide_decimal_as_string=wide_decimal_as_string,
             )
+            writable_plans_dir(plans_dir)  # before the pre-scan: a read-only working directory is one line
             plan = make_plan(
                 source_url, table, key=key, rows_per_query=po.rows_per_query, file_size=max(1, int(po.file_size_mb * 1024 * 1024)),
                 density=po.density, sparse_threshold=po.sparse_threshold, cache_path=po.cache, refresh=refresh,
                 use_cache=not no_cache,
                 type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
             )
-            path = plan.save(plans_dir / plan.default_filename())
+            try:
+                path = plan.save(plans_dir / plan.default_filename())
+            except OSError as exc:
+                raise plans_dir_error(plans_dir, exc) from exc
     except SparsesyncError as exc:
         raise fail(exc)
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
              overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
-             memory_limit=memory_limit, oversize=oversize, retries=retries, staging=staging, consistency=consistency,
+             memory_limit=memory_limit, oversize=oversize, nul=nul, retries=retries, staging=staging, consistency=consistency,
              resume=f"resume with: sparsesync execute {shlex.quote(str(path))} --dest {shlex.quote(dest)} --source SOURCE_URL")

@@ -205,7 +205,10 @@ def row_bytes(row, var: list[int], fixed: int) -> int:
     for i in var:
         v = row[i]
         if v is not None:
-            n += len(v)
+            try:
+                n += len(v)
+            except TypeError:  # a value the driver hands over as an object (a Decimal for a DECIMAL as text)
+                n += len(str(v))
     return n
 
 

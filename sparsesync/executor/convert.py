@@ -175,6 +175,29 @@ def cast_array(arr: pa.Array, target: pa.DataType, column: str, ctx: Context) ->
         raise ctx.error(column, 0, "<batch>", target, str(exc).split("\n", 1)[0][:120]) from exc
 
 
+def decimal_scale(source_type: str) -> int | None:
+    """The scale of a declared ``DECIMAL(p,s)`` (0 for ``DECIMAL(p)``), None when not a decimal declaration."""
+    import re
+
+    m = re.match(r"^\s*(?:decimal|numeric|dec|fixed)\s*(?:\(\s*(\d+)\s*(?:,\s*(\d+)\s*)?\))?", source_type, re.I)
+    if m is None:
+        return None
+    return int(m.group(2) or 0)
+
+
+def decimal_text(v: Any, scale: int | None) -> str:
+    """A DECIMAL value as MySQL prints it: plain digits, exactly ``scale`` places (``0.000…001``, not ``1E-30``)."""
+    import decimal
+
+    if not isinstance(v, decimal.Decimal):
+        v = decimal.Decimal(str(v))
+    if scale is not None and v.is_finite() and v.as_tuple().exponent != -scale:
+        with decimal.localcontext() as dctx:
+            dctx.prec = max(dctx.prec, len(v.as_tuple().digits) + scale + 70)  # DECIMAL holds ≤ 65 digits
+            v = v.quantize(decimal.Decimal(1).scaleb(-scale))
+    return format(v, "f")
+
+
 # ---- python values (pymysql, SQLAlchemy rows) → Arrow -------------------------------------------------------
 class ValueColumn:
     """Converts one column of Python values (as a DB-API driver returns them) to the plan's Arrow type."""
@@ -263,7 +286,11 @@ class ValueColumn:
         return pa.array(out, type=self.type)
 
     def _decimal_str(self, values: Sequence[Any], ctx: Context) -> pa.Array:
-        return values_to_array([None if v is None else str(v) for v in values], self.type, self.name, ctx)
+        # As MySQL prints the value (what CAST(... AS CHAR) gives connectorx): positional notation with the
+        # column's scale, never str(Decimal)'s exponent form ('1E-30', '0E-30', '1.000…E-7').
+        scale = decimal_scale(self.spec.source_type)
+        return values_to_array([None if v is None else decimal_text(v, scale) for v in values], self.type, self.name,
+                               ctx)
 
     def _iso(self, values: Sequence[Any], ctx: Context) -> pa.Array:
         """SQLite keeps dates as ISO text: let Arrow parse them; driver date objects go straight in."""

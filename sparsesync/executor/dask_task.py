@@ -34,6 +34,7 @@ class TaskSpec:
     retries: int
     retry_base_s: float
     staging: str | None = None
+    nul: str = "fail"
 
 
 @dataclass
@@ -110,7 +111,7 @@ def run_group_task(plan, index: int, spec: TaskSpec):
         try:
             res = with_retries(
                 lambda session: write_group(plan, sink, output_folder(plan), session, g, spec.compression, _Quiet(),
-                                            stop, budget=budget, oversize=spec.oversize)(),
+                                            stop, budget=budget, oversize=spec.oversize, nul=spec.nul)(),
                 sessions, plan, RetryPolicy(retries=spec.retries, base_s=spec.retry_base_s), stats,
                 stop=stop, group=index)
         finally:

@@ -202,7 +202,7 @@ def _takes_n_workers(client) -> bool:
 
 def run_groups_dask(opts: DaskOptions, plan, dest, sink, folder, engine, book, store, todo, counter, *, reader,
                     compression, batch_rows, strict_dates, budget, oversize, lock, policy, retried, stats,
-                    staging) -> str:
+                    staging, nul: str = "fail") -> str:
     """Run ``todo``'s groups on the cluster, recording each result in the ledger as it arrives.
 
     Returns the description of where they ran (for the report). Raises the first task's error as the
@@ -211,7 +211,7 @@ def run_groups_dask(opts: DaskOptions, plan, dest, sink, folder, engine, book, s
     """
     dest_text = _dest_text(dest)
     spec = TaskSpec(dest=dest_text, source_url=worker_source_url(engine), reader=reader, compression=compression,
-                    batch_rows=batch_rows, strict_dates=strict_dates, oversize=oversize,
+                    batch_rows=batch_rows, strict_dates=strict_dates, oversize=oversize, nul=nul,
                     memory_limit_mb=budget.limit_mb, retries=policy.retries, retry_base_s=policy.base_s,
                     staging=staging)
     if not todo:  # a resumed run with every group done: no cluster needed

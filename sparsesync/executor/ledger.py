@@ -55,6 +55,7 @@ class GroupRecord:
     run: int | None = None  # which run of the ledger (``Ledger.runs``) read it; groups of one snapshot share it
     max_bytes: dict[str, int] = field(default_factory=dict)  # widest text/binary value per column (bytes)
     oversize: dict[str, int] = field(default_factory=dict)  # values over the Redshift DDL limit per column
+    nul: dict[str, int] = field(default_factory=dict)  # text values holding a NUL byte (stripped or kept) per column
     attempts: int = 0
     started_at: str | None = None
     finished_at: str | None = None

@@ -201,6 +201,18 @@ class FileLock:
         self.release()
 
 
+def _boto_errors():
+    from .s3 import boto_errors  # boto3 only when an S3 lock is used
+
+    return boto_errors()
+
+
+def _s3_error(exc, action, bucket, key):
+    from .s3 import s3_error
+
+    return s3_error(exc, action, bucket, key)
+
+
 _CONFLICT = {"PreconditionFailed", "412", "ConditionalRequestConflict", "409"}
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
@@ -216,7 +228,7 @@ class S3Lock:
         self.purpose = purpose
         self.stale_after_s = stale_after_s
         self.refresh_s = refresh_s if refresh_s is not None else stale_after_s / 4
-        self._error = error or (lambda exc, action, key: DestinationError(f"cannot {action} s3://{bucket}/{key}: {exc}"))
+        self._error = error or (lambda exc, action, key: _s3_error(exc, action, bucket, key))
         self.info: dict | None = None
         self._etag: str | None = None
         self._lost: str | None = None
@@ -238,12 +250,10 @@ class S3Lock:
 
     def _put(self, **condition) -> str | None:
         """Put our lock body under ``condition``; the new ETag, or None when the condition failed."""
-        from botocore.exceptions import ClientError
-
         try:
             resp = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(),
                                           ContentType="application/json", **condition)
-        except ClientError as exc:
+        except _boto_errors() as exc:  # unreachable, no credentials, ...: one line too, not a traceback
             if self._code(exc) in _CONFLICT:
                 return None
             raise self._error(exc, "write lock", self.key) from None
@@ -251,12 +261,10 @@ class S3Lock:
 
     def _read(self) -> tuple[dict | None, str | None, float | None]:
         """(holder, ETag, age in seconds on S3's clock) of the current lock object, or Nones when absent."""
-        from botocore.exceptions import ClientError
-
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self.key)
             data = resp["Body"].read()
-        except ClientError as exc:
+        except _boto_errors() as exc:
             if self._code(exc) in _MISSING:
                 return None, None, None
             raise self._error(exc, "read lock", self.key) from None
@@ -327,8 +335,6 @@ class S3Lock:
 
     def release(self) -> None:
         """Stop refreshing and delete the lock object if it is still ours."""
-        from botocore.exceptions import ClientError
-
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
@@ -339,7 +345,7 @@ class S3Lock:
             return
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=etag)
-        except ClientError:
+        except _boto_errors():
             pass  # not ours any more, or unreachable: it goes stale by itself
 
     def __enter__(self) -> "S3Lock":

@@ -7,6 +7,13 @@ Python unless a value is over), the widest per column is kept for the report, an
 * ``fail`` (default) stops the run at the first one, naming table, column, key and size;
 * ``truncate`` cuts it to the limit — on a UTF-8 character boundary for text — and counts it per column;
 * ``keep`` writes it as it is and counts it; the report and ``copy.sql`` carry a warning.
+
+A NUL byte inside a text value is a COPY failure in Redshift too (``VARCHAR`` cannot hold it), so the same
+guard applies ``--nul`` to text columns (binary ``VARBYTE`` holds any byte), before the length check:
+
+* ``fail`` (default) stops the run at the first one, naming table, column and key;
+* ``strip`` removes the NUL bytes from the value and counts the values per column;
+* ``keep`` writes it as it is and counts it; the report and ``copy.sql`` carry a warning.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from sparsesync.errors import UsageError, ValueConversionError
 pc = lazy_module("pyarrow.compute")  # imported on first use: an empty table never needs it
 
 OVERSIZE_MODES = ("fail", "truncate", "keep")
+NUL_MODES = ("fail", "strip", "keep")
 _DDL_LIMIT = re.compile(r"^\s*(VARCHAR|VARBYTE|CHAR|CHARACTER VARYING)\s*\(\s*(\d+)\s*\)\s*$", re.I)
 
 
@@ -38,6 +46,13 @@ def check_mode(mode: str) -> str:
     return mode
 
 
+def check_nul_mode(mode: str) -> str:
+    """``mode`` if it is a known ``--nul`` choice, else a one-line :class:`UsageError`."""
+    if mode not in NUL_MODES:
+        raise UsageError(f"--nul must be one of {', '.join(NUL_MODES)}, got {mode!r}")
+    return mode
+
+
 def truncate_utf8(value: str, limit: int) -> str:
     """The longest prefix of ``value`` whose UTF-8 encoding fits ``limit`` bytes (never half a character)."""
     return value.encode("utf-8")[:limit].decode("utf-8", "ignore")
@@ -46,9 +61,10 @@ def truncate_utf8(value: str, limit: int) -> str:
 class OversizeGuard:
     """Checks (and in ``truncate`` mode fixes) one file group's batches; ``max_bytes``/``counts`` for the ledger."""
 
-    def __init__(self, plan, mode: str = "fail") -> None:
+    def __init__(self, plan, mode: str = "fail", *, nul: str = "fail") -> None:
         self.plan = plan
         self.mode = check_mode(mode)
+        self.nul = check_nul_mode(nul)
         self.table = plan.source.qualified_table
         names = [c.name for c in plan.columns]
         self.key_pos = names.index(plan.source.key) if plan.source.key in names else None
@@ -59,6 +75,7 @@ class OversizeGuard:
                 self.columns.append((i, spec.name, ddl_limit(spec.redshift_type), spec.redshift_type))
         self.max_bytes: dict[str, int] = {}
         self.counts: dict[str, int] = {}  # values over the limit, truncated or kept
+        self.nul_counts: dict[str, int] = {}  # text values holding a NUL byte, stripped or kept
 
     def apply(self, batch: pa.RecordBatch, key_range) -> pa.RecordBatch:
         """``batch`` checked against the DDL limits; in ``truncate`` mode with over-long values cut."""
@@ -67,6 +84,11 @@ class OversizeGuard:
             col = batch.column(i)
             if col.null_count == len(col):
                 continue
+            if pa.types.is_string(col.type):
+                fixed = self._nul(col, batch, name, key_range)
+                if fixed is not col:
+                    arrays = arrays or list(batch.columns)
+                    arrays[i] = col = fixed
             lengths = pc.binary_length(col)
             widest = pc.max(lengths).as_py() or 0
             if widest > self.max_bytes.get(name, -1):
@@ -92,6 +114,28 @@ class OversizeGuard:
             return batch
         return pa.RecordBatch.from_arrays(arrays, schema=batch.schema)
 
+    def _nul(self, col: pa.Array, batch: pa.RecordBatch, name: str, key_range) -> pa.Array:
+        """``col`` after the ``--nul`` policy: the same array when no value holds a NUL byte (the common case,
+        one vectorised search), else stripped (``strip``) or counted (``keep``); ``fail`` raises."""
+        has = pc.fill_null(pc.match_substring(col, "\x00"), False)
+        n = int(pc.sum(has).as_py() or 0)
+        if not n:
+            return col
+        if self.nul == "fail":
+            j = has.index(True).as_py()
+            key = batch.column(self.key_pos)[j].as_py() if self.key_pos is not None else f"row #{j}"
+            raise ValueConversionError(
+                f"column {name!r}: the text value at key {key} holds a NUL byte (\\0), which Redshift's COPY "
+                "rejects in a VARCHAR",
+                hint="pass --nul strip to remove NUL bytes (counted in the report) or --nul keep to export them "
+                     "as they are",
+                table=self.table, key_range=(key_range.lo, key_range.hi),
+            )
+        self.nul_counts[name] = self.nul_counts.get(name, 0) + n
+        if self.nul == "strip":
+            return pc.replace_substring(col, "\x00", "")
+        return col
+
 
 def _truncated(col: pa.Array, over: pa.Array, limit: int) -> pa.Array:
     """``col`` with its values flagged in ``over`` cut to ``limit`` bytes (text on a character boundary)."""
@@ -114,6 +158,23 @@ def summarize(groups, mode: str) -> dict:
         for k, v in (getattr(g, "oversize", None) or {}).items():
             counts[k] = counts.get(k, 0) + int(v)
     return {"mode": mode, "max_bytes": max_bytes, "values": counts}
+
+
+def summarize_nul(groups, mode: str) -> dict:
+    """The report's ``oversize.nul`` section: ``--nul`` mode and text values with a NUL byte per column."""
+    counts: dict[str, int] = {}
+    for g in groups:
+        for k, v in (getattr(g, "nul", None) or {}).items():
+            counts[k] = counts.get(k, 0) + int(v)
+    return {"mode": mode, "values": counts}
+
+
+def nul_warning_lines(summary: dict) -> list[str]:
+    """One line per column whose NUL bytes were stripped, or kept (the COPY will reject those rows)."""
+    verb = "had their NUL bytes stripped" if summary["mode"] == "strip" else \
+        "hold a NUL byte, which Redshift's COPY rejects"
+    return [f"column {json.dumps(name, ensure_ascii=True)}: {n:,} text value(s) {verb}"
+            for name, n in sorted(summary["values"].items())]
 
 
 def warning_lines(plan, summary: dict) -> list[str]:

@@ -212,6 +212,7 @@ def execute_plan(
     batch_rows: int = 65536,
     memory_limit_mb: int = 512,
     oversize: str = "fail",
+    nul: str = "fail",
     engine: "Engine | None" = None,
     staging: str | None = None,
     retries: int = 5,
@@ -246,9 +247,10 @@ def execute_plan(
     from .heap import bound_heap
 
     bound_heap()  # freed batches go back to the system instead of staying in glibc's heaps
-    from .oversize import check_mode
+    from .oversize import check_mode, check_nul_mode
 
     check_mode(oversize)
+    check_nul_mode(nul)
     scope = None
     if shard is not None:
         from .shard import ShardScope
@@ -291,7 +293,7 @@ def execute_plan(
                 plan, sink, folder, engine, t0=t0, reader_kind=reader, workers=workers, compression=compression,
                 ledger_path=ledger, overwrite=overwrite, dry_run=dry_run, strict_dates=strict_dates, verify=verify,
                 iam_role=iam_role, progress=progress, batch_rows=batch_rows, budget=budget,
-                oversize=oversize, lock=lock, policy=policy, scope=scope, consistency=consistency,
+                oversize=oversize, nul=nul, lock=lock, policy=policy, scope=scope, consistency=consistency,
                 dask=dask, dest=dest, staging=staging, late_rows=late_rows,
             )
     finally:
@@ -302,7 +304,7 @@ def execute_plan(
 
 
 def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compression, ledger_path, overwrite,
-             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail",
+             dry_run, strict_dates, verify, iam_role, progress, batch_rows, budget, oversize="fail", nul="fail",
              lock=None, policy: RetryPolicy = RetryPolicy(), scope=None, consistency="range", dask=None,
              dest=None, staging=None, late_rows: bool = True) -> RunReport:
     from .readers import make_reader  # the readers engineer's module; imported here to keep import light
@@ -388,7 +390,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         report.scheduler = run_groups_dask(
             dask, plan, dest, sink, folder, engine, book, store, todo, counter, reader=rdr.name,
             compression=compression, batch_rows=batch_rows, strict_dates=strict_dates, budget=budget,
-            oversize=oversize, lock=lock, policy=policy, retried=retried, stats=rdr.stats, staging=staging)
+            oversize=oversize, nul=nul, lock=lock, policy=policy, retried=retried, stats=rdr.stats, staging=staging)
         snapshot_counts = None  # groups were read on many workers: counted after the run
     else:
         # Ranges read one by one on one worker are counted after the run (_check_counts); the counts can start
@@ -398,7 +400,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
         try:
             snapshot_counts = _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter,
                                           want_count=verify and not skipped and not scope, budget=budget,
-                                          oversize=oversize, lock=lock, policy=policy, retried=retried,
+                                          oversize=oversize, nul=nul, lock=lock, policy=policy, retried=retried,
                                           consistency=consistency, how=report.snapshot,
                                           after_reads=early.start if early else None)
             early_counts = early.result() if early else None
@@ -417,7 +419,7 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     _finish_report(report, plan, book, rdr, drift, snapshot_counts)
     if retried.snapshots > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # a fault ended the serial run's snapshot; groups after it read a newer one
-    _oversize_report(report, plan, book, oversize)
+    _oversize_report(report, plan, book, oversize, nul)
     if scope:
         scope.finish(report, sink, folder, lock, todo, t0)  # finalize checks counts and writes the load files
         counter.emit("finish")
@@ -476,7 +478,7 @@ class _Counter:
 
 
 def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression, counter, *, want_count,
-                budget=None, oversize="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
+                budget=None, oversize="fail", nul="fail", lock=None, policy: RetryPolicy = RetryPolicy(),
                 retried: RetryStats | None = None, consistency="range", how: dict | None = None,
                 after_reads: Callable[[], None] | None = None) -> int | None:
     """Read and write every group in ``todo``; serial runs share one session (one snapshot).
@@ -501,7 +503,7 @@ def _run_groups(plan, sink, folder, rdr, book, store, todo, workers, compression
             zero_before = dict(rdr.stats.zero_dates) if workers == 1 else None
             try:
                 return _run_group(plan, sink, folder, session, book, store, g, compression, tally, stop, defer=defer,
-                                  budget=budget, oversize=oversize, lock=lock)
+                                  budget=budget, oversize=oversize, nul=nul, lock=lock)
             except BaseException:
                 tally.retract()  # the attempt's rows are discarded: take them back from the progress total
                 if zero_before is not None:
@@ -644,7 +646,7 @@ def _snapshot_counts(session, rdr, plan):
 
 
 def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compression, counter, stop, defer=False,
-               budget=None, oversize="fail", lock=None):
+               budget=None, oversize="fail", nul="fail", lock=None):
     """Read the group's ranges into a PartWriter; then close, commit and mark it done in the ledger.
 
     With ``defer`` the reading happens now and the closing/committing is returned as a callable, so
@@ -656,7 +658,8 @@ def _run_group(plan, sink, folder, session, book, store, g: FileGroup, compressi
     if stop.is_set():
         raise _stopped()  # between file groups: the next group never starts
     store.transition(book, g.index, RUNNING)
-    close = write_group(plan, sink, folder, session, g, compression, counter, stop, budget=budget, oversize=oversize)
+    close = write_group(plan, sink, folder, session, g, compression, counter, stop, budget=budget, oversize=oversize,
+                        nul=nul)
 
     def finish() -> None:
         record_group(store, book, close(), run=book.runs)
@@ -685,6 +688,7 @@ class GroupResult:
     consistency: str
     queries: int = 0  # statements the group's reader sent (engines whose reader the driver cannot see)
     retries: dict[int, int] = field(default_factory=dict)  # range index → transient faults survived
+    nul: dict[str, int] = field(default_factory=dict)  # text values with a NUL byte (stripped or kept), per column
 
     @property
     def rows(self) -> int:
@@ -699,13 +703,14 @@ def record_group(store: LedgerStore, book: Ledger, res: GroupResult, *, run: int
     """Mark the group ``done`` in the ledger with what :func:`write_group` produced (driver side only)."""
     store.transition(
         book, res.index, DONE, parts=res.parts, rows=res.rows, bytes=res.bytes, range_rows=res.range_rows,
-        max_bytes=res.max_bytes, oversize=res.oversize, zero_dates=res.zero_dates, consistency=res.consistency,
+        max_bytes=res.max_bytes, oversize=res.oversize, nul=res.nul, zero_dates=res.zero_dates,
+        consistency=res.consistency,
         run=run,
     )
 
 
 def write_group(plan, sink, folder, session, g: FileGroup, compression, counter, stop, *, budget=None,
-                oversize="fail") -> Callable[[], GroupResult]:
+                oversize="fail", nul="fail") -> Callable[[], GroupResult]:
     """Read group ``g``'s ranges through ``session`` into a staged PartWriter; touches no ledger.
 
     Returns ``close()``: it closes the writer, commits the part(s) (atomic publish) and returns the
@@ -724,7 +729,7 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
                         roll_bytes=plan.strategy.file_size or None, row_group_bytes=budget.row_group_bytes)
     writer = BackgroundWriter(writer)  # encoding overlaps reading the next batch (executor.pipeline)
     range_rows: dict[str, int] = {}
-    guard = OversizeGuard(plan, oversize)
+    guard = OversizeGuard(plan, oversize, nul=nul)
     # Each group carries its own zero-date counts and consistency into the ledger, so a resumed run
     # reports them for groups an earlier run read.
     stats = getattr(getattr(session, "reader", None), "stats", None)
@@ -739,7 +744,7 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
                 if stop.is_set():
                     raise _stopped()
                 if batch.num_rows:
-                    batch = guard.apply(batch, r)  # before writing: an oversize value stops the run here
+                    batch = guard.apply(batch, r)  # before writing: an oversize or NUL value stops the run here
                     writer.write(batch)
                     n += batch.num_rows
                     interrupt.pause("batch", g.index)  # test hook (sparsesync.interrupt): mid-group
@@ -762,7 +767,8 @@ def write_group(plan, sink, folder, session, g: FileGroup, compression, counter,
             raise
         records = [PartRecord(name=p.relpath, url=p.url, size=p.size, rows=p.rows, sha256=p.sha256) for p in parts]
         return GroupResult(index=g.index, parts=records, range_rows=range_rows, max_bytes=guard.max_bytes,
-                           oversize=guard.counts, zero_dates={k: v for k, v in zero_dates.items() if v},
+                           oversize=guard.counts, nul=guard.nul_counts,
+                           zero_dates={k: v for k, v in zero_dates.items() if v},
                            consistency=consistency)
 
     close.abort = writer.abort
@@ -849,12 +855,14 @@ def overall_consistency(book: Ledger) -> str:
     return "mixed"
 
 
-def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str) -> None:
+def _oversize_report(report: RunReport, plan: Plan, book: Ledger, mode: str, nul: str = "fail") -> None:
     """Widest values and oversize counts over every group (resumed ones from the ledger) into the report."""
-    from .oversize import summarize, warning_lines
+    from .oversize import nul_warning_lines, summarize, summarize_nul, warning_lines
 
     report.oversize = summarize(book.groups, mode)
     report.warnings.extend(warning_lines(plan, report.oversize))
+    report.oversize["nul"] = summarize_nul(book.groups, nul)  # --nul: text values with a NUL byte
+    report.warnings.extend(nul_warning_lines(report.oversize["nul"]))
 
 
 class _EarlyCounts:

@@ -15,6 +15,7 @@ import concurrent.futures
 import os
 import re
 import shutil
+import stat
 import tempfile
 import threading
 import time
@@ -51,6 +52,23 @@ _CREDENTIAL_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToke
 _DENIED_CODES = {"AccessDenied", "AllAccessDisabled", "403"}
 _NO_BUCKET_CODES = {"NoSuchBucket"}
 _NOT_FOUND_CODES = {"404", "NoSuchKey", "NotFound"}
+
+
+def _listed(glob, pattern: str) -> list[Path]:
+    """``glob(pattern)`` as a list; a base directory that vanished (or never was) lists nothing."""
+    try:
+        return list(glob(pattern))
+    except FileNotFoundError:
+        return []
+
+
+def _staged_files(base: Path):
+    """Staged files under ``base``, walked with ``os.walk``: a directory another process removes while we
+    walk is skipped (``os.walk`` ignores the error), where ``Path.rglob`` would raise FileNotFoundError."""
+    for folder, _dirs, files in os.walk(base):
+        for name in files:
+            if name.endswith(STAGING_MARK):
+                yield Path(folder) / name
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -100,6 +118,75 @@ def _root_client_error(exc: BaseException) -> BaseException:
             return seen
         seen = seen.__cause__ or seen.__context__
     return exc
+
+
+def boto_errors() -> tuple[type[BaseException], ...]:
+    """What boto3/botocore raise for a failed S3 call: HTTP-level ``ClientError`` and everything short of an
+    answer (``BotoCoreError``: unreachable endpoint, no credentials, timeouts; ``Boto3Error``: transfers).
+    The sink and the S3 lock catch exactly these and turn them into one line with :func:`s3_error`."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (ClientError, BotoCoreError, Boto3Error)
+
+
+def s3_error(exc: BaseException, action: str, bucket: str, key: str | None = None,
+             endpoint: str | None = None) -> DestinationError:
+    """One line for a failed S3 call on ``s3://bucket/key``: what, where and how to fix it (never credentials).
+
+    ``TransientDestinationError`` when a later run may succeed (throttling, 5xx, a dropped connection),
+    else ``DestinationError`` (exit 8): missing bucket, access denied, rejected or absent credentials, an
+    unreachable endpoint. The message names the s3:// URL, so no ``file`` context is added.
+    """
+    from botocore import exceptions as bx
+
+    where = f"s3://{bucket}/{key}" if key else f"s3://{bucket}"
+    root = _root_client_error(exc)
+    code = _error_code(root)
+    if isinstance(root, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
+        return DestinationError(
+            f"cannot {action} {where}: no AWS credentials found",
+            hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+        )
+    if isinstance(root, bx.EndpointConnectionError):
+        return DestinationError(
+            f"cannot {action} {where}: S3 endpoint {endpoint or getattr(root, 'kwargs', {}).get('endpoint_url', '?')}"
+            " is unreachable",
+            hint="check AWS_ENDPOINT_URL / network access to S3",
+        )
+    if isinstance(root, (bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError,
+                         bx.ResponseStreamingError, bx.HTTPClientError)):
+        return TransientDestinationError(
+            f"cannot {action} {where}: connection failed after retries ({type(root).__name__})",
+            hint="S3 or the network is unstable; run again to resume",
+        )
+    if code in _NO_BUCKET_CODES:
+        return DestinationError(
+            f"S3 bucket {bucket!r} does not exist",
+            hint="create it or fix the s3:// destination URL",
+        )
+    if code in _DENIED_CODES:
+        return DestinationError(
+            f"access denied: cannot {action} {where}",
+            hint=f"grant s3:PutObject/GetObject/ListBucket/AbortMultipartUpload on {bucket}",
+        )
+    if code in _CREDENTIAL_CODES:
+        return DestinationError(
+            f"cannot {action} {where}: AWS credentials rejected ({code})",
+            hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
+        )
+    if code in _TRANSIENT_CODES or code.startswith("5"):
+        return TransientDestinationError(
+            f"cannot {action} {where}: S3 kept failing ({code}) after retries",
+            hint="S3 is throttling or failing; run again to resume",
+        )
+    if code:
+        return DestinationError(f"cannot {action} {where}: S3 error {code}")
+    if isinstance(root, bx.BotoCoreError):  # any other failure short of an answer (bad region, endpoint, config)
+        return DestinationError(f"cannot {action} {where}: {type(root).__name__}",
+                                hint="check the AWS settings (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, credentials)")
+    # Not a boto error we know: keep only the exception type (its text may hold anything).
+    return DestinationError(f"cannot {action} {where}: {type(exc).__name__}")
 
 
 class S3Sink:
@@ -241,62 +328,11 @@ class S3Sink:
 
     # ------------------------------------------------------------------ errors
     def _error(self, exc: BaseException, action: str, key: str | None) -> DestinationError:
-        """Turn a boto error into one line naming bucket/key and how to fix it (never credentials).
-
-        The message itself names the s3:// URL, so ``file`` context is not repeated.
-        """
-        from botocore import exceptions as bx
-
-        where = f"s3://{self.bucket}/{key}" if key else f"s3://{self.bucket}"
-        root = _root_client_error(exc)
-        code = _error_code(root)
-        if isinstance(root, (bx.NoCredentialsError, bx.PartialCredentialsError)):
-            return DestinationError(
-                f"cannot {action} {where}: no AWS credentials found",
-                hint="set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-            )
-        if isinstance(root, bx.EndpointConnectionError):
-            endpoint = getattr(self.client.meta, "endpoint_url", "?")
-            return DestinationError(
-                f"cannot {action} {where}: S3 endpoint {endpoint} is unreachable",
-                hint="check AWS_ENDPOINT_URL / network access to S3",
-            )
-        if isinstance(root, (bx.ConnectionClosedError, bx.ReadTimeoutError, bx.ConnectTimeoutError,
-                             bx.ResponseStreamingError, bx.HTTPClientError)):
-            return TransientDestinationError(
-                f"cannot {action} {where}: connection failed after retries ({type(root).__name__})",
-                hint="S3 or the network is unstable; run again to resume",
-            )
-        if code in _NO_BUCKET_CODES:
-            return DestinationError(
-                f"S3 bucket {self.bucket!r} does not exist",
-                hint="create it or fix the s3:// destination URL",
-            )
-        if code in _DENIED_CODES:
-            return DestinationError(
-                f"access denied: cannot {action} {where}",
-                hint=f"grant s3:PutObject/GetObject/ListBucket/AbortMultipartUpload on {self.bucket}",
-            )
-        if code in _CREDENTIAL_CODES:
-            return DestinationError(
-                f"cannot {action} {where}: AWS credentials rejected ({code})",
-                hint="check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-            )
-        if code in _TRANSIENT_CODES or code.startswith("5"):
-            return TransientDestinationError(
-                f"cannot {action} {where}: S3 kept failing ({code}) after retries",
-                hint="S3 is throttling or failing; run again to resume",
-            )
-        if code:
-            return DestinationError(f"cannot {action} {where}: S3 error {code}")
-        # Not a boto error we know: keep only the exception type (its text may hold anything).
-        return DestinationError(f"cannot {action} {where}: {type(exc).__name__}")
+        """Turn a boto error into one line naming bucket/key and how to fix it (see :func:`s3_error`)."""
+        return s3_error(exc, action, self.bucket, key, getattr(getattr(self.client, "meta", None), "endpoint_url", None))
 
     def _client_errors(self):
-        from boto3.exceptions import Boto3Error
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        return (ClientError, BotoCoreError, Boto3Error)
+        return boto_errors()
 
     # ------------------------------------------------------------------ staging + commit
     @property
@@ -502,24 +538,31 @@ class S3Sink:
         n = 0
         key_prefix = self._dir_key(prefix)
         bucket_dir_name = self.bucket
-        if self._staging_base.is_dir():
-            for root in self._staging_base.glob(f"{STAGING_PREFIX}*"):
-                m = re.match(rf"^{STAGING_PREFIX}(\d+)(-|$)", root.name)
-                if m is None or root.is_symlink() or not root.is_dir():
-                    continue
-                pid = int(m.group(1))
-                if root.stat().st_uid != os.getuid():
-                    continue  # another user's: never touched
-                if pid != os.getpid() and pid_alive(pid):
-                    continue  # another live process: its staging files are in use
-                base = root / bucket_dir_name / key_prefix if key_prefix else root / bucket_dir_name
-                if base.is_dir():
-                    for p in base.rglob(f"*{STAGING_MARK}"):
-                        p.unlink(missing_ok=True)
-                        n += 1
-                if pid != os.getpid() and not any(root.rglob(f"*{STAGING_MARK}")):
-                    # a dead process's staging dir with nothing staged left in it
-                    shutil.rmtree(root, ignore_errors=True)
+        # Another run on this host (a shard started beside us) may sweep the same dead process's directory
+        # at the same time: whatever it removed first is simply gone, never an error (finding 17.4a).
+        for root in _listed(self._staging_base.glob, f"{STAGING_PREFIX}*"):
+            m = re.match(rf"^{STAGING_PREFIX}(\d+)(-|$)", root.name)
+            if m is None:
+                continue
+            pid = int(m.group(1))
+            try:
+                st = root.lstat()
+            except FileNotFoundError:
+                continue  # swept by another run meanwhile
+            if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue  # a link, not a directory, or another user's: never touched
+            if pid != os.getpid() and pid_alive(pid):
+                continue  # another live process: its staging files are in use
+            base = root / bucket_dir_name / key_prefix if key_prefix else root / bucket_dir_name
+            for p in _staged_files(base):
+                try:
+                    p.unlink()
+                    n += 1
+                except FileNotFoundError:
+                    pass  # another sweep removed it first (and counts it)
+            if pid != os.getpid() and not any(_staged_files(root)):
+                # a dead process's staging dir with nothing staged left in it
+                shutil.rmtree(root, ignore_errors=True)
         cutoff = time.time() - min_age_s
         try:
             pages = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=key_prefix)

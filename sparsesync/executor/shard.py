@@ -420,7 +420,8 @@ def _finalize(plan, sink, folder, engine, book, ledgers, lock, *, iam_role, veri
     _finish_report(report, plan, book, stats, drift, None)
     if len(ledgers) > 1 and report.consistency == "snapshot":
         report.consistency = "mixed"  # each shard read its groups in its own snapshot
-    _oversize_report(report, plan, book, modes[0] if len(modes) == 1 else "keep")
+    nuls = sorted({((r.get("oversize") or {}).get("nul") or {}).get("mode") for r in reports} - {None})
+    _oversize_report(report, plan, book, modes[0] if len(modes) == 1 else "keep", nuls[0] if len(nuls) == 1 else "keep")
     if verify:
         _check_counts(plan, sink, book, report, counts, in_snapshot=False, skipped=len(plan.files))
         report.count_check["reason"] = "after every shard finished (finalize)"

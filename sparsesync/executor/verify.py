@@ -119,9 +119,21 @@ def verify_output(
     Raises :class:`VerifyError` naming the missing, duplicated or differing ranges (unless
     ``raise_on_mismatch`` is false, then the report says so).
     """
+    sink = open_sink(dest)
+    try:
+        return _verify_in(sink, plan, source_url=source_url, all_columns=all_columns, engine=engine,
+                          raise_on_mismatch=raise_on_mismatch)
+    finally:
+        # One we opened is ours to close (an S3 sink holds a client's connections and a staging dir);
+        # a sink object the caller passed stays the caller's.
+        close = getattr(sink, "close", None) if sink is not dest else None
+        if close is not None:
+            close()
+
+
+def _verify_in(sink, plan: Plan, *, source_url, all_columns, engine, raise_on_mismatch) -> VerifyReport:
     from .run import connect_source, output_folder
 
-    sink = open_sink(dest)
     folder = output_folder(plan)
     data = sink.get_bytes(f"{folder}/{redshift.MANIFEST}")
     if data is None:

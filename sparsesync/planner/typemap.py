@@ -55,8 +55,10 @@ class Declared:
             return default
 
 
+# TINYINT is written as int16, never int8: Redshift has no 1-byte integer, and its Parquet COPY (Spectrum)
+# does not coerce an INT(8) Parquet column into SMALLINT. Every integer is written at its Redshift width.
 _SIGNED_INTS = {
-    "tinyint": ("int8", "SMALLINT"),
+    "tinyint": ("int16", "SMALLINT"),
     "smallint": ("int16", "SMALLINT"),
     "mediumint": ("int32", "INTEGER"),
     "int": ("int32", "INTEGER"),
@@ -94,7 +96,7 @@ def map_mysql_column(
         arrow, rs = (_UNSIGNED_INTS if d.unsigned else _SIGNED_INTS)[n]
         return spec(arrow, rs)
     if n in ("bool", "boolean"):
-        return spec("bool", "BOOLEAN", "bool") if options.tinyint1_as_bool else spec("int8", "SMALLINT")
+        return spec("bool", "BOOLEAN", "bool") if options.tinyint1_as_bool else spec("int16", "SMALLINT")
     if n in ("decimal", "numeric", "dec", "fixed"):
         p = d.int_arg(0, 10)
         s = d.int_arg(1, 0)

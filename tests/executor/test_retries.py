@@ -8,6 +8,8 @@ so the moment is deterministic). The output is read back with DuckDB and compare
 from __future__ import annotations
 
 import logging
+import socket
+import threading
 import uuid
 
 import duckdb
@@ -71,20 +73,90 @@ def _fill(engine, name: str, n: int) -> list[int]:
     return keys
 
 
+SMALL_RCVBUF = 64 * 1024  # bytes; the kernel doubles it, and a set size turns receive autotuning off
+
+
+def reader_connections(monkeypatch) -> dict[int, int]:
+    """Thread id → server connection id of the pymysql session that thread opened last (updated on reconnect).
+
+    Each reader connection also gets a small fixed receive buffer: Linux otherwise grows a loopback socket's
+    buffer up to ``tcp_rmem``'s maximum (32 MB here), enough for the server to finish sending a whole 8 MB
+    range before we read it — and a kill after that lands on an idle connection and is not a fault at all
+    (the cause of `assert 2 == 3` on a loaded machine).
+    """
+    from sparsesync.executor.readers import PyMySQLReader
+
+    ids: dict[int, int] = {}
+    real = PyMySQLReader._connect
+
+    def connect(self):
+        conn = real(self)
+        raw = conn.dbapi_connection
+        raw._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_RCVBUF)
+        ids[threading.get_ident()] = raw.thread_id()
+        return conn
+
+    monkeypatch.setattr(PyMySQLReader, "_connect", connect)
+    return ids
+
+
+def stream_killer(engine, ids: dict[int, int], *, kills: int, at_rows: int):
+    """A progress callback killing, in ``kills`` different file groups, the first attempt at its ``at_rows``-th row.
+
+    It runs on the reading thread between two batches, so that thread reads nothing while the kill is made;
+    the kill goes to that thread's own connection (``ids``). Whether it is a fault is a condition, not a race:
+    the range has far more bytes left (1,700 rows of 4 KB) than the server's send buffer (``tcp_wmem`` max,
+    4 MB) and our fixed receive buffer can hold, so the server is still sending — which is checked (its
+    connection runs the query) before the kill.
+    """
+    log, done_groups, mutex = [], set(), threading.Lock()
+    seen: dict[int, tuple[int | None, int]] = {}  # thread → (group, rows of its current attempt)
+
+    def progress(ev) -> None:
+        me = threading.get_ident()
+        if ev.kind == "retry":
+            seen.pop(me, None)
+            return
+        if ev.kind != "batch":
+            return
+        group, rows = seen.get(me, (None, 0))
+        rows = rows + ev.rows if group == ev.group else ev.rows
+        seen[me] = (ev.group, rows)
+        with mutex:
+            if rows < at_rows or ev.group in done_groups or len(log) >= kills:
+                return
+            done_groups.add(ev.group)
+        cid = ids[me]
+        with engine.begin() as conn:
+            command = conn.exec_driver_sql(
+                "SELECT COMMAND FROM information_schema.PROCESSLIST WHERE ID = %s", (cid,)).scalar()
+            assert command == "Query", f"connection {cid} of group {ev.group} is {command!r}, not streaming"
+            conn.exec_driver_sql(f"KILL CONNECTION {cid}")
+        log.append((ev.group, rows))
+
+    progress.threads = []
+    return progress, log
+
+
 @pytest.mark.parametrize("reader,workers,where", [
     ("pymysql", 1, "local"), ("pymysql", 2, "local"), ("connectorx", 1, "local"), ("connectorx", 1, "s3"),
 ])
 def test_three_killed_connections_are_survived_with_every_row_once(
-    reader, workers, where, mysql_engine, mysql_table, own_user, tmp_path, request
+    reader, workers, where, mysql_engine, mysql_table, own_user, tmp_path, request, monkeypatch
 ):
     user, url = own_user
     name = mysql_table(WIDE_DDL)
     keys = _fill(mysql_engine, name, 6000)
     plan = make_plan(url, name, rows_per_query=2000, file_size=1_000_000, use_cache=False)
     assert len(plan.files) >= 3
-    # pymysql: kill the connection streaming at each mark; connectorx (which may hold a whole range before its
-    # first batch reaches us) opens one per query: its next query is caught waiting on a brief table lock.
-    progress, kills = killer(mysql_engine, user, [300, 2300, 4300], name if reader == "connectorx" else None)
+    if reader == "pymysql":
+        # kill each of three groups' first attempt at its 300th row, on the reading thread's own connection,
+        # while the server is provably still sending that range (see stream_killer): no timing involved
+        progress, kills = stream_killer(mysql_engine, reader_connections(monkeypatch), kills=3, at_rows=300)
+    else:
+        # connectorx (which may hold a whole range before its first batch reaches us) opens one connection per
+        # query: its next query is caught waiting on a brief table lock and killed there.
+        progress, kills = killer(mysql_engine, user, [300, 2300, 4300], name)
     if where == "s3":
         dest, s3_client = f"s3://{request.getfixturevalue('s3_bucket')}/exports", request.getfixturevalue("s3_client")
     else:
@@ -108,8 +180,9 @@ def test_three_killed_connections_are_survived_with_every_row_once(
     assert any(line.startswith(f"transient source faults survived: {report.retries} retr") for line in report.summary_lines())
 
 
-def test_a_range_that_keeps_failing_stops_after_its_retries(mysql_engine, mysql_table, own_user, tmp_path):
+def test_a_range_that_keeps_failing_stops_after_its_retries(mysql_engine, mysql_table, own_user, tmp_path, monkeypatch):
     user, url = own_user
+    reader_connections(monkeypatch)  # a small receive buffer: the 4,000-row range cannot be buffered whole
     name = mysql_table(WIDE_DDL)
     _fill(mysql_engine, name, 4000)
     plan = make_plan(url, name, rows_per_query=4000, file_size=1_000_000, use_cache=False)
