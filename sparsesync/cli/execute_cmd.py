@@ -13,6 +13,7 @@ import typer
 from sparsesync.errors import SparsesyncError
 
 from . import app, fail
+from . import options as O
 
 
 def _progress_renderer():
@@ -112,56 +113,31 @@ def _execute(plan, dest, *, source, reader, workers, compression, ledger, overwr
         typer.echo(line)
 
 
-_RETRIES_HELP = ("Retries per range after a transient source fault (lost connection, deadlock, lock wait "
-                 "timeout), with exponential backoff; 0 stops at the first [default: 5].")
-_SHARD_HELP = ("Array jobs: write only shard I's file groups (I = 1…N, balanced by estimated bytes, the same split "
-               "on every machine), with its own ledger and lock; re-running a shard resumes it. auto/N takes I from "
-               "$JOB_COMPLETION_INDEX or $AWS_BATCH_JOB_ARRAY_INDEX (+1). Then run `sparsesync finalize`. "
-               "Example: --shard 3/8")
-_CONSISTENCY_HELP = ("range: each range is read consistently on its own (a serial --reader pymysql run still "
-                     "reads one snapshot); snapshot: the whole table at ONE point in time with any reader and "
-                     "--workers (MySQL/MariaDB: InnoDB, and the LOCK TABLES privilege when more than one "
-                     "connection is used), or a one-line error before anything is written [default: range].")
-_NUL_HELP = ("A NUL byte inside a text value (Redshift's COPY rejects it in a VARCHAR): fail (stop at the first, "
-             "naming column and key), strip (remove the NUL bytes, counted in the report) or keep (write it; report "
-             "and copy.sql warn) [default: fail].")
-_ENGINE_HELP = ("local (threads in this process) or dask (each file group a task on a Dask cluster; needs the "
-                "package's dask extra).")
-_SCHEDULER_HELP = ("--engine dask: scheduler address, e.g. tcp://host:8786 (default: $SPARSESYNC_DASK_SCHEDULER, "
-                   "else a LocalCluster of --workers processes on this machine).")
-_CONNECTIONS_HELP = ("--engine dask: at most this many file groups (source connections) at once (default: the "
-                     "cluster's worker threads).")
-_SHARED_FS_HELP = "--engine dask with --scheduler: the local --dest directory is visible to every worker (NFS, …)."
-_STAGING_HELP = ("S3 destinations: stage parts in a private directory (0700) made inside DIR before upload; "
-                 "--consistency snapshot: spill rows the writer lags behind there too [default: $TMPDIR]. "
-                 "Example: --staging /mnt/scratch")
-
-
 @app.command("execute")
 def execute_command(
     plan_file: Path = typer.Argument(..., metavar="PLAN", help="Plan file written by `sparsesync plan`."),
-    dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix; files go to <dest>/<table>/<plan_id>/."),
+    dest: str = O.DEST,
     source: Optional[str] = typer.Option(None, "--source", help="Source URL (default SPARSESYNC_SOURCE_URL, else the plan's host with SPARSESYNC_SOURCE_PASSWORD). Must be the plan's source."),
-    reader: Optional[str] = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="File groups read in parallel (1 = one consistent snapshot) [default: 1]."),
-    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, snappy, gzip or none [default: zstd]."),
+    reader: Optional[str] = O.READER,
+    workers: Optional[int] = O.WORKERS,
+    compression: Optional[str] = O.COMPRESSION,
     ledger: Optional[str] = typer.Option(None, "--ledger", help="Ledger file (default: _ledger.json beside the output)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo a finished run from scratch."),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check drift and print the range queries; read and write nothing."),
-    strict_dates: Optional[bool] = typer.Option(None, "--strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
-    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
-    memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
-    oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
-    nul: str = typer.Option("fail", "--nul", help=_NUL_HELP),
-    retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
-    staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
-    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help=_SHARD_HELP),
-    consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
-    engine: str = typer.Option("local", "--engine", help=_ENGINE_HELP),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", metavar="ADDRESS", help=_SCHEDULER_HELP),
-    connections: Optional[int] = typer.Option(None, "--connections", help=_CONNECTIONS_HELP),
-    shared_fs: bool = typer.Option(False, "--shared-fs", help=_SHARED_FS_HELP),
+    dry_run: bool = O.DRY_RUN,
+    strict_dates: Optional[bool] = O.STRICT_DATES,
+    no_verify: bool = O.NO_VERIFY,
+    iam_role: Optional[str] = O.IAM_ROLE,
+    memory_limit: Optional[int] = O.MEMORY_LIMIT,
+    oversize: str = O.OVERSIZE,
+    nul: str = O.NUL,
+    retries: Optional[int] = O.RETRIES,
+    staging: Optional[str] = O.STAGING,
+    shard: Optional[str] = O.SHARD,
+    consistency: str = O.CONSISTENCY,
+    engine: str = O.ENGINE,
+    scheduler: Optional[str] = O.SCHEDULER,
+    connections: Optional[int] = O.DASK_CONNECTIONS,
+    shared_fs: bool = O.SHARED_FS,
 ) -> None:
     """Replay a plan into Parquet files plus manifest.json, copy.sql and create_table.sql; resumes after a crash.
 
@@ -222,31 +198,42 @@ def verify_command(
 def run_command(
     source_url: str = typer.Argument(..., metavar="SOURCE_URL", help="SQLAlchemy URL of the source, as for `sparsesync plan`; with only TABLE given, SPARSESYNC_SOURCE_URL is used. Never written anywhere."),
     table: Optional[str] = typer.Argument(None, metavar="TABLE", help="Table to export."),
-    dest: str = typer.Option(..., "--dest", help="Output directory or s3://bucket/prefix."),
-    key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
-    rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000]."),
-    file_size: Optional[float] = typer.Option(None, "--file-size", help="Target Parquet file size in MB; fractions allowed (0.5 = 512 KiB) [default: 256]."),
-    density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact, sampled or auto [default: auto]."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default as for `sparsesync plan`)."),
-    refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
-    tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean."),
-    wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string", help="Export DECIMAL(p>38) as text."),
-    plans_dir: Path = typer.Option(Path("plans"), "--plans-dir", help="Folder the plan is saved in (made if missing; must be writable)."),
-    reader: Optional[str] = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]."),
-    workers: Optional[int] = typer.Option(None, "--workers", help="File groups read in parallel [default: 1]."),
-    compression: Optional[str] = typer.Option(None, "--compression", help="zstd, snappy, gzip or none [default: zstd]."),
-    strict_dates: Optional[bool] = typer.Option(None, "--strict-dates", help="Fail on zero dates instead of writing NULL [default: no]."),
-    no_verify: bool = typer.Option(False, "--no-verify", help="Skip the row-count check at the end."),
-    iam_role: Optional[str] = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql."),
-    memory_limit: Optional[int] = typer.Option(None, "--memory-limit", help="Peak memory target in MB; batches and row groups are sized in bytes to stay under it [default: 512, or execute.memory_limit_mb]."),
-    oversize: str = typer.Option("fail", "--oversize", help="A text/binary value longer than its Redshift column holds (VARCHAR ≤ 65535, VARBYTE ≤ 1024000 bytes): fail (stop at the first, naming column and key), truncate (cut, UTF-8 safe, counted in the report) or keep (write it; report and copy.sql warn)."),
-    nul: str = typer.Option("fail", "--nul", help=_NUL_HELP),
-    retries: Optional[int] = typer.Option(None, "--retries", help=_RETRIES_HELP),
-    staging: Optional[str] = typer.Option(None, "--staging", metavar="DIR", help=_STAGING_HELP),
-    consistency: str = typer.Option("range", "--consistency", help=_CONSISTENCY_HELP),
+    dest: str = O.DEST,
+    key: Optional[str] = O.KEY,
+    rows_per_query: Optional[int] = O.ROWS_PER_QUERY,
+    file_size: Optional[float] = O.FILE_SIZE,
+    density: Optional[str] = O.DENSITY,
+    cache: Optional[Path] = O.CACHE,
+    refresh: bool = O.REFRESH,
+    no_cache: bool = O.NO_CACHE,
+    tinyint1_as_bool: Optional[bool] = O.TINYINT1_AS_BOOL,
+    wide_decimal_as_string: Optional[bool] = O.WIDE_DECIMAL_AS_STRING,
+    sparse_threshold: Optional[float] = O.SPARSE_THRESHOLD,
+    plans_dir: Optional[Path] = O.PLANS_DIR,
+    reader: Optional[str] = O.READER,
+    workers: Optional[int] = O.WORKERS,
+    compression: Optional[str] = O.COMPRESSION,
+    dry_run: bool = O.DRY_RUN,
+    strict_dates: Optional[bool] = O.STRICT_DATES,
+    no_verify: bool = O.NO_VERIFY,
+    iam_role: Optional[str] = O.IAM_ROLE,
+    memory_limit: Optional[int] = O.MEMORY_LIMIT,
+    oversize: str = O.OVERSIZE,
+    nul: str = O.NUL,
+    retries: Optional[int] = O.RETRIES,
+    staging: Optional[str] = O.STAGING,
+    shard: Optional[str] = typer.Option(None, "--shard", metavar="I/N", help="Refused: each shard's run would plan anew (different plans). Shard with `sparsesync plan` once, then `sparsesync execute PLAN --shard I/N` per shard."),
+    consistency: str = O.CONSISTENCY,
+    engine: str = O.ENGINE,
+    scheduler: Optional[str] = O.SCHEDULER,
+    connections: Optional[int] = O.DASK_CONNECTIONS,
+    shared_fs: bool = O.SHARED_FS,
 ) -> None:
-    """Plan and execute in one go (the plan is saved under plans/ for review and resume).
+    """Plan and execute in one go (the plan is saved under --plans-dir, default plans/, for review and resume).
+
+    Takes plan's and execute's options with the same meaning, except --source (the URL is the SOURCE_URL
+    argument), --ledger and --overwrite (every run makes a new plan: resume or redo it with execute) and
+    --shard (refused: shard one plan with plan + execute --shard).
 
     Example: sparsesync run mysql+pymysql://etl@db:3306/shop orders --dest ./out --rows-per-query 200000
 
@@ -261,16 +248,27 @@ def run_command(
     from . import current_config
     from .paths import plans_dir_error, writable_plans_dir
 
+    from sparsesync.errors import UsageError
+
     if table is None:  # `sparsesync run TABLE` with the URL in the environment, as `plan TABLE`
         source_url, table = None, source_url
+    plans_dir = plans_dir or O.DEFAULT_PLANS_DIR
     try:
+        if shard is not None:
+            raise UsageError("run cannot take --shard: each shard's run would make its own plan, and shards of "
+                             "different plans do not add up to one export",
+                             hint="plan once (sparsesync plan URL TABLE), then sparsesync execute PLAN --shard I/N per shard")
+        if no_cache and (cache is not None or refresh):
+            raise UsageError("--no-cache cannot be combined with --cache or --refresh")
+        # Before the pre-scan: a Dask-only option without --engine dask is refused before anything is written.
+        dask_options(engine, scheduler=scheduler, workers=workers, connections=connections, shared_fs=shared_fs)
         # SIGINT/SIGTERM while planning stop at once (nothing is exported yet), one line, exit 130/143.
         with interrupt.handling(resume="nothing was exported yet: re-run the same command"):
             source_url = resolve_url(source_url)  # the same rule as `plan` (password from the environment)
             po = merge(
                 current_config(), "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
-                cache=str(cache) if cache else None, tinyint1_as_bool=tinyint1_as_bool,
-                wide_decimal_as_string=wide_decimal_as_string,
+                sparse_threshold=sparse_threshold, cache=str(cache) if cache else None,
+                tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string,
             )
             writable_plans_dir(plans_dir)  # before the pre-scan: a read-only working directory is one line
             plan = make_plan(
@@ -287,6 +285,7 @@ def run_command(
         raise fail(exc)
     typer.echo(f"plan written to {path}")
     _execute(plan, dest, source=source_url, reader=reader, workers=workers, compression=compression, ledger=None,
-             overwrite=False, dry_run=False, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
+             overwrite=False, dry_run=dry_run, strict_dates=strict_dates, no_verify=no_verify, iam_role=iam_role,
              memory_limit=memory_limit, oversize=oversize, nul=nul, retries=retries, staging=staging, consistency=consistency,
+             engine=engine, scheduler=scheduler, connections=connections, shared_fs=shared_fs,
              resume=f"resume with: sparsesync execute {shlex.quote(str(path))} --dest {shlex.quote(dest)} --source SOURCE_URL")

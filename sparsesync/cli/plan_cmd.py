@@ -10,6 +10,7 @@ import typer
 from sparsesync.errors import SparsesyncError, UsageError
 
 from . import app, fail
+from . import options as O
 
 
 @app.command("plan")
@@ -18,17 +19,18 @@ def plan_command(
         ..., metavar="SOURCE_URL", help="SQLAlchemy URL of the source; with only TABLE given, SPARSESYNC_SOURCE_URL is used. Never written anywhere."
     ),
     table: Optional[str] = typer.Argument(None, metavar="TABLE", help="Table to plan."),
-    key: Optional[str] = typer.Option(None, "--key", help="Indexed integer column to range over (default: the primary key)."),
-    rows_per_query: Optional[int] = typer.Option(None, "--rows-per-query", help="Upper bound of estimated rows per range query [default: 100000, or plan.rows_per_query of --config]."),
-    file_size: Optional[float] = typer.Option(None, "--file-size", help="Target Parquet file size in MB; fractions allowed (0.5 = 512 KiB) [default: 256]."),
-    density: Optional[str] = typer.Option(None, "--density", help="Pre-scan: exact (one index scan, exact counts), sampled (probes; cost grows with ranges, not rows) or auto (by estimated table size and --rows-per-query) [default: auto]."),
-    cache: Optional[Path] = typer.Option(None, "--cache", help="Histogram cache file (default $XDG_CACHE_HOME/sparsesync/histograms.duckdb, else ~/.cache/sparsesync/histograms.duckdb)."),
-    refresh: bool = typer.Option(False, "--refresh", help="Rescan the key density even if the cache holds a histogram."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Neither read nor write the histogram cache."),
-    tinyint1_as_bool: Optional[bool] = typer.Option(None, "--tinyint1-as-bool", help="Map TINYINT(1)/BOOL to boolean [default: no, SMALLINT]."),
-    wide_decimal_as_string: Optional[bool] = typer.Option(None, "--wide-decimal-as-string", help="Export DECIMAL with precision > 38 as text instead of refusing [default: no]."),
-    sparse_threshold: Optional[float] = typer.Option(None, "--sparse-threshold", help="Rows per key below which a stretch is labelled sparse [default: 0.10]."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Plan file (default plans/<table>-<plan_id>.json)."),
+    key: Optional[str] = O.KEY,
+    rows_per_query: Optional[int] = O.ROWS_PER_QUERY,
+    file_size: Optional[float] = O.FILE_SIZE,
+    density: Optional[str] = O.DENSITY,
+    cache: Optional[Path] = O.CACHE,
+    refresh: bool = O.REFRESH,
+    no_cache: bool = O.NO_CACHE,
+    tinyint1_as_bool: Optional[bool] = O.TINYINT1_AS_BOOL,
+    wide_decimal_as_string: Optional[bool] = O.WIDE_DECIMAL_AS_STRING,
+    sparse_threshold: Optional[float] = O.SPARSE_THRESHOLD,
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE", help="Plan file [default: <--plans-dir>/<table>-<plan_id>.json]."),
+    plans_dir: Optional[Path] = O.PLANS_DIR,
 ) -> None:
     """Pre-scan key density and write a reviewable JSON plan.
 
@@ -54,6 +56,9 @@ def plan_command(
         )
         if no_cache and (cache is not None or refresh):
             raise UsageError("--no-cache cannot be combined with --cache or --refresh")
+        if output is not None and plans_dir is not None:
+            raise UsageError("-o/--output names the plan file, --plans-dir its folder: pass one of them",
+                             hint="e.g. -o plans/orders.json, or --plans-dir plans")
         if output is not None and output.exists() and output.is_dir():
             raise UsageError(f"-o {output} is a directory", hint="give a file name, e.g. -o plans/orders.json")
         plan = make_plan(
@@ -64,11 +69,11 @@ def plan_command(
             ),
             cache_path=opts.cache, refresh=refresh, use_cache=not no_cache,
         )
-        path = output or Path("plans") / plan.default_filename()
+        path = output or (plans_dir or O.DEFAULT_PLANS_DIR) / plan.default_filename()
         try:
             plan.save(path)
         except OSError as exc:
-            raise UsageError(f"cannot write the plan to {path}: {exc.strerror or exc}", hint="choose another -o path") from exc
+            raise UsageError(f"cannot write the plan to {path}: {exc.strerror or exc}", hint="choose another -o FILE or --plans-dir DIR") from exc
     except SparsesyncError as exc:
         raise fail(exc)
     e = plan.estimates

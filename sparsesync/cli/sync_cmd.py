@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import logging
 import sys
 from pathlib import Path
@@ -16,14 +15,8 @@ from sparsesync import interrupt
 from sparsesync.errors import DestinationError, SparsesyncError, UsageError
 
 from . import app, fail
-from .execute_cmd import dask_options, execute_command
-from .plan_cmd import plan_command
-
-
-def _option(command, name: str):
-    """The option object ``command`` declares for ``name``: sync takes plan's and execute's options with the
-    same meaning and help, from their one definition."""
-    return inspect.signature(command).parameters[name].default
+from . import options as O
+from .execute_cmd import dask_options
 
 
 @app.command("sync")
@@ -37,23 +30,29 @@ def sync_command(
     detect: str = typer.Option("checksum", "--detect", help="checksum (server-side per-span checksums; sees updates and deletes), cursor:COL (e.g. cursor:updated_at; no deletes) or none (appends only)."),
     lookback: str = typer.Option("10m", "--lookback", help="With --detect cursor:COL, re-read rows changed this long before the last watermark; a number and a unit s, m, h, d or w (e.g. 90s, 10m, 1h).", show_default=True),
     full: bool = typer.Option(False, "--full", help="Start a new image: re-read every span (needed only after a schema change that sync refuses to carry over)."),
-    key: Optional[str] = _option(plan_command, "key"),
-    rows_per_query: Optional[int] = _option(plan_command, "rows_per_query"),
-    file_size: Optional[float] = _option(plan_command, "file_size"),
-    density: Optional[str] = _option(plan_command, "density"),
-    cache: Optional[Path] = _option(plan_command, "cache"),
-    no_cache: bool = _option(plan_command, "no_cache"),
-    tinyint1_as_bool: Optional[bool] = _option(plan_command, "tinyint1_as_bool"),
-    wide_decimal_as_string: Optional[bool] = _option(plan_command, "wide_decimal_as_string"),
-    sparse_threshold: Optional[float] = _option(plan_command, "sparse_threshold"),
-    reader: Optional[str] = _option(execute_command, "reader"),
-    workers: Optional[int] = _option(execute_command, "workers"),
-    compression: Optional[str] = _option(execute_command, "compression"),
-    strict_dates: Optional[bool] = _option(execute_command, "strict_dates"),
-    iam_role: Optional[str] = _option(execute_command, "iam_role"),
-    engine: str = _option(execute_command, "engine"),
-    scheduler: Optional[str] = _option(execute_command, "scheduler"),
-    shared_fs: bool = _option(execute_command, "shared_fs"),
+    key: Optional[str] = O.KEY,
+    rows_per_query: Optional[int] = O.ROWS_PER_QUERY,
+    file_size: Optional[float] = O.FILE_SIZE,
+    density: Optional[str] = O.DENSITY,
+    cache: Optional[Path] = O.CACHE,
+    no_cache: bool = O.NO_CACHE,
+    tinyint1_as_bool: Optional[bool] = O.TINYINT1_AS_BOOL,
+    wide_decimal_as_string: Optional[bool] = O.WIDE_DECIMAL_AS_STRING,
+    sparse_threshold: Optional[float] = O.SPARSE_THRESHOLD,
+    reader: Optional[str] = O.READER,
+    workers: Optional[int] = O.WORKERS,
+    compression: Optional[str] = O.COMPRESSION,
+    strict_dates: Optional[bool] = O.STRICT_DATES,
+    iam_role: Optional[str] = O.IAM_ROLE,
+    memory_limit: Optional[int] = O.MEMORY_LIMIT,
+    oversize: str = O.OVERSIZE,
+    nul: str = O.NUL,
+    retries: Optional[int] = O.RETRIES,
+    staging: Optional[str] = O.STAGING,
+    consistency: str = typer.Option("range", "--consistency", help="range only: each range is read consistently on its own [default: range]. snapshot is refused: a sync's change detection and its export are separate reads, so no one point in time covers both (export one with sparsesync run/execute --consistency snapshot)."),
+    engine: str = O.ENGINE,
+    scheduler: Optional[str] = O.SCHEDULER,
+    shared_fs: bool = O.SHARED_FS,
     metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port while the sync runs."),
     metrics_addr: str = typer.Option("0.0.0.0", "--metrics-addr", help="Address for --metrics-port (127.0.0.1 for this host only)."),
     metrics_file: Optional[Path] = typer.Option(None, "--metrics-file", help="Write the metrics at the end in node-exporter textfile format (name it *.prom); its directory is checked before the sync starts."),
@@ -82,20 +81,35 @@ def sync_command(
                              hint="e.g. sparsesync sync URL orders customers --dest ./lake")
         if no_cache and cache is not None:
             raise UsageError("--no-cache cannot be combined with --cache")
+        if consistency != "range":
+            what = "is not available for sync" if consistency == "snapshot" else "must be range"
+            raise UsageError(f"--consistency {consistency} {what}: a sync's change detection and its export are "
+                             "separate reads, no one point in time covers both",
+                             hint="drop --consistency (sync reads each range consistently on its own); for one "
+                                  "point in time export with sparsesync run/execute --consistency snapshot")
         check_output_paths(dest, metrics_file)  # before any work: not after the sync (issue 16, finding 9)
         cfg = current_config()
         po = merge(cfg, "plan", rows_per_query=rows_per_query, file_size_mb=file_size, density=density,
                    sparse_threshold=sparse_threshold, cache=str(cache) if cache else None,
                    tinyint1_as_bool=tinyint1_as_bool, wide_decimal_as_string=wide_decimal_as_string)
-        eo = merge(cfg, "execute", reader=reader, workers=workers, compression=compression, strict_dates=strict_dates)
-        options = _sync_options(
-            SyncOptions, detect=detect, lookback_s=parse_duration(lookback, "--lookback"), full=full, key=key,
+        eo = merge(cfg, "execute", reader=reader, workers=workers, compression=compression, strict_dates=strict_dates,
+                   memory_limit_mb=memory_limit, retries=retries, staging=staging)
+        options = SyncOptions(
+            detect=detect, lookback_s=parse_duration(lookback, "--lookback"), full=full, key=key,
             rows_per_query=po.rows_per_query, file_size_mb=po.file_size_mb, density=po.density,
             sparse_threshold=po.sparse_threshold, cache_path=po.cache, use_cache=not no_cache,
             type_options=TypeOptions(tinyint1_as_bool=po.tinyint1_as_bool, wide_decimal_as_string=po.wide_decimal_as_string),
             reader=eo.reader, workers=eo.workers, compression=eo.compression, strict_dates=eo.strict_dates,
-            batch_rows=eo.batch_rows, iam_role=iam_role,
+            batch_rows=eo.batch_rows, iam_role=iam_role, memory_limit_mb=eo.memory_limit_mb, oversize=oversize,
+            nul=nul, retries=eo.retries, staging=eo.staging,
         )
+        # The export settings once, before any table starts (else each table would fail on them alone).
+        from sparsesync.executor.oversize import check_mode, check_nul_mode
+        from sparsesync.executor.run import memory_budget
+
+        check_mode(oversize)
+        check_nul_mode(nul)
+        memory_budget(options.memory_limit_mb, options.workers, dest)
         url = resolve_url(source_url)
         # --engine dask: every table's file groups run on one cluster, at most --workers of a table's at once.
         dask = dask_options(engine, scheduler=scheduler, workers=eo.workers if engine == "dask" else None,
@@ -195,12 +209,6 @@ def check_output_paths(dest: str, metrics_file: Optional[Path]) -> None:
                              hint="choose a writable --dest") from None
     if metrics_file is not None:
         check_textfile(str(metrics_file))
-
-
-def _sync_options(cls, **values):
-    """SyncOptions from the values it declares (the CLI may offer options a given core does not take yet)."""
-    known = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in known})
 
 
 class TableProgress:

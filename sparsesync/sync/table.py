@@ -65,7 +65,8 @@ class SyncOptions:
     reader: str = "auto"
     compression: str = "zstd"
     workers: int = 1
-    retries: int = 2  # transient source/destination failures: the run resumes from its ledger
+    retries: int = 5  # per range, after a transient source fault: execute's --retries (the same default)
+    run_retries: int = 2  # then a run that still failed transiently resumes from its ledger this many times
     sparse_threshold: float = DEFAULT_SPARSE_THRESHOLD
     type_options: TypeOptions = field(default_factory=TypeOptions)
     cache_path: str | None = None
@@ -73,6 +74,10 @@ class SyncOptions:
     strict_dates: bool = False
     batch_rows: int = 65536
     iam_role: str | None = None
+    memory_limit_mb: int = 512  # each table's export (execute's --memory-limit)
+    oversize: str = "fail"  # execute's --oversize: fail | truncate | keep
+    nul: str = "fail"  # execute's --nul: fail | strip | keep
+    staging: str | None = None  # execute's --staging: S3 parts and spills are staged in a private dir inside it
     full: bool = False  # start a new image (all spans re-read), e.g. after a schema change
     dask: Any = None  # executor.engine_dask.DaskOptions: export each table's file groups on that Dask cluster
 
@@ -127,7 +132,7 @@ def sync_table(source_url: str, table: str, dest, options: SyncOptions = SyncOpt
         detect = det.parse_detect(options.detect)
         if options.file_size_mb <= 0:
             raise UsageError(f"--file-size must be positive, got {options.file_size_mb}")
-        sink = open_sink(os.fspath(dest) if isinstance(dest, os.PathLike) else dest)
+        sink = open_sink(os.fspath(dest) if isinstance(dest, os.PathLike) else dest, staging=options.staging)
         engine = engine or create_engine(source_url)
         # One sync per table and destination at a time (a second is refused naming the holder); the lock
         # dies with its process, so a killed sync never blocks the next one.
@@ -381,9 +386,11 @@ class _Run:
                 return execute_plan(plan, self.sink, engine=self.engine, reader=o.reader, workers=o.workers,
                                     compression=o.compression, strict_dates=o.strict_dates, verify=verify,
                                     iam_role=o.iam_role, batch_rows=o.batch_rows, progress=self._progress, dask=o.dask,
+                                    memory_limit_mb=o.memory_limit_mb, oversize=o.oversize, nul=o.nul,
+                                    retries=o.retries, staging=o.staging,
                                     late_rows=False)  # rows arriving in the tail later: the next run reads them
             except SparsesyncError as exc:
-                if not exc.transient or attempt >= o.retries:
+                if not exc.transient or attempt >= o.run_retries:
                     raise
                 attempt += 1
                 self.result.retries = attempt
