@@ -24,17 +24,21 @@ def _progress_renderer():
         )
 
         bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows"),
-            TextColumn("{task.fields[mb]:,.1f} MB read"), TimeElapsedColumn(), TimeRemainingColumn(), transient=True,
+            # the bar is rows written (committed file groups); what the readers have fetched is shown beside it
+            TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} rows written"),
+            TextColumn("{task.fields[read]:,} read, {task.fields[mb]:,.1f} MB"), TimeElapsedColumn(),
+            TimeRemainingColumn(), transient=True,
         )
         state = {"task": None}
 
         def callback(ev) -> None:
             if ev.kind == "start":
                 bar.start()
-                state["task"] = bar.add_task("export", total=ev.rows_total, completed=ev.rows_done, mb=0.0)
+                state["task"] = bar.add_task("export", total=ev.rows_total, completed=ev.rows_written,
+                                             read=ev.rows_done, mb=0.0)
             elif state["task"] is not None:
-                bar.update(state["task"], completed=ev.rows_done, total=ev.rows_total, mb=ev.bytes_done / 1e6)
+                bar.update(state["task"], completed=ev.rows_written, total=ev.rows_total, read=ev.rows_done,
+                           mb=ev.bytes_done / 1e6)
             if ev.kind == "finish":
                 bar.stop()
 
@@ -48,7 +52,9 @@ def _progress_renderer():
         if ev.kind in ("start", "group", "finish") or (ev.kind == "batch" and now - last["t"] >= 5):
             last["t"] = now
             what = f"file group {ev.group} done" if ev.kind == "group" else ev.kind
-            typer.echo(f"sparsesync: {what}: {ev.rows_done:,}/{ev.rows_total:,} rows", err=True)
+            # written = committed file groups; read = handed to the writers (readers fetch ahead of them)
+            typer.echo(f"sparsesync: {what}: {ev.rows_written:,}/{ev.rows_total:,} rows written, {ev.rows_done:,} read",
+                       err=True)
 
     return plain, lambda: None
 

@@ -25,7 +25,7 @@ ROWS_PER_QUERY = typer.Option(
     help="Upper bound of estimated rows per range query [default: 100000, or plan.rows_per_query of --config].")
 FILE_SIZE = typer.Option(
     None, "--file-size",
-    help="Target Parquet file size in MB; fractions allowed (0.5 = 512 KiB) [default: 256, or plan.file_size_mb].")
+    help="Target Parquet file size in MB; fractions allowed (0.5 = 512 KiB) [default: 256].")
 DENSITY = typer.Option(
     None, "--density",
     help="Pre-scan: exact (one index scan, exact counts), sampled (probes; cost grows with ranges, not rows) or "

@@ -29,7 +29,7 @@ def plan_command(
     tinyint1_as_bool: Optional[bool] = O.TINYINT1_AS_BOOL,
     wide_decimal_as_string: Optional[bool] = O.WIDE_DECIMAL_AS_STRING,
     sparse_threshold: Optional[float] = O.SPARSE_THRESHOLD,
-    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE", help="Plan file [default: <--plans-dir>/<table>-<plan_id>.json]."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", metavar="FILE", help="Plan file (default: <table>-<plan_id>.json in --plans-dir)."),
     plans_dir: Optional[Path] = O.PLANS_DIR,
 ) -> None:
     """Pre-scan key density and write a reviewable JSON plan.

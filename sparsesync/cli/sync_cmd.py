@@ -235,7 +235,7 @@ class TableProgress:
             bar.update(self.tasks["*"], completed=done, note=f"{done} done")
         elif table in self.tasks:
             if ev.get("rows_total"):
-                bar.update(self.tasks[table], total=ev["rows_total"], completed=ev.get("rows_done", 0))
+                bar.update(self.tasks[table], total=ev["rows_total"], completed=ev.get("rows_written", 0))  # committed groups
             bar.update(self.tasks[table], note=str(ev.get("kind") or kind or ""))
 
     def close(self) -> None:

@@ -202,10 +202,11 @@ def _takes_n_workers(client) -> bool:
 
 def run_groups_dask(opts: DaskOptions, plan, dest, sink, folder, engine, book, store, todo, counter, *, reader,
                     compression, batch_rows, strict_dates, budget, oversize, lock, policy, retried, stats,
-                    staging, nul: str = "fail") -> str:
+                    staging, nul: str = "fail") -> tuple[str, int | None]:
     """Run ``todo``'s groups on the cluster, recording each result in the ledger as it arrives.
 
-    Returns the description of where they ran (for the report). Raises the first task's error as the
+    Returns the description of where they ran and the cluster's worker threads (None when no group was left
+    to run), for the report. Raises the first task's error as the
     same :class:`SparsesyncError` the local engine would raise; groups not finished stay ``running`` or
     ``pending`` in the ledger, so the next run redoes them.
     """
@@ -216,12 +217,13 @@ def run_groups_dask(opts: DaskOptions, plan, dest, sink, folder, engine, book, s
                     staging=staging)
     if not todo:  # a resumed run with every group done: no cluster needed
         _sweep(sink, folder, book, store)
-        return opts.describe()
+        return opts.describe(), None
     with opts.session(source_password=engine.url.password) as live:
         where = live.describe()
+        threads = cluster_threads(live.client)
         _drive(live, plan, dest_text, spec, book, store, todo, counter, lock, retried, stats)
         _sweep(sink, folder, book, store)
-    return where
+    return where, threads
 
 
 def run_capped(client, items, submit, on_done, cap: int) -> None:

@@ -113,11 +113,18 @@ class RunReport:
         lines = [
             f"{self.table}: {self.rows:,} rows in {self.files} file(s), {self.bytes / 1e6:,.1f} MB, "
             f"{self.queries} queries, {self.duration_s:.1f} s ({self.rows_per_s:,.0f} rows/s)",
-            f"reader {self.reader}, consistency {self.consistency}, workers {self.workers}"
-            + (f", engine dask on {self.scheduler}" if self.engine == "dask" else "") + "; "
-            f"planned ~{self.planned_rows:,} rows, verified: {self.verified}",
+            f"reader {self.reader}, consistency {self.consistency}, "
+            # on Dask the cluster's worker threads read the groups, not --workers
+            + (f"engine dask on {self.scheduler}, " + (f"{self.workers} worker thread(s)" if self.workers else
+                                                     "no file group left to run") if self.engine == "dask"
+               else f"workers {self.workers}") + "; "
+            + (f"planned ~{self.shard['planned_rows']:,} rows for this shard (~{self.planned_rows:,} in the whole "
+               "plan)" if "planned_rows" in self.shard else f"planned ~{self.planned_rows:,} rows")
+            + f", verified: {self.verified}",
         ]
         sh = self.shard
+        if sh.get("shard") and "planned_rows" in sh:
+            lines[0] = lines[0].replace(f"{self.table}: ", f"{self.table} shard {sh['shard']}: ", 1)
         if sh.get("shard"):
             lines.append(f"shard {sh['shard']}: {len(sh['groups'])} of {self.groups_total} file group(s) "
                          f"({_indexes(sh['groups'])}); {len(sh['done_now'])} done now, "
@@ -129,9 +136,10 @@ class RunReport:
         m = self.metrics
         if m:
             lines.append(
-                f"metrics: {m['sparse_regions']} sparse region(s), {m['queries_saved_vs_fixed_stride']:,} queries saved vs "
-                f"a fixed {m['fixed_stride_keys']:,}-key stride, {m['files_consolidated']} range(s) consolidated into shared "
-                f"files, mean range efficiency {m['mean_range_efficiency']:.2f}"
+                f"metrics: {m['sparse_regions']} sparse region(s); {self.queries:,} queries, where a fixed "
+                f"{m['fixed_stride_keys']:,}-key stride over the key span would take {count_text(m['fixed_stride_queries'])} queries"
+                f"{ratio_text(m['fixed_stride_queries'], self.queries)}; {m['files_consolidated']} range(s) consolidated "
+                f"into shared files, mean range efficiency {m['mean_range_efficiency']:.2f}"
             )
         if self.groups_skipped or self.groups_redone:
             lines.append(f"resumed: {self.groups_skipped} file group(s) already done, {self.groups_redone} redone")
@@ -177,6 +185,22 @@ class RunReport:
         if self.copy_sql:
             lines.append(f"load with: {self.copy_sql}")
         return lines
+
+
+def count_text(n: int) -> str:
+    """``12,345`` up to a million; beyond, ``about 9.2×10^13`` (a 19-digit count is read by nobody)."""
+    if abs(n) < 1_000_000:
+        return f"{n:,}"
+    exp = len(str(abs(int(n)))) - 1
+    return f"about {n / 10 ** exp:.1f}×10^{exp}"
+
+
+def ratio_text(fixed: int, queries: int) -> str:
+    """`` (N× as many)`` for a fixed stride costlier than the run; ``""`` when it is not."""
+    if queries <= 0 or fixed <= queries:
+        return ""
+    r = fixed / queries
+    return f" ({count_text(round(r))}× as many)" if r >= 10 else f" ({r:.1f}× as many)"
 
 
 def _indexes(ix: list[int], limit: int = 20) -> str:

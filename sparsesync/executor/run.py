@@ -59,6 +59,9 @@ class ProgressEvent:
     """Passed to the ``progress`` callback: ``kind`` is start | batch | range | group | retry | finish.
 
     ``retry`` carries negative ``rows``: a discarded attempt's rows taken back from ``rows_done``.
+    ``rows_done`` counts rows read (handed to a writer, which may still be encoding them; a reader may have
+    fetched ahead); ``rows_written`` only those of file groups committed at the destination (and groups an
+    earlier run finished).
     """
 
     kind: str
@@ -68,6 +71,7 @@ class ProgressEvent:
     group: int | None = None
     range_index: int | None = None
     rows: int = 0  # rows of this batch / range / group
+    rows_written: int = 0  # rows of committed file groups
 
 
 def output_folder(plan: Plan) -> str:
@@ -387,10 +391,11 @@ def _execute(plan, sink, folder, engine, *, t0, reader_kind, workers, compressio
     if dask is not None:
         from .engine_dask import run_groups_dask  # lazy: the local engine never imports Dask
 
-        report.scheduler = run_groups_dask(
+        report.scheduler, threads = run_groups_dask(
             dask, plan, dest, sink, folder, engine, book, store, todo, counter, reader=rdr.name,
             compression=compression, batch_rows=batch_rows, strict_dates=strict_dates, budget=budget,
             oversize=oversize, nul=nul, lock=lock, policy=policy, retried=retried, stats=rdr.stats, staging=staging)
+        report.workers = threads or 0  # the cluster's worker threads read the groups, not --workers (0: none ran)
         snapshot_counts = None  # groups were read on many workers: counted after the run
     else:
         # Ranges read one by one on one worker are counted after the run (_check_counts); the counts can start
@@ -463,6 +468,7 @@ class _Counter:
 
     def __init__(self, rows_done: int, rows_total: int, callback) -> None:
         self.rows_done, self.rows_total, self.bytes_done = rows_done, rows_total, 0
+        self.rows_written = rows_done  # the groups an earlier run finished
         self.callback = callback
         self.lock = threading.Lock()
 
@@ -471,8 +477,10 @@ class _Counter:
             if kind in ("batch", "retry"):  # a retry takes a discarded attempt's rows back (negative)
                 self.rows_done += rows
                 self.bytes_done += nbytes
+            elif kind == "group":  # committed: its rows are at the destination now
+                self.rows_written += rows
             event = ProgressEvent(kind, self.rows_done, max(self.rows_total, self.rows_done), self.bytes_done,
-                                  group, range_index, rows)
+                                  group, range_index, rows, self.rows_written)
         if self.callback is not None:
             self.callback(event)
 

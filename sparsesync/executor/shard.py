@@ -285,7 +285,8 @@ class ShardScope:
         before = json.loads(sink.get_bytes(name) or b"{}").get("shard", {}).get("queries_all_runs", 0)
         report.shard = {"shard": str(self.shard), "groups": self.groups, "done_now": [g.index for g in todo],
                         "skipped": [i for i in self.groups if i not in {g.index for g in todo}],
-                        "elsewhere": self.elsewhere, "queries_all_runs": before + report.queries}
+                        "elsewhere": self.elsewhere, "queries_all_runs": before + report.queries,
+                        "planned_rows": self.est_rows()}  # report.planned_rows stays the whole plan's
         report.status = "shard-done"
         report.duration_s = round(time.monotonic() - t0, 3)
         if lock is not None:

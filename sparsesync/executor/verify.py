@@ -136,15 +136,15 @@ def _verify_in(sink, plan: Plan, *, source_url, all_columns, engine, raise_on_mi
 
     folder = output_folder(plan)
     data = sink.get_bytes(f"{folder}/{redshift.MANIFEST}")
-    if data is None:
-        raise VerifyError(
+    if data is None:  # nothing to compare yet: the destination lacks the run (exit 8), no mismatch (9)
+        raise DestinationError(
             f"no finished run of plan {plan.plan_id} in {sink.url(folder)} (manifest.json missing)",
             hint="run `sparsesync execute` first (or let it resume)", table=plan.source.table,
         )
     try:
         entries = json.loads(data)["entries"]
     except (ValueError, KeyError, TypeError) as exc:
-        raise VerifyError("manifest.json is unreadable", hint="re-run `sparsesync execute --overwrite`",
+        raise DestinationError("manifest.json is unreadable", hint="re-run `sparsesync execute --overwrite`",
                           table=plan.source.table, file=sink.url(f"{folder}/{redshift.MANIFEST}")) from exc
     report = VerifyReport(plan_id=plan.plan_id, table=plan.source.table, mode="all-columns" if all_columns else "keys")
     report.files = len(entries)

@@ -401,7 +401,8 @@ class _Run:
         """The executor's progress as sync events: export start, each file group, finish (not batches)."""
         if ev.kind in ("start", "group", "finish"):
             self.emit({"event": f"export_{ev.kind}", "table": self.table, "run_id": self.result.run_id,
-                       "rows_done": ev.rows_done, "rows_total": ev.rows_total, "group": ev.group})
+                       "rows_done": ev.rows_done, "rows_written": ev.rows_written, "rows_total": ev.rows_total,
+                       "group": ev.group})
 
     def _new_parts(self, plan: Plan, run_id: str, seq: int, checksums: dict) -> list[Part]:
         """One image part per file group of the run, from the executor's ledger."""

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sparsesync.executor.run import execute_plan
 from sparsesync.executor.verify import verify_output
 from sparsesync.planner.api import make_plan
-from sparsesync.errors import VerifyError
+from sparsesync.errors import DestinationError, VerifyError
 from tests.executor.test_run import fill_mysql, make_sqlite_table, out_dir, sparse_keys, MYSQL_DDL
 
 
@@ -74,7 +74,7 @@ def test_all_columns_detects_a_changed_value(exported, sqlite_url):
 def test_verify_refuses_an_unfinished_run(exported, sqlite_url):
     plan, dest, _ = exported
     (out_dir(dest, plan) / "manifest.json").unlink()
-    with pytest.raises(VerifyError, match="manifest.json missing"):
+    with pytest.raises(DestinationError, match="manifest.json missing"):  # exit 8, not 9 (issue 17, finding 8)
         verify_output(plan, str(dest), source_url=sqlite_url)
 
 

@@ -26,12 +26,19 @@ def test_help_has_an_example(command):
 
 
 def test_sync_shares_plan_and_execute_option_definitions():
+    import inspect
+
+    from sparsesync.cli import options
     from sparsesync.cli.execute_cmd import execute_command
     from sparsesync.cli.plan_cmd import plan_command
-    from sparsesync.cli.sync_cmd import _option, sync_command
+    from sparsesync.cli.sync_cmd import sync_command
 
-    assert _option(sync_command, "rows_per_query") is _option(plan_command, "rows_per_query")
-    assert _option(sync_command, "reader") is _option(execute_command, "reader")
+    def _option(command, name):
+        return inspect.signature(command).parameters[name].default
+
+    assert _option(sync_command, "rows_per_query") is _option(plan_command, "rows_per_query") is options.ROWS_PER_QUERY
+    assert _option(sync_command, "reader") is _option(execute_command, "reader") is options.READER
+    # the whole comparison, every option of plan/execute/run/sync: tests/test_cli_options.py
 
 
 def test_load_into_duckdb_and_up_to_date_the_second_time(tmp_path):
