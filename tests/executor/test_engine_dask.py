@@ -172,6 +172,9 @@ def test_dask_output_equals_local(shape, shapes, user_url, dask_client, tmp_path
     local = execute_plan(plan, str(tmp_path / "local"), source_url=user_url, workers=2)
     dask = execute_plan(plan, str(tmp_path / "dask"), source_url=user_url, dask=DaskOptions(client=dask_client))
     assert local.engine == "local" and dask.engine == "dask" and dask.scheduler.startswith("LocalCluster(2")
+    if shape != "empty":  # the cluster's 2 worker threads read the groups, not --workers (issue 17, finding 8)
+        summary = "\n".join(dask.summary_lines())
+        assert dask.workers == 2 and "2 worker thread(s)" in summary and "workers 1" not in summary, summary
     assert dask.rows == local.rows == len(keys) and dask.status == "done" and dask.verified == "counts"
     lf, df = tmp_path / "local" / output_folder(plan), tmp_path / "dask" / output_folder(plan)
     assert _manifest_parts(df) == _manifest_parts(lf)  # same part names, same rows each, same order
