@@ -80,7 +80,7 @@ NUL = typer.Option(
 RETRIES = typer.Option(
     None, "--retries",
     help="Retries per range after a transient source fault (lost connection, deadlock, lock wait timeout), with "
-         "exponential backoff; 0 stops at the first [default: 5, or execute.retries]. sync also resumes a table's "
+         "exponential backoff; 0 stops at the first [default: 5]; --config: execute.retries. sync also resumes a table's "
          "failed run from its ledger up to 2 times.")
 STAGING = typer.Option(
     None, "--staging", metavar="DIR",
