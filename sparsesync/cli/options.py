@@ -62,7 +62,7 @@ STRICT_DATES = typer.Option(None, "--strict-dates", help="Fail on zero dates ins
 NO_VERIFY = typer.Option(False, "--no-verify", help="Skip the row-count check at the end.")
 IAM_ROLE = typer.Option(None, "--iam-role", help="IAM role ARN written into copy.sql (sync: into each run's load.sql).")
 DRY_RUN = typer.Option(False, "--dry-run",
-                       help="Check drift and print the range queries; read and write nothing (run: but the plan).")
+                       help="Check drift and print the range queries; read and write nothing (run still writes its plan).")
 MEMORY_LIMIT = typer.Option(
     None, "--memory-limit",
     help="Peak memory target in MB of one export (sync: of each table's); batches and row groups are sized in "
