@@ -53,7 +53,10 @@ DEFAULT_PLANS_DIR = Path("plans")
 
 DEST = typer.Option(..., "--dest",
                     help="Output directory or s3://bucket/prefix; files go to <dest>/<table>/<plan_id>/.")
-READER = typer.Option(None, "--reader", help="auto, pymysql or connectorx [default: auto, or execute.reader of --config].")
+READER = typer.Option(
+    None, "--reader",
+    help="auto, pymysql or connectorx [default: auto, or execute.reader of --config]. sync on MySQL: auto means "
+         "pymysql and connectorx is refused (its own connection pools are beyond sync's --connections budget).")
 WORKERS = typer.Option(
     None, "--workers",
     help="File groups read in parallel (1 = one consistent snapshot; sync: per table) [default: 1].")
