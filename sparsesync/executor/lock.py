@@ -256,6 +256,8 @@ class S3Lock:
         except _boto_errors() as exc:  # unreachable, no credentials, ...: one line too, not a traceback
             if self._code(exc) in _CONFLICT:
                 return None
+            if "IfMatch" in condition and self._code(exc) in _MISSING:
+                return None  # our lock object was deleted under us (gc of a stale lock, a taker): lost, not unreachable
             raise self._error(exc, "write lock", self.key) from None
         return resp["ETag"]
 

@@ -100,6 +100,14 @@ def _members(text: str) -> list[str]:
     return re.findall(r"'((?:[^']|'')*)'", text)
 
 
+_ARROW_INT_BITS = {"int8": 8, "int16": 16, "int32": 32, "int64": 64}
+
+
+def _wider_int(old: str, new: str) -> bool:
+    """``new`` is a signed Arrow integer type strictly wider than ``old``."""
+    return old in _ARROW_INT_BITS and new in _ARROW_INT_BITS and _ARROW_INT_BITS[new] > _ARROW_INT_BITS[old]
+
+
 def change_kind(old: ColumnSpec, new: ColumnSpec, *, table: str, key: str) -> str:
     """``widen`` or ``length`` for a column kept under its name whose declaration changed; a refusal
     (:class:`DriftError`, one line naming the column) for anything that cannot be carried over."""
@@ -111,6 +119,10 @@ def change_kind(old: ColumnSpec, new: ColumnSpec, *, table: str, key: str) -> st
     a, b = Declared.parse(old.source_type or ""), Declared.parse(new.source_type or "")
     what = f"{old.source_type} -> {new.source_type}"
     if a.text.lower() == b.text.lower():
+        if old.conversion == new.conversion and _wider_int(old.arrow_type, new.arrow_type):
+            # The same declaration mapped to a wider Arrow integer by this version of the type map (TINYINT was
+            # int8 before issue 17 and is int16 now, as Redshift's Parquet COPY wants): a widening like INT->BIGINT.
+            return "widen"
         if old.arrow_type != new.arrow_type or old.conversion != new.conversion:
             raise _refuse(table, name, f"its Arrow type changed ({old.arrow_type} -> {new.arrow_type}): the type "
                                        "options differ from the image's")

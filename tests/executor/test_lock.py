@@ -163,3 +163,20 @@ def test_unknown_sink_kind_is_refused(tmp_path):
         destination_lock(Other(), "x.lock")
     assert isinstance(destination_lock(LocalSink(tmp_path), "x.lock"), FileLock)
     assert S3Lock  # exported
+
+
+@pytest.mark.s3
+def test_s3_lock_deleted_under_its_holder_is_lost_not_unreachable(s3_bucket, s3_client):
+    """Someone deletes the lock object (gc of a stale lock, a taker's release): the holder's next refresh
+    finds it gone, so its next check fails — before, NoSuchKey on the conditional put counted as 'S3
+    unreachable for now', the holder kept going and could commit beside a new holder."""
+    lock = destination_lock(S3Sink(s3_bucket), "gone.lock", refresh_s=0.05).acquire()
+    try:
+        s3_client.delete_object(Bucket=s3_bucket, Key="gone.lock")
+        deadline = time.monotonic() + 60  # waits for the refresh thread's verdict, not for a time
+        while time.monotonic() < deadline and lock._lost is None and lock._etag is not None:
+            time.sleep(0.02)
+        with pytest.raises(LockedError, match="lost the lock"):
+            lock.check()
+    finally:
+        lock.release()

@@ -61,8 +61,8 @@ def test_cursor_window_sees_late_commits_moves_and_deletes_inside_the_lookback(m
         conn.exec_driver_sql(f"INSERT INTO `{t}` (id, v, updated_at) VALUES (0, 'late', '2020-01-01 00:33:15')")
         conn.exec_driver_sql(f"UPDATE `{t}` SET v = 'moved', updated_at = '2020-01-01 00:33:10' WHERE id = 1900")
         conn.exec_driver_sql(f"DELETE FROM `{t}` WHERE id = 1700")
-    parts = [p for p in state_of(tmp_path, t)["parts"] if p["hi"] is not None]
-    holding = {p["lo"] for p in parts for k in (0, 1700, 1900) if int(p["lo"]) <= k < int(p["hi"])}
+    parts = state_of(tmp_path, t)["parts"]  # (the open tail part may hold rows: sync.tidy folds an empty tail span)
+    holding = {p["lo"] for p in parts for k in (0, 1700, 1900) if int(p["lo"]) <= k and (p["hi"] is None or k < int(p["hi"]))}
     r = sync_table(mysql_url, t, tmp_path, opts, raise_errors=True)
     assert r.spans_reexported == len(holding) >= 2 and r.rows_read < 1000
     assert image_rows(tmp_path, t) == source_rows(mysql_engine, t)
