@@ -162,11 +162,10 @@ def test_fractional_file_size_on_the_command_line(mysql_url, mysql_engine, sync_
     t = sync_table_name()
     fill(mysql_engine, t, 1, 3000)
     runner = CliRunner()
-    from sparsesync.cli.plan_cmd import plan_command
-    from sparsesync.cli.sync_cmd import _option, sync_command
+    from sparsesync.cli.options import FILE_SIZE
 
-    helptext = _option(sync_command, "file_size").help  # sync shares plan's option (and its help)
-    assert _option(plan_command, "file_size").help == helptext and "fractions" in helptext and "[default: 256]" in helptext
+    helptext = FILE_SIZE.help  # plan, run and sync share this one definition (tests/test_cli_options.py)
+    assert "fractions" in helptext and "[default: 256]" in helptext
     res = runner.invoke(app, ["sync", mysql_url, t, "--dest", str(tmp_path / "lake"), "--file-size", "0.004",
                               "--rows-per-query", "100000", "--reader", "pymysql"], terminal_width=200)
     assert res.exit_code == 0, res.output
