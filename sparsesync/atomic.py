@@ -32,3 +32,11 @@ def write_atomic(path: str | os.PathLike, data: bytes | str | Callable[[BinaryIO
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def probe_writable(folder: str | os.PathLike) -> None:
+    """Create and remove a file in ``folder``: what a later write there needs (permissions, a read-only or
+    full filesystem), checked before any work. Raises ``OSError``; callers turn it into their own one line."""
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".sparsesync-probe-")
+    os.close(fd)
+    os.unlink(probe)

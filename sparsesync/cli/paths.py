@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
+from sparsesync.atomic import probe_writable
 from sparsesync.errors import UsageError
 
 
@@ -22,7 +22,6 @@ def writable_plans_dir(plans_dir: Path) -> None:
     """
     try:
         plans_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=plans_dir):
-            pass
+        probe_writable(plans_dir)
     except OSError as exc:
         raise plans_dir_error(plans_dir, exc) from exc

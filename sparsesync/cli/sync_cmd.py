@@ -175,8 +175,8 @@ def check_output_paths(dest: str, metrics_file: Optional[Path]) -> None:
     an S3 destination parses as ``s3://bucket/prefix``; the metrics file's directory exists and is writable.
     Each failure is one :class:`UsageError` line naming the option."""
     import os
-    import tempfile
 
+    from sparsesync.atomic import probe_writable
     from sparsesync.executor.dest import is_s3
     from sparsesync.sync.metrics import check_textfile
 
@@ -201,9 +201,7 @@ def check_output_paths(dest: str, metrics_file: Optional[Path]) -> None:
         if not os.path.isdir(probe_in):
             raise UsageError(f"--dest {dest}: {probe_in} is not a directory", hint="choose another --dest")
         try:
-            fd, probe = tempfile.mkstemp(dir=probe_in, prefix=".sparsesync-probe-")
-            os.close(fd)
-            os.unlink(probe)
+            probe_writable(probe_in)
         except OSError as exc:
             raise UsageError(f"--dest {dest}: cannot write in {probe_in}: {exc.strerror or exc}",
                              hint="choose a writable --dest") from None

@@ -95,8 +95,8 @@ def check_textfile(path: str, option: str = "--metrics-file") -> None:
     its directory must exist and take a new file (the write is a temporary file renamed into place), and the
     path must not be a directory. A probe file is created in the directory and removed again."""
     import os
-    import tempfile
 
+    from sparsesync.atomic import probe_writable
     from sparsesync.errors import UsageError
 
     parent = os.path.dirname(os.path.abspath(path)) or "."
@@ -106,9 +106,7 @@ def check_textfile(path: str, option: str = "--metrics-file") -> None:
         what = "is not a directory" if os.path.exists(parent) else "does not exist"
         raise UsageError(f"{option} {path}: its directory {parent} {what}", hint="create the directory or choose another path")
     try:
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".sparsesync-probe-")
-        os.close(fd)
-        os.unlink(probe)
+        probe_writable(parent)
     except OSError as exc:
         raise UsageError(f"{option} {path}: cannot write in {parent}: {exc.strerror or exc}",
                          hint="choose a writable path") from None
